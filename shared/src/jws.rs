@@ -1,0 +1,290 @@
+//! RFC 7515 JWS compact serialization with RFC 9964 ML-DSA-65, for untrusted input.
+//!
+//! Parsing is ordered so that the cheapest, most decisive checks run first and nothing is
+//! decoded beyond what is needed: the length cap, then the segment count, then the header,
+//! whose `alg` is checked against the allow-list before anything else is looked at.
+
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::crypto::SIGNATURE_LEN;
+use crate::keys::{ALG, SigningKey, VerifyingKey};
+use crate::{B64, Error, KeyId, RevocationId, VerifyError};
+
+/// Longest compact JWS accepted, checked before any decoding. An ML-DSA-65 signature alone is
+/// 4412 characters; this leaves room for a header and several kilobytes of claims.
+pub const MAX_JWS_LEN: usize = 16 * 1024;
+/// Length of the base64url signature segment.
+pub const SIGNATURE_B64_LEN: usize = 4412;
+/// Longest header segment accepted (ours is about 120 characters).
+const MAX_HEADER_B64_LEN: usize = 1024;
+
+/// Header parameters whose presence is refused: each would let the token choose how it is
+/// verified (embedded or remote keys, certificate chains, critical extensions).
+const FORBIDDEN_HEADER_PARAMS: [&str; 5] = ["jwk", "jku", "x5c", "x5u", "crit"];
+
+/// The header fields revocast reads. Other (non-forbidden) parameters are ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kid: KeyId,
+    pub typ: Option<String>,
+}
+
+/// A compact JWS split into its parts, header parsed and checked, signature not yet verified.
+#[derive(Debug)]
+pub struct CompactJws<'a> {
+    /// `BASE64URL(header) "." BASE64URL(payload)`: the bytes the signature covers.
+    signing_input: &'a str,
+    payload_b64: &'a str,
+    signature_b64: &'a str,
+    header: Header,
+}
+
+impl<'a> CompactJws<'a> {
+    /// Split and check a compact JWS without verifying it.
+    pub fn parse(jws: &'a str) -> Result<Self, VerifyError> {
+        if jws.len() > MAX_JWS_LEN {
+            return Err(VerifyError::Malformed);
+        }
+        let mut parts = jws.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(VerifyError::Malformed);
+        };
+        let header = parse_header(header_b64)?;
+        let signing_input = &jws[..header_b64.len() + 1 + payload_b64.len()];
+        Ok(Self {
+            signing_input,
+            payload_b64,
+            signature_b64,
+            header,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn kid(&self) -> KeyId {
+        self.header.kid
+    }
+
+    /// Verify the signature under `key` (which must be the key the header names) and return the
+    /// decoded payload and the token's revocation id.
+    pub fn verify(&self, key: &VerifyingKey) -> Result<(Vec<u8>, RevocationId), VerifyError> {
+        if key.kid() != self.header.kid {
+            return Err(VerifyError::UnknownKey);
+        }
+        if self.signature_b64.len() != SIGNATURE_B64_LEN {
+            return Err(VerifyError::InvalidSignature);
+        }
+        let mut signature = [0u8; SIGNATURE_LEN];
+        match B64.decode_slice(self.signature_b64, &mut signature) {
+            Ok(SIGNATURE_LEN) => {}
+            _ => return Err(VerifyError::Malformed),
+        }
+        if !key.verify(self.signing_input.as_bytes(), &signature) {
+            return Err(VerifyError::InvalidSignature);
+        }
+        let payload = B64
+            .decode(self.payload_b64)
+            .map_err(|_| VerifyError::Malformed)?;
+        Ok((payload, RevocationId::of_signature(&signature)))
+    }
+}
+
+fn parse_header(header_b64: &str) -> Result<Header, VerifyError> {
+    if header_b64.len() > MAX_HEADER_B64_LEN {
+        return Err(VerifyError::Malformed);
+    }
+    let bytes = B64.decode(header_b64).map_err(|_| VerifyError::Malformed)?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|_| VerifyError::Malformed)?;
+    // The algorithm allow-list comes first: nothing else about a token with a foreign `alg`
+    // (including `none`) is worth reading.
+    match map.get("alg") {
+        Some(serde_json::Value::String(alg)) if alg == ALG => {}
+        _ => return Err(VerifyError::UnsupportedAlgorithm),
+    }
+    if FORBIDDEN_HEADER_PARAMS.iter().any(|p| map.contains_key(*p)) {
+        return Err(VerifyError::Malformed);
+    }
+    #[derive(Deserialize)]
+    struct Known {
+        kid: String,
+        typ: Option<String>,
+    }
+    let known: Known =
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|_| VerifyError::Malformed)?;
+    let kid = known.kid.parse().map_err(|_| VerifyError::Malformed)?;
+    Ok(Header {
+        kid,
+        typ: known.typ,
+    })
+}
+
+/// Sign `payload` as a compact JWS with the given protected header JSON (which must name
+/// `ML-DSA-65` and the key's `kid`; callers in this crate guarantee it).
+pub(crate) fn sign_compact(
+    header_json: &[u8],
+    payload: &[u8],
+    key: &SigningKey,
+) -> Result<(String, RevocationId), Error> {
+    let mut out = String::with_capacity(
+        (header_json.len() + payload.len()).div_ceil(3) * 4 + 2 + SIGNATURE_B64_LEN,
+    );
+    B64.encode_string(header_json, &mut out);
+    out.push('.');
+    B64.encode_string(payload, &mut out);
+    let signature = key.sign(out.as_bytes())?;
+    out.push('.');
+    B64.encode_string(&signature, &mut out);
+    Ok((out, RevocationId::of_signature(&signature)))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The RFC 9964 ML-DSA-65 JOSE vector from `../shared/vectors/`, reproduced exactly.
+
+    use super::*;
+    use crate::crypto::{SigningSeed, sign_deterministic};
+    use crate::keys::Jwk;
+
+    #[derive(Deserialize)]
+    struct Vector {
+        #[serde(rename = "priv")]
+        seed_hex: String,
+        jwk: VectorJwk,
+        jws: String,
+        raw_to_be_signed: String,
+        raw_signature: String,
+        raw_public_key: String,
+    }
+
+    #[derive(Deserialize)]
+    struct VectorJwk {
+        kid: String,
+        kty: String,
+        alg: String,
+        #[serde(rename = "pub")]
+        public: String,
+    }
+
+    fn vector() -> Vector {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/vectors/rfc9964-ml-dsa-65.jose.json"
+        );
+        let text = std::fs::read_to_string(path).expect("the RFC 9964 vector beside the repo");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn zero_seed_gives_the_vectors_public_key_and_kid() {
+        let v = vector();
+        let seed: [u8; 32] = hex::decode(&v.seed_hex).unwrap().try_into().unwrap();
+        assert_eq!(seed, [0u8; 32]);
+        let key = SigningKey::from_seed(SigningSeed::from_bytes(seed));
+        let public = key.verifying_key();
+        assert_eq!(hex::encode(public.public_key()), v.raw_public_key);
+        assert_eq!(key.kid().to_string(), v.jwk.kid);
+        let jwk: Jwk = public.to_jwk();
+        assert_eq!((jwk.kty.as_str(), jwk.alg.as_str()), (v.jwk.kty.as_str(), v.jwk.alg.as_str()));
+        assert_eq!(jwk.public, v.jwk.public);
+    }
+
+    #[test]
+    fn the_vectors_jws_verifies() {
+        let v = vector();
+        let key = SigningKey::from_seed(SigningSeed::from_bytes([0; 32]));
+        let jws = CompactJws::parse(&v.jws).unwrap();
+        assert_eq!(jws.kid(), key.kid());
+        assert_eq!(hex::encode(jws.signing_input), v.raw_to_be_signed);
+        let (payload, rid) = jws.verify(key.verifying_key()).unwrap();
+        assert_eq!(payload, "It’s a dangerous business, Frodo, going out your door.".as_bytes());
+        let sig = hex::decode(&v.raw_signature).unwrap();
+        assert_eq!(rid, RevocationId::of_signature(&sig));
+    }
+
+    #[test]
+    fn deterministic_signing_gives_the_vectors_signature_bytes() {
+        let v = vector();
+        let seed = SigningSeed::from_bytes([0; 32]);
+        let tbs = hex::decode(&v.raw_to_be_signed).unwrap();
+        let sig = sign_deterministic(&seed, &tbs);
+        assert_eq!(hex::encode(&sig), v.raw_signature);
+        let jws_sig = v.jws.rsplit('.').next().unwrap();
+        assert_eq!(B64.encode(&sig), jws_sig);
+    }
+
+    #[test]
+    fn header_checks_run_alg_first() {
+        let enc = |h: &str| format!("{}.e30.{}", B64.encode(h), "A".repeat(SIGNATURE_B64_LEN));
+        let kid = SigningKey::from_seed(SigningSeed::from_bytes([0; 32])).kid();
+        let cases = [
+            (r#"{"alg":"none"}"#.to_string(), VerifyError::UnsupportedAlgorithm),
+            (r#"{"alg":"HS256","kid":"x"}"#.to_string(), VerifyError::UnsupportedAlgorithm),
+            (r#"{"kid":"x"}"#.to_string(), VerifyError::UnsupportedAlgorithm),
+            (r#"{"alg":["ML-DSA-65"]}"#.to_string(), VerifyError::UnsupportedAlgorithm),
+            (r#"{"alg":"ML-DSA-65"}"#.to_string(), VerifyError::Malformed),
+            (r#"{"alg":"ML-DSA-65","kid":"short"}"#.to_string(), VerifyError::Malformed),
+            (r#"{"alg":"ML-DSA-65","kid":7}"#.to_string(), VerifyError::Malformed),
+            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","crit":["exp"]}}"#), VerifyError::Malformed),
+            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","jwk":{{}}}}"#), VerifyError::Malformed),
+            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","jku":"http://x"}}"#), VerifyError::Malformed),
+            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","x5u":"http://x"}}"#), VerifyError::Malformed),
+            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","x5c":[]}}"#), VerifyError::Malformed),
+            ("not json".to_string(), VerifyError::Malformed),
+        ];
+        for (header, want) in cases {
+            assert_eq!(CompactJws::parse(&enc(&header)).unwrap_err(), want, "{header}");
+        }
+        let ok = format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}"}}"#);
+        assert!(CompactJws::parse(&enc(&ok)).is_ok());
+    }
+
+    #[test]
+    fn structural_malformations_are_malformed() {
+        let v = vector();
+        for bad in [
+            String::new(),
+            "a.b".into(),
+            format!("{}.extra", v.jws),
+            format!("{}=", v.jws.split('.').next().unwrap()),
+            "x".repeat(MAX_JWS_LEN + 1),
+            format!("=={}", v.jws),
+        ] {
+            assert_eq!(CompactJws::parse(&bad).unwrap_err(), VerifyError::Malformed);
+        }
+    }
+
+    #[test]
+    fn tampering_with_any_part_fails_verification() {
+        let v = vector();
+        let key = SigningKey::from_seed(SigningSeed::from_bytes([0; 32]));
+        let parts: Vec<&str> = v.jws.split('.').collect();
+        let flip = |s: &str, i: usize| {
+            let mut b = s.as_bytes().to_vec();
+            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+            String::from_utf8(b).unwrap()
+        };
+        let tampered_payload = format!("{}.{}.{}", parts[0], B64.encode("Its a safe business"), parts[2]);
+        let tampered_sig = format!("{}.{}.{}", parts[0], parts[1], flip(parts[2], 100));
+        for t in [tampered_payload, tampered_sig] {
+            let jws = CompactJws::parse(&t).unwrap();
+            assert_eq!(jws.verify(key.verifying_key()).unwrap_err(), VerifyError::InvalidSignature);
+        }
+        // Truncated and oversized signatures.
+        let short = format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() - 4]);
+        let long = format!("{}.{}.{}AAAA", parts[0], parts[1], parts[2]);
+        for t in [short, long] {
+            let jws = CompactJws::parse(&t).unwrap();
+            assert_eq!(jws.verify(key.verifying_key()).unwrap_err(), VerifyError::InvalidSignature);
+        }
+        // A different key than the header names.
+        let other = SigningKey::generate().unwrap();
+        let jws = CompactJws::parse(&v.jws).unwrap();
+        assert_eq!(jws.verify(other.verifying_key()).unwrap_err(), VerifyError::UnknownKey);
+    }
+}

@@ -1,0 +1,32 @@
+//! Everything the authority and the agents must agree on, with no I/O and no async runtime:
+//!
+//! - [`ids`]: newtypes for key ids, revocation ids, sequence numbers, epochs and timestamps.
+//! - [`crypto`]: the small ML-DSA-65 backend trait and its RustCrypto implementation.
+//! - [`keys`]: signing and verifying keys, the `AKP` JWK and its RFC 7638 thumbprint.
+//! - [`jws`]: RFC 7515 compact serialization with RFC 9964 ML-DSA-65, untrusted-input parsing.
+//! - [`token`]: access-token claims, issuing, and the typestate `UnverifiedToken` →
+//!   `VerifiedToken` verification under an explicit [`token::Validation`] policy.
+//! - [`event`]: revocation events and control messages of the wire protocol.
+//! - [`revset`]: the in-memory revocation set both sides apply events to and check tokens against.
+//! - [`error`]: the crate's error types.
+
+#![forbid(unsafe_code)]
+
+pub mod crypto;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod jws;
+pub mod keys;
+pub mod revset;
+pub mod token;
+
+pub use error::{Error, VerifyError};
+pub use ids::{Epoch, KeyId, RevocationId, Seq, UnixMillis};
+pub use keys::{Jwk, JwkSet, SigningKey, VerifyingKey};
+pub use token::{Claims, UnverifiedToken, Validation, VerifiedToken};
+
+/// The base64url alphabet without padding, as JOSE requires. Decoding is strict: padding,
+/// non-alphabet bytes and non-canonical trailing bits are all rejected.
+pub(crate) const B64: base64::engine::general_purpose::GeneralPurpose =
+    base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,0 +1,173 @@
+//! The revocation set: what is revoked right now, built by applying events in `seq` order. The
+//! authority and every agent hold one and check each verified token against it.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::event::Revocation;
+use crate::{KeyId, RevocationId, VerifiedToken, VerifyError};
+
+/// Revoked tokens, subject minimum generations, revoked sessions and revoked keys, each with
+/// the Unix second until which it matters.
+#[derive(Debug, Default, Clone)]
+pub struct RevocationSet {
+    tokens: HashMap<RevocationId, i64>,
+    subjects: HashMap<String, SubjectFloor>,
+    sessions: HashMap<String, i64>,
+    keys: HashSet<KeyId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SubjectFloor {
+    min_gen: u64,
+    until: i64,
+}
+
+impl RevocationSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Apply one revocation. Idempotent, and order-insensitive for entries of the same subject
+    /// or session (the larger floor and the later `until` win).
+    pub fn apply(&mut self, revocation: &Revocation) {
+        match revocation {
+            Revocation::Token { rid, exp } => {
+                let e = self.tokens.entry(*rid).or_insert(*exp);
+                *e = (*e).max(*exp);
+            }
+            Revocation::Subject { sub, r#gen, until } => {
+                let floor = self.subjects.entry(sub.clone()).or_insert(SubjectFloor {
+                    min_gen: *r#gen,
+                    until: *until,
+                });
+                floor.min_gen = floor.min_gen.max(*r#gen);
+                floor.until = floor.until.max(*until);
+            }
+            Revocation::Session { sid, until } => {
+                let e = self.sessions.entry(sid.clone()).or_insert(*until);
+                *e = (*e).max(*until);
+            }
+            Revocation::Key { kid } => {
+                self.keys.insert(*kid);
+            }
+        }
+    }
+
+    /// `Err(Revoked)` if any revocation in force covers `token`.
+    pub fn check(&self, token: &VerifiedToken) -> Result<(), VerifyError> {
+        let claims = token.claims();
+        let revoked = self.tokens.contains_key(&token.rid())
+            || self.keys.contains(&token.kid())
+            || self
+                .subjects
+                .get(claims.sub.as_str())
+                .is_some_and(|f| claims.r#gen < f.min_gen)
+            || claims
+                .sid
+                .as_deref()
+                .is_some_and(|sid| self.sessions.contains_key(sid));
+        if revoked { Err(VerifyError::Revoked) } else { Ok(()) }
+    }
+
+    pub fn is_token_revoked(&self, rid: &RevocationId) -> bool {
+        self.tokens.contains_key(rid)
+    }
+
+    pub fn is_key_revoked(&self, kid: &KeyId) -> bool {
+        self.keys.contains(kid)
+    }
+
+    /// `true` while a revocation of session `sid` is in force at `now`.
+    pub fn is_session_revoked(&self, sid: &str, now: i64) -> bool {
+        self.sessions.get(sid).is_some_and(|until| *until > now)
+    }
+
+    /// Drop every entry whose time has passed (`until`/`exp` ≤ `now`): a token it could reject
+    /// has expired by then. Returns how many entries were dropped.
+    pub fn purge_expired(&mut self, now: i64) -> usize {
+        let before = self.len();
+        self.tokens.retain(|_, exp| *exp > now);
+        self.subjects.retain(|_, f| f.until > now);
+        self.sessions.retain(|_, until| *until > now);
+        before - self.len()
+    }
+
+    /// Number of entries of all kinds.
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.subjects.len() + self.sessions.len() + self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SigningSeed;
+    use crate::token::{Claims, UnverifiedToken, Validation, issue};
+    use crate::SigningKey;
+
+    const NOW: i64 = 1_767_222_000;
+
+    fn token(sub: &str, r#gen: u64, sid: Option<&str>, key: &SigningKey) -> VerifiedToken {
+        let claims = Claims {
+            iss: "i".into(),
+            sub: sub.into(),
+            iat: NOW,
+            exp: NOW + 60,
+            nbf: None,
+            aud: None,
+            jti: "j".into(),
+            sid: sid.map(Into::into),
+            r#gen,
+            custom: Default::default(),
+        };
+        let t = issue(&claims, key).unwrap().token;
+        UnverifiedToken::parse(&t).unwrap().verify(key.verifying_key(), &Validation::new(0), NOW).unwrap()
+    }
+
+    #[test]
+    fn each_kind_revokes_what_it_names_and_nothing_else() {
+        let key = SigningKey::from_seed(SigningSeed::from_bytes([1; 32]));
+        let a = token("alice", 0, Some("s1"), &key);
+        let b = token("bob", 0, None, &key);
+        let mut set = RevocationSet::new();
+        assert!(set.check(&a).is_ok() && set.check(&b).is_ok());
+
+        set.apply(&Revocation::Token { rid: a.rid(), exp: NOW + 60 });
+        assert_eq!(set.check(&a), Err(VerifyError::Revoked));
+        assert!(set.check(&b).is_ok());
+
+        let mut set = RevocationSet::new();
+        set.apply(&Revocation::Subject { sub: "bob".into(), r#gen: 1, until: NOW + 100 });
+        assert_eq!(set.check(&b), Err(VerifyError::Revoked));
+        assert!(set.check(&token("bob", 1, None, &key)).is_ok(), "issued after the revocation");
+        assert!(set.check(&a).is_ok());
+
+        let mut set = RevocationSet::new();
+        set.apply(&Revocation::Session { sid: "s1".into(), until: NOW + 100 });
+        assert_eq!(set.check(&a), Err(VerifyError::Revoked));
+        assert!(set.check(&b).is_ok());
+        assert!(set.is_session_revoked("s1", NOW) && !set.is_session_revoked("s1", NOW + 100));
+
+        let mut set = RevocationSet::new();
+        set.apply(&Revocation::Key { kid: key.kid() });
+        assert_eq!(set.check(&a), Err(VerifyError::Revoked));
+        assert_eq!(set.check(&b), Err(VerifyError::Revoked));
+    }
+
+    #[test]
+    fn floors_only_rise_and_expired_entries_leave() {
+        let mut set = RevocationSet::new();
+        set.apply(&Revocation::Subject { sub: "s".into(), r#gen: 3, until: NOW + 10 });
+        set.apply(&Revocation::Subject { sub: "s".into(), r#gen: 2, until: NOW + 5 });
+        set.apply(&Revocation::Token { rid: RevocationId::of_signature(b"t"), exp: NOW + 1 });
+        set.apply(&Revocation::Key { kid: KeyId::from_bytes([0; 32]) });
+        assert_eq!(set.subjects["s"], SubjectFloor { min_gen: 3, until: NOW + 10 });
+        assert_eq!(set.purge_expired(NOW + 1), 1);
+        assert_eq!(set.purge_expired(NOW + 10), 1);
+        assert_eq!(set.len(), 1, "key revocations are forever");
+    }
+}
