@@ -79,19 +79,28 @@ mod tests {
         let rid = RevocationId::of_signature(b"x");
         let e = RevocationEvent {
             seq: Seq::new(41),
-            revocation: Revocation::Token { rid, exp: 1_767_225_600 },
+            revocation: Revocation::Token {
+                rid,
+                exp: 1_767_225_600,
+            },
             at: UnixMillis::new(1_767_222_000_123),
         };
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(
             json,
-            format!(r#"{{"seq":41,"type":"token","rid":"{rid}","exp":1767225600,"at":1767222000.123}}"#)
+            format!(
+                r#"{{"seq":41,"type":"token","rid":"{rid}","exp":1767225600,"at":1767222000.123}}"#
+            )
         );
         assert_eq!(serde_json::from_str::<RevocationEvent>(&json).unwrap(), e);
 
         let s = RevocationEvent {
             seq: Seq::new(42),
-            revocation: Revocation::Subject { sub: "user_123".into(), r#gen: 4, until: 1_767_308_400 },
+            revocation: Revocation::Subject {
+                sub: "user_123".into(),
+                r#gen: 4,
+                until: 1_767_308_400,
+            },
             at: UnixMillis::new(1_767_222_000_000),
         };
         let json = serde_json::to_string(&s).unwrap();
@@ -99,13 +108,22 @@ mod tests {
             json,
             r#"{"seq":42,"type":"subject","sub":"user_123","gen":4,"until":1767308400,"at":1767222000.0}"#
         );
-        assert_eq!(serde_json::from_str::<Message>(&json).unwrap(), Message::Event(s));
+        assert_eq!(
+            serde_json::from_str::<Message>(&json).unwrap(),
+            Message::Event(s)
+        );
     }
 
     #[test]
     fn control_messages_decode() {
         let m: Message = serde_json::from_str(r#"{"type":"hello","epoch":"e1","seq":0}"#).unwrap();
-        assert_eq!(m, Message::Control(Control::Hello { epoch: Epoch::new("e1"), seq: Seq::ZERO }));
+        assert_eq!(
+            m,
+            Message::Control(Control::Hello {
+                epoch: Epoch::new("e1"),
+                seq: Seq::ZERO
+            })
+        );
         assert!(serde_json::from_str::<Message>(r#"{"type":"token","seq":1}"#).is_err());
         assert!(serde_json::from_str::<Message>(r#"{"type":"bogus"}"#).is_err());
     }

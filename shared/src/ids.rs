@@ -223,7 +223,9 @@ mod tests {
         let mut bad = s[..42].to_string();
         bad.push('B');
         if bad != s {
-            assert!(bad.parse::<RevocationId>().is_err() || bad.parse::<RevocationId>().unwrap() != rid);
+            assert!(
+                bad.parse::<RevocationId>().is_err() || bad.parse::<RevocationId>().unwrap() != rid
+            );
         }
     }
 

@@ -115,8 +115,8 @@ fn parse_header(header_b64: &str) -> Result<Header, VerifyError> {
         kid: String,
         typ: Option<String>,
     }
-    let known: Known =
-        serde_json::from_value(serde_json::Value::Object(map)).map_err(|_| VerifyError::Malformed)?;
+    let known: Known = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|_| VerifyError::Malformed)?;
     let kid = known.kid.parse().map_err(|_| VerifyError::Malformed)?;
     Ok(Header {
         kid,
@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(hex::encode(public.public_key()), v.raw_public_key);
         assert_eq!(key.kid().to_string(), v.jwk.kid);
         let jwk: Jwk = public.to_jwk();
-        assert_eq!((jwk.kty.as_str(), jwk.alg.as_str()), (v.jwk.kty.as_str(), v.jwk.alg.as_str()));
+        assert_eq!(
+            (jwk.kty.as_str(), jwk.alg.as_str()),
+            (v.jwk.kty.as_str(), v.jwk.alg.as_str())
+        );
         assert_eq!(jwk.public, v.jwk.public);
     }
 
@@ -202,7 +205,10 @@ mod tests {
         assert_eq!(jws.kid(), key.kid());
         assert_eq!(hex::encode(jws.signing_input), v.raw_to_be_signed);
         let (payload, rid) = jws.verify(key.verifying_key()).unwrap();
-        assert_eq!(payload, "It’s a dangerous business, Frodo, going out your door.".as_bytes());
+        assert_eq!(
+            payload,
+            "It’s a dangerous business, Frodo, going out your door.".as_bytes()
+        );
         let sig = hex::decode(&v.raw_signature).unwrap();
         assert_eq!(rid, RevocationId::of_signature(&sig));
     }
@@ -223,22 +229,59 @@ mod tests {
         let enc = |h: &str| format!("{}.e30.{}", B64.encode(h), "A".repeat(SIGNATURE_B64_LEN));
         let kid = SigningKey::from_seed(SigningSeed::from_bytes([0; 32])).kid();
         let cases = [
-            (r#"{"alg":"none"}"#.to_string(), VerifyError::UnsupportedAlgorithm),
-            (r#"{"alg":"HS256","kid":"x"}"#.to_string(), VerifyError::UnsupportedAlgorithm),
-            (r#"{"kid":"x"}"#.to_string(), VerifyError::UnsupportedAlgorithm),
-            (r#"{"alg":["ML-DSA-65"]}"#.to_string(), VerifyError::UnsupportedAlgorithm),
+            (
+                r#"{"alg":"none"}"#.to_string(),
+                VerifyError::UnsupportedAlgorithm,
+            ),
+            (
+                r#"{"alg":"HS256","kid":"x"}"#.to_string(),
+                VerifyError::UnsupportedAlgorithm,
+            ),
+            (
+                r#"{"kid":"x"}"#.to_string(),
+                VerifyError::UnsupportedAlgorithm,
+            ),
+            (
+                r#"{"alg":["ML-DSA-65"]}"#.to_string(),
+                VerifyError::UnsupportedAlgorithm,
+            ),
             (r#"{"alg":"ML-DSA-65"}"#.to_string(), VerifyError::Malformed),
-            (r#"{"alg":"ML-DSA-65","kid":"short"}"#.to_string(), VerifyError::Malformed),
-            (r#"{"alg":"ML-DSA-65","kid":7}"#.to_string(), VerifyError::Malformed),
-            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","crit":["exp"]}}"#), VerifyError::Malformed),
-            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","jwk":{{}}}}"#), VerifyError::Malformed),
-            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","jku":"http://x"}}"#), VerifyError::Malformed),
-            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","x5u":"http://x"}}"#), VerifyError::Malformed),
-            (format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","x5c":[]}}"#), VerifyError::Malformed),
+            (
+                r#"{"alg":"ML-DSA-65","kid":"short"}"#.to_string(),
+                VerifyError::Malformed,
+            ),
+            (
+                r#"{"alg":"ML-DSA-65","kid":7}"#.to_string(),
+                VerifyError::Malformed,
+            ),
+            (
+                format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","crit":["exp"]}}"#),
+                VerifyError::Malformed,
+            ),
+            (
+                format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","jwk":{{}}}}"#),
+                VerifyError::Malformed,
+            ),
+            (
+                format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","jku":"http://x"}}"#),
+                VerifyError::Malformed,
+            ),
+            (
+                format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","x5u":"http://x"}}"#),
+                VerifyError::Malformed,
+            ),
+            (
+                format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}","x5c":[]}}"#),
+                VerifyError::Malformed,
+            ),
             ("not json".to_string(), VerifyError::Malformed),
         ];
         for (header, want) in cases {
-            assert_eq!(CompactJws::parse(&enc(&header)).unwrap_err(), want, "{header}");
+            assert_eq!(
+                CompactJws::parse(&enc(&header)).unwrap_err(),
+                want,
+                "{header}"
+            );
         }
         let ok = format!(r#"{{"alg":"ML-DSA-65","kid":"{kid}"}}"#);
         assert!(CompactJws::parse(&enc(&ok)).is_ok());
@@ -269,22 +312,41 @@ mod tests {
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
             String::from_utf8(b).unwrap()
         };
-        let tampered_payload = format!("{}.{}.{}", parts[0], B64.encode("Its a safe business"), parts[2]);
+        let tampered_payload = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode("Its a safe business"),
+            parts[2]
+        );
         let tampered_sig = format!("{}.{}.{}", parts[0], parts[1], flip(parts[2], 100));
         for t in [tampered_payload, tampered_sig] {
             let jws = CompactJws::parse(&t).unwrap();
-            assert_eq!(jws.verify(key.verifying_key()).unwrap_err(), VerifyError::InvalidSignature);
+            assert_eq!(
+                jws.verify(key.verifying_key()).unwrap_err(),
+                VerifyError::InvalidSignature
+            );
         }
         // Truncated and oversized signatures.
-        let short = format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() - 4]);
+        let short = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            &parts[2][..parts[2].len() - 4]
+        );
         let long = format!("{}.{}.{}AAAA", parts[0], parts[1], parts[2]);
         for t in [short, long] {
             let jws = CompactJws::parse(&t).unwrap();
-            assert_eq!(jws.verify(key.verifying_key()).unwrap_err(), VerifyError::InvalidSignature);
+            assert_eq!(
+                jws.verify(key.verifying_key()).unwrap_err(),
+                VerifyError::InvalidSignature
+            );
         }
         // A different key than the header names.
         let other = SigningKey::generate().unwrap();
         let jws = CompactJws::parse(&v.jws).unwrap();
-        assert_eq!(jws.verify(other.verifying_key()).unwrap_err(), VerifyError::UnknownKey);
+        assert_eq!(
+            jws.verify(other.verifying_key()).unwrap_err(),
+            VerifyError::UnknownKey
+        );
     }
 }

@@ -123,7 +123,9 @@ impl VerifyingKey {
         backend: &dyn MlDsa65Backend,
     ) -> Result<Self, Error> {
         if public_key.len() != PUBLIC_KEY_LEN {
-            return Err(Error::InvalidPublicKey("an ML-DSA-65 public key is 1952 bytes"));
+            return Err(Error::InvalidPublicKey(
+                "an ML-DSA-65 public key is 1952 bytes",
+            ));
         }
         Ok(Self {
             kid: thumbprint(public_key),
@@ -149,7 +151,9 @@ impl VerifyingKey {
             .map_err(|_| Error::InvalidJwk("pub is not unpadded base64url"))?;
         let key = Self::from_public_key(&public)?;
         if jwk.kid != key.kid.to_string() {
-            return Err(Error::InvalidJwk("kid is not the RFC 7638 thumbprint of pub"));
+            return Err(Error::InvalidJwk(
+                "kid is not the RFC 7638 thumbprint of pub",
+            ));
         }
         Ok(key)
     }
@@ -180,7 +184,9 @@ impl VerifyingKey {
 
 impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifyingKey").field("kid", &self.kid).finish()
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .finish()
     }
 }
 

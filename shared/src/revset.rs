@@ -66,7 +66,11 @@ impl RevocationSet {
                 .sid
                 .as_deref()
                 .is_some_and(|sid| self.sessions.contains_key(sid));
-        if revoked { Err(VerifyError::Revoked) } else { Ok(()) }
+        if revoked {
+            Err(VerifyError::Revoked)
+        } else {
+            Ok(())
+        }
     }
 
     pub fn is_token_revoked(&self, rid: &RevocationId) -> bool {
@@ -105,9 +109,9 @@ impl RevocationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SigningKey;
     use crate::crypto::SigningSeed;
     use crate::token::{Claims, UnverifiedToken, Validation, issue};
-    use crate::SigningKey;
 
     const NOW: i64 = 1_767_222_000;
 
@@ -125,7 +129,10 @@ mod tests {
             custom: Default::default(),
         };
         let t = issue(&claims, key).unwrap().token;
-        UnverifiedToken::parse(&t).unwrap().verify(key.verifying_key(), &Validation::new(0), NOW).unwrap()
+        UnverifiedToken::parse(&t)
+            .unwrap()
+            .verify(key.verifying_key(), &Validation::new(0), NOW)
+            .unwrap()
     }
 
     #[test]
@@ -136,18 +143,31 @@ mod tests {
         let mut set = RevocationSet::new();
         assert!(set.check(&a).is_ok() && set.check(&b).is_ok());
 
-        set.apply(&Revocation::Token { rid: a.rid(), exp: NOW + 60 });
+        set.apply(&Revocation::Token {
+            rid: a.rid(),
+            exp: NOW + 60,
+        });
         assert_eq!(set.check(&a), Err(VerifyError::Revoked));
         assert!(set.check(&b).is_ok());
 
         let mut set = RevocationSet::new();
-        set.apply(&Revocation::Subject { sub: "bob".into(), r#gen: 1, until: NOW + 100 });
+        set.apply(&Revocation::Subject {
+            sub: "bob".into(),
+            r#gen: 1,
+            until: NOW + 100,
+        });
         assert_eq!(set.check(&b), Err(VerifyError::Revoked));
-        assert!(set.check(&token("bob", 1, None, &key)).is_ok(), "issued after the revocation");
+        assert!(
+            set.check(&token("bob", 1, None, &key)).is_ok(),
+            "issued after the revocation"
+        );
         assert!(set.check(&a).is_ok());
 
         let mut set = RevocationSet::new();
-        set.apply(&Revocation::Session { sid: "s1".into(), until: NOW + 100 });
+        set.apply(&Revocation::Session {
+            sid: "s1".into(),
+            until: NOW + 100,
+        });
         assert_eq!(set.check(&a), Err(VerifyError::Revoked));
         assert!(set.check(&b).is_ok());
         assert!(set.is_session_revoked("s1", NOW) && !set.is_session_revoked("s1", NOW + 100));
@@ -161,11 +181,30 @@ mod tests {
     #[test]
     fn floors_only_rise_and_expired_entries_leave() {
         let mut set = RevocationSet::new();
-        set.apply(&Revocation::Subject { sub: "s".into(), r#gen: 3, until: NOW + 10 });
-        set.apply(&Revocation::Subject { sub: "s".into(), r#gen: 2, until: NOW + 5 });
-        set.apply(&Revocation::Token { rid: RevocationId::of_signature(b"t"), exp: NOW + 1 });
-        set.apply(&Revocation::Key { kid: KeyId::from_bytes([0; 32]) });
-        assert_eq!(set.subjects["s"], SubjectFloor { min_gen: 3, until: NOW + 10 });
+        set.apply(&Revocation::Subject {
+            sub: "s".into(),
+            r#gen: 3,
+            until: NOW + 10,
+        });
+        set.apply(&Revocation::Subject {
+            sub: "s".into(),
+            r#gen: 2,
+            until: NOW + 5,
+        });
+        set.apply(&Revocation::Token {
+            rid: RevocationId::of_signature(b"t"),
+            exp: NOW + 1,
+        });
+        set.apply(&Revocation::Key {
+            kid: KeyId::from_bytes([0; 32]),
+        });
+        assert_eq!(
+            set.subjects["s"],
+            SubjectFloor {
+                min_gen: 3,
+                until: NOW + 10
+            }
+        );
         assert_eq!(set.purge_expired(NOW + 1), 1);
         assert_eq!(set.purge_expired(NOW + 10), 1);
         assert_eq!(set.len(), 1, "key revocations are forever");

@@ -16,8 +16,9 @@ use crate::{B64, Error, KeyId, RevocationId, VerifyError};
 pub const TYP: &str = "at+jwt";
 
 /// Claim names set by the authority; callers cannot supply them as custom claims.
-pub const RESERVED_CLAIMS: [&str; 10] =
-    ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "gen", "rid"];
+pub const RESERVED_CLAIMS: [&str; 10] = [
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "sid", "gen", "rid",
+];
 
 /// `aud`: one string or an array of strings (RFC 7519 §4.1.3).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,20 +164,28 @@ impl<'a> UnverifiedToken<'a> {
         now: i64,
     ) -> Result<VerifiedToken, VerifyError> {
         let (payload, rid) = self.jws.verify(key)?;
-        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+        let claims: Claims =
+            serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
         if claims.exp <= now.saturating_sub(validation.leeway_secs) {
             return Err(VerifyError::Expired);
         }
-        if claims.nbf.is_some_and(|nbf| nbf > now.saturating_add(validation.leeway_secs)) {
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(validation.leeway_secs))
+        {
             return Err(VerifyError::NotYetValid);
         }
-        if validation.issuer.as_ref().is_some_and(|iss| *iss != claims.iss) {
+        if validation
+            .issuer
+            .as_ref()
+            .is_some_and(|iss| *iss != claims.iss)
+        {
             return Err(VerifyError::InvalidIssuer);
         }
-        if let Some(want) = &validation.audience {
-            if !claims.aud.as_ref().is_some_and(|aud| aud.contains(want)) {
-                return Err(VerifyError::InvalidAudience);
-            }
+        if let Some(want) = &validation.audience
+            && !claims.aud.as_ref().is_some_and(|aud| aud.contains(want))
+        {
+            return Err(VerifyError::InvalidAudience);
         }
         Ok(VerifiedToken {
             claims,
@@ -247,7 +256,9 @@ mod tests {
         let key = key();
         let c = claims();
         let issued = issue(&c, &key).unwrap();
-        let v = Validation::new(0).issuer("https://auth.example").audience("api");
+        let v = Validation::new(0)
+            .issuer("https://auth.example")
+            .audience("api");
         let verified = verify(&issued.token, &key, &v).unwrap();
         assert_eq!(verified.claims(), &c);
         assert_eq!(verified.rid(), issued.rid);
@@ -263,7 +274,13 @@ mod tests {
         let issued = issue(&claims(), &key).unwrap();
         let header = issued.token.split('.').next().unwrap();
         let json = String::from_utf8(B64.decode(header).unwrap()).unwrap();
-        assert_eq!(json, format!(r#"{{"alg":"ML-DSA-65","typ":"at+jwt","kid":"{}"}}"#, key.kid()));
+        assert_eq!(
+            json,
+            format!(
+                r#"{{"alg":"ML-DSA-65","typ":"at+jwt","kid":"{}"}}"#,
+                key.kid()
+            )
+        );
         assert_eq!(issued.token.rsplit('.').next().unwrap().len(), 4412);
         assert!(!issued.token.contains('='));
     }
@@ -274,20 +291,32 @@ mod tests {
         let mut c = claims();
         c.exp = NOW;
         let t = issue(&c, &key).unwrap().token;
-        assert_eq!(verify(&t, &key, &Validation::new(0)).unwrap_err(), VerifyError::Expired);
+        assert_eq!(
+            verify(&t, &key, &Validation::new(0)).unwrap_err(),
+            VerifyError::Expired
+        );
         assert!(verify(&t, &key, &Validation::new(5)).is_ok());
 
         let mut c = claims();
         c.nbf = Some(NOW + 10);
         let t = issue(&c, &key).unwrap().token;
-        assert_eq!(verify(&t, &key, &Validation::new(0)).unwrap_err(), VerifyError::NotYetValid);
+        assert_eq!(
+            verify(&t, &key, &Validation::new(0)).unwrap_err(),
+            VerifyError::NotYetValid
+        );
         assert!(verify(&t, &key, &Validation::new(10)).is_ok());
 
         let t = issue(&claims(), &key).unwrap().token;
         let wrong_iss = Validation::new(0).issuer("https://evil.example");
-        assert_eq!(verify(&t, &key, &wrong_iss).unwrap_err(), VerifyError::InvalidIssuer);
+        assert_eq!(
+            verify(&t, &key, &wrong_iss).unwrap_err(),
+            VerifyError::InvalidIssuer
+        );
         let wrong_aud = Validation::new(0).audience("other");
-        assert_eq!(verify(&t, &key, &wrong_aud).unwrap_err(), VerifyError::InvalidAudience);
+        assert_eq!(
+            verify(&t, &key, &wrong_aud).unwrap_err(),
+            VerifyError::InvalidAudience
+        );
     }
 
     #[test]
@@ -299,10 +328,17 @@ mod tests {
 
         // alg confusion: `none` with an empty signature, HS256 with the public key as secret.
         for alg in ["none", "HS256", "RS256", "ml-dsa-65", "ML-DSA-44"] {
-            let h = B64.encode(format!(r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{}"}}"#, key.kid()));
+            let h = B64.encode(format!(
+                r#"{{"alg":"{alg}","typ":"at+jwt","kid":"{}"}}"#,
+                key.kid()
+            ));
             for sig in ["", parts[2]] {
                 let t = format!("{h}.{}.{sig}", parts[1]);
-                assert_eq!(verify(&t, &key, &v).unwrap_err(), VerifyError::UnsupportedAlgorithm, "{alg}");
+                assert_eq!(
+                    verify(&t, &key, &v).unwrap_err(),
+                    VerifyError::UnsupportedAlgorithm,
+                    "{alg}"
+                );
             }
         }
         // Missing typ, wrong typ.
@@ -315,32 +351,59 @@ mod tests {
         }
         // Unknown kid: parses, but the caller's lookup fails; a wrong key is UnknownKey.
         let other = SigningKey::generate().unwrap();
-        assert_eq!(verify(&good, &other, &v).unwrap_err(), VerifyError::UnknownKey);
+        assert_eq!(
+            verify(&good, &other, &v).unwrap_err(),
+            VerifyError::UnknownKey
+        );
         // Payload swapped for another (even well-formed) one.
         let mut c = claims();
         c.sub = "root".into();
-        let forged = format!("{}.{}.{}", parts[0], B64.encode(serde_json::to_vec(&c).unwrap()), parts[2]);
-        assert_eq!(verify(&forged, &key, &v).unwrap_err(), VerifyError::InvalidSignature);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(serde_json::to_vec(&c).unwrap()),
+            parts[2]
+        );
+        assert_eq!(
+            verify(&forged, &key, &v).unwrap_err(),
+            VerifyError::InvalidSignature
+        );
         // Extra segments, padded base64.
-        assert_eq!(verify(&format!("{good}.x"), &key, &v).unwrap_err(), VerifyError::Malformed);
+        assert_eq!(
+            verify(&format!("{good}.x"), &key, &v).unwrap_err(),
+            VerifyError::Malformed
+        );
         let padded = format!("{}=.{}.{}", parts[0], parts[1], parts[2]);
-        assert_eq!(verify(&padded, &key, &v).unwrap_err(), VerifyError::Malformed);
+        assert_eq!(
+            verify(&padded, &key, &v).unwrap_err(),
+            VerifyError::Malformed
+        );
     }
 
     #[test]
     fn non_json_or_incomplete_payload_is_malformed_even_when_signed() {
         let key = key();
         for payload in [&b"not json"[..], br#"{"sub":"x"}"#, b"[]"] {
-            let header = format!(r#"{{"alg":"ML-DSA-65","typ":"at+jwt","kid":"{}"}}"#, key.kid());
+            let header = format!(
+                r#"{{"alg":"ML-DSA-65","typ":"at+jwt","kid":"{}"}}"#,
+                key.kid()
+            );
             let (t, _) = sign_compact(header.as_bytes(), payload, &key).unwrap();
-            assert_eq!(verify(&t, &key, &Validation::new(0)).unwrap_err(), VerifyError::Malformed);
+            assert_eq!(
+                verify(&t, &key, &Validation::new(0)).unwrap_err(),
+                VerifyError::Malformed
+            );
         }
     }
 
     #[test]
     fn oversized_claims_are_refused_at_issue() {
         let mut c = claims();
-        c.custom.insert("blob".into(), Value::from("x".repeat(MAX_JWS_LEN)));
-        assert!(matches!(issue(&c, &key()), Err(Error::TokenTooLarge { .. })));
+        c.custom
+            .insert("blob".into(), Value::from("x".repeat(MAX_JWS_LEN)));
+        assert!(matches!(
+            issue(&c, &key()),
+            Err(Error::TokenTooLarge { .. })
+        ));
     }
 }

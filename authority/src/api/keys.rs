@@ -1,0 +1,71 @@
+//! Signing key management: rotate, and revoke a key.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use revocast_shared::{KeyId, SigningKey};
+use serde_json::{Value, json};
+
+use super::blocking;
+use crate::app::AppState;
+use crate::auth::{Admin, Authorized};
+use crate::error::ApiError;
+use crate::store::{Mutation, Outcome};
+
+async fn new_key() -> Result<Arc<SigningKey>, ApiError> {
+    blocking(SigningKey::generate)
+        .await?
+        .map(Arc::new)
+        .map_err(|e| ApiError::internal(&e))
+}
+
+/// A new signing key becomes active; older keys keep verifying (and stay in the JWKS) until
+/// every token they signed has expired.
+pub async fn rotate(
+    _: Authorized<Admin>,
+    State(app): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let key = new_key().await?;
+    let kid = key.kid();
+    match app.ledger.submit(Mutation::AddKey { key }).await? {
+        Outcome::KeyAdded => {
+            tracing::info!(%kid, "signing key rotated");
+            Ok(Json(json!({ "kid": kid })))
+        }
+        other => Err(ApiError::internal(&std::io::Error::other(format!(
+            "unexpected outcome {other:?}"
+        )))),
+    }
+}
+
+/// Every token signed by the key is rejected from now on and the key leaves the JWKS. If it was
+/// the active key, a fresh key takes over signing.
+pub async fn revoke(
+    _: Authorized<Admin>,
+    State(app): State<AppState>,
+    Path(kid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let unknown = || ApiError::not_found("no such key").with_code("unknown_key");
+    let kid: KeyId = kid.parse().map_err(|_| unknown())?;
+    if !app.view.has_key(&kid) {
+        return Err(unknown());
+    }
+    // Generated whether or not it is needed: which key is active is decided in the commit.
+    let replacement = new_key().await?;
+    match app
+        .ledger
+        .submit(Mutation::RevokeKey { kid, replacement })
+        .await?
+    {
+        Outcome::Appended { event, activated } => {
+            tracing::warn!(%kid, seq = %event.seq, replacement = ?activated, "signing key revoked");
+            Ok(Json(json!({ "kid": kid, "seq": event.seq })))
+        }
+        Outcome::AlreadyRevoked { seq, .. } => Ok(Json(json!({ "kid": kid, "seq": seq }))),
+        Outcome::UnknownKey => Err(unknown()),
+        Outcome::KeyAdded => Err(ApiError::internal(&std::io::Error::other(
+            "unexpected outcome",
+        ))),
+    }
+}

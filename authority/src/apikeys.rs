@@ -1,0 +1,165 @@
+//! API keys: generation, hashing, lookup with a small cache, and the first-start bootstrap that
+//! writes `admin.key` and `subscriber.key` into the data directory.
+//!
+//! Keys are 256 random bits, so a plain SHA-256 is a sound stored form: there is nothing to
+//! brute-force that a slow password hash would protect. Only the hash is ever stored.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::config::Scope;
+use crate::error::{Error, StoreError};
+use crate::store::Store;
+
+/// Prefix of every key, so leaked keys are recognisable by secret scanners.
+const PREFIX: &str = "rvc_";
+/// A presented key longer than this is refused before hashing.
+const MAX_KEY_LEN: usize = 256;
+
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+pub const SUBSCRIBER_KEY_FILE: &str = "subscriber.key";
+
+/// A new random API key; the secret never leaves memory except to its file or stdout.
+pub fn generate() -> Result<Zeroizing<String>, Error> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut()).map_err(|_| revocast_shared::Error::Randomness)?;
+    Ok(Zeroizing::new(format!(
+        "{PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(*bytes)
+    )))
+}
+
+pub fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Resolves presented keys to scopes. Hits are cached; misses always ask the store, so a key
+/// created by `create-key` while the authority runs works at once.
+pub struct ApiKeys {
+    store: Arc<dyn Store>,
+    cache: RwLock<HashMap<[u8; 32], Scope>>,
+}
+
+impl ApiKeys {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub async fn scope_of(&self, presented: &str) -> Result<Option<Scope>, StoreError> {
+        if presented.is_empty() || presented.len() > MAX_KEY_LEN {
+            return Ok(None);
+        }
+        let digest = hash(presented);
+        let cached = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            // The map finds a candidate by hash; the final equality is constant time so that
+            // the comparison leaks nothing about how much of a stored hash was matched.
+            cache
+                .get_key_value(&digest)
+                .filter(|(stored, _)| bool::from(stored.ct_eq(&digest)))
+                .map(|(_, scope)| *scope)
+        };
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let scope = self.store.api_key_scope(&digest).await?;
+        if let Some(scope) = scope {
+            self.cache
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest, scope);
+        }
+        Ok(scope)
+    }
+}
+
+/// Create a key of `scope`, store its hash and return the secret.
+pub async fn create(
+    store: &dyn Store,
+    scope: Scope,
+    label: Option<&str>,
+    now: i64,
+) -> Result<Zeroizing<String>, Error> {
+    let key = generate()?;
+    store.insert_api_key(&hash(&key), scope, label, now).await?;
+    Ok(key)
+}
+
+/// On the first start (no API keys stored), create an `admin` and a `subscribe` key and write
+/// them to `admin.key` / `subscriber.key` (mode 0600). Files are written before the hashes are
+/// stored, so a crash in between leaves no unusable key: the next start simply redoes it.
+pub async fn bootstrap(store: &dyn Store, data_dir: &Path, now: i64) -> Result<(), Error> {
+    if store.count_api_keys().await? > 0 {
+        return Ok(());
+    }
+    let admin = generate()?;
+    let subscriber = generate()?;
+    write_secret(&data_dir.join(ADMIN_KEY_FILE), &admin)?;
+    write_secret(&data_dir.join(SUBSCRIBER_KEY_FILE), &subscriber)?;
+    store
+        .insert_api_key(&hash(&admin), Scope::Admin, Some("bootstrap admin"), now)
+        .await?;
+    store
+        .insert_api_key(
+            &hash(&subscriber),
+            Scope::Subscribe,
+            Some("bootstrap subscriber"),
+            now,
+        )
+        .await?;
+    tracing::info!(
+        admin_key_file = %data_dir.join(ADMIN_KEY_FILE).display(),
+        subscriber_key_file = %data_dir.join(SUBSCRIBER_KEY_FILE).display(),
+        "first start: created API keys"
+    );
+    Ok(())
+}
+
+/// Write `secret` and a newline to `path` atomically with mode 0600.
+fn write_secret(path: &Path, secret: &str) -> Result<(), Error> {
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| Error::Io { what, source }
+    };
+    let tmp = path.with_extension("key.tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(io("cannot create"))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io("cannot restrict"))?;
+    file.write_all(secret.as_bytes())
+        .map_err(io("cannot write"))?;
+    file.write_all(b"\n").map_err(io("cannot write"))?;
+    file.sync_all().map_err(io("cannot sync"))?;
+    std::fs::rename(&tmp, path).map_err(io("cannot rename into"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_random_prefixed_and_hash_stably() {
+        let a = generate().unwrap();
+        let b = generate().unwrap();
+        assert!(a.starts_with(PREFIX) && a.len() == PREFIX.len() + 43);
+        assert_ne!(*a, *b);
+        assert_eq!(hash(&a), hash(&a.clone()));
+        assert_ne!(hash(&a), hash(&b));
+    }
+}

@@ -1,0 +1,32 @@
+//! The revocast authority: signs ML-DSA-65 access tokens, records revocations durably with a
+//! gap-free `seq`, and serves the HTTP API of DESIGN.md.
+//!
+//! Map of the crate:
+//! - [`config`]: flags and `REVOCAST_*` env, validated before anything is bound or written.
+//! - [`app`]: [`Authority`] — open the store, load the view, start the ledger, serve.
+//! - [`api`]: the router and one module per group of endpoints.
+//! - [`auth`], [`extract`]: extractors for API keys and bodies that fail in our error shape.
+//! - [`ledger`]: the single writer, committing concurrent mutations in groups (one fsync each).
+//! - [`view`]: the in-memory mirror (keys, revocation set, subject generations) requests read.
+//! - [`store`]: the durable state behind the [`store::Store`] trait; SQLite by default.
+//! - [`apikeys`]: API key generation, hashing, lookup, first-start files.
+//! - [`metrics`], [`shutdown`], [`error`].
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod apikeys;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod ledger;
+pub mod metrics;
+pub mod shutdown;
+pub mod store;
+pub mod view;
+
+pub use app::{App, AppState, Authority};
+pub use config::{Cli, Config, Scope};
+pub use error::{ApiError, Error};

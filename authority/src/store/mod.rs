@@ -1,0 +1,117 @@
+//! Durable state behind one trait, so the embedded SQLite default and the PostgreSQL backend
+//! (for replicas) are interchangeable. A store assigns `seq` itself, inside the committing
+//! transaction: that is what keeps the log gap-free and in commit order on any backend.
+
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use revocast_shared::crypto::SigningSeed;
+use revocast_shared::event::RevocationEvent;
+use revocast_shared::{Epoch, KeyId, RevocationId, Seq, SigningKey, UnixMillis};
+
+pub use sqlite::SqliteStore;
+
+use crate::config::Scope;
+use crate::error::StoreError;
+
+/// One change to commit. Revocations are appended to the log; a key addition is not a
+/// revocation and takes no `seq`.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    RevokeToken {
+        rid: RevocationId,
+        sub: String,
+        exp: i64,
+        reason: Option<String>,
+    },
+    /// Raise the subject's generation by one; the event carries the new minimum.
+    RevokeSubject {
+        sub: String,
+        until: i64,
+        reason: Option<String>,
+    },
+    RevokeSession {
+        sid: String,
+        until: i64,
+        reason: Option<String>,
+    },
+    /// Revoke `kid`. If it is the active signing key, `replacement` becomes active instead.
+    RevokeKey {
+        kid: KeyId,
+        replacement: Arc<SigningKey>,
+    },
+    /// Add `key` as the active signing key; the previous one is retired (still verifies).
+    AddKey { key: Arc<SigningKey> },
+}
+
+/// What committing one [`Mutation`] did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A new revocation was appended. For a key revocation, `activated` names the replacement
+    /// key if the revoked key was the active one.
+    Appended {
+        event: RevocationEvent,
+        activated: Option<KeyId>,
+    },
+    /// The token or key had been revoked before: nothing was written.
+    AlreadyRevoked {
+        seq: Seq,
+        at: UnixMillis,
+    },
+    /// A key revocation named a key the store does not have.
+    UnknownKey,
+    KeyAdded,
+}
+
+/// A stored signing key.
+#[derive(Debug)]
+pub struct KeyRecord {
+    pub kid: KeyId,
+    pub seed: SigningSeed,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+    pub revoked: bool,
+    pub active: bool,
+}
+
+/// Everything the authority loads into memory at start.
+#[derive(Debug)]
+pub struct Loaded {
+    pub epoch: Epoch,
+    pub head: Seq,
+    pub keys: Vec<KeyRecord>,
+    /// Revocations still in force at load time, in `seq` order.
+    pub revocations: Vec<RevocationEvent>,
+    pub subject_generations: Vec<(String, u64)>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Read the state the authority keeps in memory, at time `now` (Unix seconds).
+    async fn load(&self, now: i64) -> Result<Loaded, StoreError>;
+
+    /// Commit `batch` atomically and durably (fsync before returning), all at time `at`, and
+    /// report each mutation's outcome in order. On error nothing of the batch is committed.
+    async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// The scope of the API key whose SHA-256 is `hash`.
+    async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError>;
+
+    async fn insert_api_key(
+        &self,
+        hash: &[u8; 32],
+        scope: Scope,
+        label: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError>;
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError>;
+
+    /// Cheap liveness check of the storage for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Release connections and flush what the backend buffers.
+    async fn close(&self);
+}

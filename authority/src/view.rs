@@ -1,0 +1,248 @@
+//! The authority's in-memory mirror of its durable state: keys, the revocation set and subject
+//! generations. Requests read it; only the ledger writes it, right after each commit and before
+//! answering, so an answered revocation is already visible to every later request.
+//!
+//! A std `RwLock`, because nothing awaits while it is held and every critical section is a few
+//! hash lookups. Signature checks run outside the lock.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use revocast_shared::event::Revocation;
+use revocast_shared::revset::RevocationSet;
+use revocast_shared::{
+    Epoch, JwkSet, KeyId, Seq, SigningKey, UnverifiedToken, Validation, VerifiedToken, VerifyError,
+};
+
+use crate::error::Error;
+use crate::store::{Loaded, Mutation, Outcome};
+
+/// A key the authority has ever signed with.
+struct KeyEntry {
+    key: Arc<SigningKey>,
+    /// When it stopped being the active key (Unix seconds); it keeps verifying until its tokens
+    /// have expired, i.e. `retired_at + max_ttl`.
+    retired_at: Option<i64>,
+    revoked: bool,
+}
+
+struct Inner {
+    head: Seq,
+    revset: RevocationSet,
+    /// Current generation of every subject ever revoked (tokens are issued with it).
+    subject_generations: HashMap<String, u64>,
+    keys: HashMap<KeyId, KeyEntry>,
+    active: KeyId,
+}
+
+pub struct View {
+    epoch: Epoch,
+    max_ttl_secs: i64,
+    inner: RwLock<Inner>,
+}
+
+/// Why a token cannot be issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueRefusal {
+    SessionRevoked,
+    /// No active signing key: an invariant broke (`new` and `apply` always keep one).
+    NoSigningKey,
+}
+
+impl View {
+    /// Build from what the store loaded. `loaded.keys` must hold an active key.
+    pub fn new(loaded: Loaded, max_ttl_secs: i64) -> Result<Self, Error> {
+        let mut keys = HashMap::new();
+        let mut active = None;
+        for record in loaded.keys {
+            let key = SigningKey::from_seed(record.seed);
+            if key.kid() != record.kid {
+                return Err(Error::Config(format!(
+                    "stored key {} does not match its seed",
+                    record.kid
+                )));
+            }
+            if record.active {
+                active = Some(record.kid);
+            }
+            keys.insert(
+                record.kid,
+                KeyEntry {
+                    key: Arc::new(key),
+                    retired_at: record.retired_at,
+                    revoked: record.revoked,
+                },
+            );
+        }
+        let active = active.ok_or_else(|| Error::Config("no active signing key".into()))?;
+        let mut revset = RevocationSet::new();
+        for event in &loaded.revocations {
+            revset.apply(&event.revocation);
+        }
+        Ok(Self {
+            epoch: loaded.epoch,
+            max_ttl_secs,
+            inner: RwLock::new(Inner {
+                head: loaded.head,
+                revset,
+                subject_generations: loaded.subject_generations.into_iter().collect(),
+                keys,
+                active,
+            }),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave `Inner` half-updated in a way that matters
+        // more than refusing all service would, so poisoning is ignored.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    pub fn head(&self) -> Seq {
+        self.read().head
+    }
+
+    pub fn active_kid(&self) -> KeyId {
+        self.read().active
+    }
+
+    pub fn revocation_entries(&self) -> usize {
+        self.read().revset.len()
+    }
+
+    /// The key and subject generation to issue a token for `sub` (and `sid`) with at `now`.
+    pub fn issuing(
+        &self,
+        sub: &str,
+        sid: Option<&str>,
+        now: i64,
+    ) -> Result<(Arc<SigningKey>, u64), IssueRefusal> {
+        let inner = self.read();
+        if sid.is_some_and(|sid| inner.revset.is_session_revoked(sid, now)) {
+            return Err(IssueRefusal::SessionRevoked);
+        }
+        let r#gen = inner.subject_generations.get(sub).copied().unwrap_or(0);
+        let key = inner.keys.get(&inner.active).map(|e| Arc::clone(&e.key));
+        key.map(|k| (k, r#gen)).ok_or(IssueRefusal::NoSigningKey)
+    }
+
+    /// Is `token` genuine (a key of ours, valid signature, claims valid at `now`)? Revoked keys
+    /// still count as ours here: revoking a token of a revoked key is harmless.
+    pub fn authenticate(
+        &self,
+        token: &str,
+        validation: &Validation,
+        now: i64,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let unverified = UnverifiedToken::parse(token)?;
+        let key = {
+            let inner = self.read();
+            let entry = inner
+                .keys
+                .get(&unverified.kid())
+                .ok_or(VerifyError::UnknownKey)?;
+            entry.key.verifying_key().clone()
+        };
+        unverified.verify(&key, validation, now)
+    }
+
+    /// Genuine and not revoked.
+    pub fn verify(
+        &self,
+        token: &str,
+        validation: &Validation,
+        now: i64,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let verified = self.authenticate(token, validation, now)?;
+        self.read().revset.check(&verified)?;
+        Ok(verified)
+    }
+
+    pub fn has_key(&self, kid: &KeyId) -> bool {
+        self.read().keys.contains_key(kid)
+    }
+
+    /// Published keys: not revoked, and either active or retired recently enough that tokens
+    /// it signed may still be alive.
+    pub fn jwks(&self, now: i64) -> JwkSet {
+        let inner = self.read();
+        let mut keys: Vec<_> = inner
+            .keys
+            .values()
+            .filter(|e| {
+                !e.revoked
+                    && e.retired_at
+                        .is_none_or(|t| t.saturating_add(self.max_ttl_secs) > now)
+            })
+            .map(|e| e.key.verifying_key().to_jwk())
+            .collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        JwkSet { keys }
+    }
+
+    /// Mirror one committed mutation. Called by the ledger only, in commit order.
+    pub fn apply(&self, mutation: &Mutation, outcome: &Outcome, now: i64) {
+        let mut inner = self.write();
+        match (mutation, outcome) {
+            (_, Outcome::Appended { event, activated }) => {
+                inner.head = inner.head.max(event.seq);
+                inner.revset.apply(&event.revocation);
+                match &event.revocation {
+                    Revocation::Subject { sub, r#gen, .. } => {
+                        let current = inner.subject_generations.entry(sub.clone()).or_insert(0);
+                        *current = (*current).max(*r#gen);
+                    }
+                    Revocation::Key { kid } => {
+                        if let Some(entry) = inner.keys.get_mut(kid) {
+                            entry.revoked = true;
+                            entry.retired_at.get_or_insert(now);
+                        }
+                        if let (Some(new), Mutation::RevokeKey { replacement, .. }) =
+                            (activated, mutation)
+                        {
+                            inner.keys.insert(
+                                *new,
+                                KeyEntry {
+                                    key: Arc::clone(replacement),
+                                    retired_at: None,
+                                    revoked: false,
+                                },
+                            );
+                            inner.active = *new;
+                        }
+                    }
+                    Revocation::Token { .. } | Revocation::Session { .. } => {}
+                }
+            }
+            (Mutation::AddKey { key }, Outcome::KeyAdded) => {
+                let previous = inner.active;
+                if let Some(entry) = inner.keys.get_mut(&previous) {
+                    entry.retired_at.get_or_insert(now);
+                }
+                inner.keys.insert(
+                    key.kid(),
+                    KeyEntry {
+                        key: Arc::clone(key),
+                        retired_at: None,
+                        revoked: false,
+                    },
+                );
+                inner.active = key.kid();
+            }
+            _ => {}
+        }
+    }
+
+    /// Drop revocation entries whose time has passed.
+    pub fn purge_expired(&self, now: i64) -> usize {
+        self.write().revset.purge_expired(now)
+    }
+}
