@@ -1,0 +1,256 @@
+//! The real `revocast-authority` binary: durability across SIGKILL, the `create-key`
+//! subcommand, configuration errors before any port is bound, and no secrets in the logs.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_revocast-authority");
+
+/// A running authority process whose stderr is captured.
+struct Proc {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+fn spawn(data_dir: &Path) -> Proc {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("REVOCAST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line
+                .split("addr=")
+                .nth(1)
+                .filter(|_| line.contains("listening"))
+            {
+                let _ = addr_tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let addr = addr_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("authority did not start listening");
+    Proc {
+        child,
+        base: format!("http://{addr}"),
+        log,
+    }
+}
+
+impl Proc {
+    fn kill(mut self) -> String {
+        self.child.kill().unwrap(); // SIGKILL: no graceful anything.
+        self.child.wait().unwrap();
+        self.log.lock().unwrap().clone()
+    }
+}
+
+async fn post(base: &str, key: &str, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn read_key(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn state_survives_sigkill_and_seq_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = spawn(dir.path());
+    let admin = read_key(dir.path(), "admin.key");
+    let subscriber = read_key(dir.path(), "subscriber.key");
+    #[cfg(unix)]
+    for f in ["admin.key", "subscriber.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+
+    let base = first.base.clone();
+    let kept = post(&base, &admin, "/v1/tokens", json!({ "sub": "keep" })).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let revoked = post(&base, &admin, "/v1/tokens", json!({ "sub": "gone" })).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bob = post(&base, &admin, "/v1/tokens", json!({ "sub": "bob" })).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = post(&base, &admin, "/v1/revoke", json!({ "token": revoked })).await;
+    assert_eq!(r["seq"], 1);
+    let s = post(&base, &admin, "/v1/revoke/subject", json!({ "sub": "bob" })).await;
+    assert_eq!((s["seq"].clone(), s["gen"].clone()), (json!(2), json!(1)));
+    let ready = get(&base, "/readyz").await;
+    let jwks = get(&base, "/.well-known/jwks.json").await;
+    let log = first.kill();
+
+    let second = spawn(dir.path());
+    let base = second.base.clone();
+    assert_eq!(
+        read_key(dir.path(), "admin.key"),
+        admin,
+        "keys are not regenerated"
+    );
+    assert_eq!(read_key(dir.path(), "subscriber.key"), subscriber);
+    let after = get(&base, "/readyz").await;
+    assert_eq!(after["epoch"], ready["epoch"], "the epoch stays");
+    assert_eq!(after["seq"], 2);
+    assert_eq!(
+        get(&base, "/.well-known/jwks.json").await,
+        jwks,
+        "the signing key survives"
+    );
+
+    let verify = |t: String| {
+        let (base, admin) = (base.clone(), admin.clone());
+        async move { post(&base, &admin, "/v1/verify", json!({ "token": t })).await }
+    };
+    assert_eq!(verify(kept).await["valid"], true);
+    assert_eq!(verify(revoked.clone()).await["error"], "token_revoked");
+    assert_eq!(verify(bob).await["error"], "token_revoked");
+    let again = post(&base, &admin, "/v1/revoke", json!({ "token": revoked })).await;
+    assert_eq!(
+        (again["already_revoked"].clone(), again["seq"].clone()),
+        (json!(true), json!(1))
+    );
+    // The subject generation survived too: the next revocation raises it to 2, seq goes on.
+    let s = post(&base, &admin, "/v1/revoke/subject", json!({ "sub": "bob" })).await;
+    assert_eq!((s["seq"].clone(), s["gen"].clone()), (json!(3), json!(2)));
+    let log = log + &second.kill();
+
+    // Nothing secret reached the logs, even at debug level.
+    assert!(log.contains("listening"), "{log}");
+    for secret in [&admin, &subscriber, &revoked] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret leaked into the log"
+        );
+    }
+    assert!(log.contains("admin.key"), "the key file path is logged");
+}
+
+#[tokio::test]
+async fn create_key_subcommand_works_against_a_running_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = spawn(dir.path());
+    let admin = read_key(dir.path(), "admin.key");
+    let token = post(&running.base, &admin, "/v1/tokens", json!({ "sub": "z" })).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = Command::new(BIN)
+        .args([
+            "create-key",
+            "--scope",
+            "introspect",
+            "--label",
+            "gateway",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("rvc_"));
+
+    let client = reqwest::Client::new();
+    let verify = client
+        .post(format!("{}/v1/verify", running.base))
+        .bearer_auth(&key)
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verify.status(), 200);
+    let issue = client
+        .post(format!("{}/v1/tokens", running.base))
+        .bearer_auth(&key)
+        .json(&json!({ "sub": "z" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issue.status(), 403);
+    running.kill();
+}
+
+#[test]
+fn invalid_configuration_exits_2_before_binding_or_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("never-created");
+    for args in [
+        vec!["--default-ttl", "2d"],
+        vec!["--issuer", "not a url"],
+        vec!["--max-ttl", "0"],
+        vec!["--listen", "nowhere"],
+    ] {
+        let out = Command::new(BIN)
+            .args(&args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty());
+        assert!(!data.exists(), "{args:?} touched the data directory");
+    }
+}
