@@ -131,3 +131,105 @@ async fn run(
     }
     tracing::debug!("ledger stopped");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::config::Scope;
+    use crate::store::{Loaded, SqliteStore};
+
+    /// A store whose commits wait for a permit, so a test can hold the ledger mid-commit while
+    /// more requests queue up behind it.
+    struct GatedStore {
+        inner: SqliteStore,
+        gate: Semaphore,
+        entered: AtomicUsize,
+        commits: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Store for GatedStore {
+        async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+            self.inner.load(now).await
+        }
+        async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            self.gate.acquire().await.map_err(|_| StoreError::Closed)?.forget();
+            self.commits.fetch_add(1, Ordering::SeqCst);
+            self.inner.commit(at, batch).await
+        }
+        async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
+            self.inner.api_key_scope(hash).await
+        }
+        async fn insert_api_key(&self, h: &[u8; 32], s: Scope, l: Option<&str>, now: i64) -> Result<(), StoreError> {
+            self.inner.insert_api_key(h, s, l, now).await
+        }
+        async fn count_api_keys(&self) -> Result<u64, StoreError> {
+            self.inner.count_api_keys().await
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn close(&self) {
+            self.inner.close().await
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_mutations_share_one_commit_and_get_consecutive_seqs() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+        let key = Arc::new(revocast_shared::SigningKey::generate().unwrap());
+        sqlite.commit(UnixMillis::now(), &[Mutation::AddKey { key }]).await.unwrap();
+        let store = Arc::new(GatedStore { inner: sqlite, gate: Semaphore::new(0), entered: AtomicUsize::new(0), commits: AtomicUsize::new(0) });
+        let view = Arc::new(View::new(store.load(0).await.unwrap(), 3600).unwrap());
+        let (ledger, task) = Ledger::spawn(store.clone(), Arc::clone(&view), Arc::new(Metrics::new()));
+
+        let session = |i: usize| Mutation::RevokeSession { sid: format!("s{i}"), until: i64::MAX, reason: None };
+        // The first request is taken alone and held inside its commit…
+        let first = tokio::spawn({
+            let ledger = ledger.clone();
+            async move { ledger.submit(session(0)).await }
+        });
+        while store.entered.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // …while 100 more queue up behind it.
+        let rest: Vec<_> = (1..=100)
+            .map(|i| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move { ledger.submit(session(i)).await })
+            })
+            .collect();
+        while ledger.tx.max_capacity() - ledger.tx.capacity() < 100 {
+            tokio::task::yield_now().await;
+        }
+        store.gate.add_permits(2);
+
+        let seq_of = |o: Outcome| match o {
+            Outcome::Appended { event, .. } => event.seq.get(),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(seq_of(first.await.unwrap().unwrap()), 1);
+        let mut seqs = Vec::new();
+        for r in rest {
+            seqs.push(seq_of(r.await.unwrap().unwrap()));
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
+        assert_eq!(store.commits.load(Ordering::SeqCst), 2, "101 revocations, two commits");
+        assert_eq!(view.head().get(), 101);
+
+        // Stopping drains what is queued, then refuses new work.
+        store.gate.add_permits(10);
+        let late = ledger.submit(session(200));
+        let (late, ()) = tokio::join!(late, task.stop());
+        assert!(late.is_ok());
+        assert!(matches!(ledger.submit(session(201)).await, Err(StoreError::Closed)));
+    }
+}
