@@ -106,7 +106,11 @@ impl Authority {
         })?;
         tracing::info!(%addr, "listening");
         let router = self.router();
-        axum::serve(listener, router)
+        let purger = tokio::spawn(purge_expired(
+            Arc::clone(&self.app.view),
+            Arc::clone(&self.app.metrics),
+        ));
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(|source| Error::Io {
@@ -116,7 +120,27 @@ impl Authority {
         self.ledger_task.stop().await;
         self.app.store.close().await;
         tracing::info!("stopped");
-        Ok(())
+        served
+    }
+}
+
+/// How often expired revocation entries are dropped from memory.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Drop in-memory revocation entries whose token `exp` or `until` has passed: no token they
+/// could reject is still alive, so the set stays bounded by what is actually in force.
+async fn purge_expired(view: Arc<View>, metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let dropped = view.purge_expired(UnixMillis::now().as_secs());
+        if dropped > 0 {
+            tracing::debug!(dropped, "expired revocation entries dropped");
+        }
+        metrics
+            .revocation_entries
+            .set(i64::try_from(view.revocation_entries()).unwrap_or(i64::MAX));
     }
 }
 

@@ -157,16 +157,30 @@ mod tests {
         async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
             self.inner.load(now).await
         }
-        async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
+        async fn commit(
+            &self,
+            at: UnixMillis,
+            batch: &[Mutation],
+        ) -> Result<Vec<Outcome>, StoreError> {
             self.entered.fetch_add(1, Ordering::SeqCst);
-            self.gate.acquire().await.map_err(|_| StoreError::Closed)?.forget();
+            self.gate
+                .acquire()
+                .await
+                .map_err(|_| StoreError::Closed)?
+                .forget();
             self.commits.fetch_add(1, Ordering::SeqCst);
             self.inner.commit(at, batch).await
         }
         async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
             self.inner.api_key_scope(hash).await
         }
-        async fn insert_api_key(&self, h: &[u8; 32], s: Scope, l: Option<&str>, now: i64) -> Result<(), StoreError> {
+        async fn insert_api_key(
+            &self,
+            h: &[u8; 32],
+            s: Scope,
+            l: Option<&str>,
+            now: i64,
+        ) -> Result<(), StoreError> {
             self.inner.insert_api_key(h, s, l, now).await
         }
         async fn count_api_keys(&self) -> Result<u64, StoreError> {
@@ -185,12 +199,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
         let key = Arc::new(revocast_shared::SigningKey::generate().unwrap());
-        sqlite.commit(UnixMillis::now(), &[Mutation::AddKey { key }]).await.unwrap();
-        let store = Arc::new(GatedStore { inner: sqlite, gate: Semaphore::new(0), entered: AtomicUsize::new(0), commits: AtomicUsize::new(0) });
+        sqlite
+            .commit(UnixMillis::now(), &[Mutation::AddKey { key }])
+            .await
+            .unwrap();
+        let store = Arc::new(GatedStore {
+            inner: sqlite,
+            gate: Semaphore::new(0),
+            entered: AtomicUsize::new(0),
+            commits: AtomicUsize::new(0),
+        });
         let view = Arc::new(View::new(store.load(0).await.unwrap(), 3600).unwrap());
-        let (ledger, task) = Ledger::spawn(store.clone(), Arc::clone(&view), Arc::new(Metrics::new()));
+        let (ledger, task) =
+            Ledger::spawn(store.clone(), Arc::clone(&view), Arc::new(Metrics::new()));
 
-        let session = |i: usize| Mutation::RevokeSession { sid: format!("s{i}"), until: i64::MAX, reason: None };
+        let session = |i: usize| Mutation::RevokeSession {
+            sid: format!("s{i}"),
+            until: i64::MAX,
+            reason: None,
+        };
         // The first request is taken alone and held inside its commit…
         let first = tokio::spawn({
             let ledger = ledger.clone();
@@ -222,7 +249,11 @@ mod tests {
         }
         seqs.sort_unstable();
         assert_eq!(seqs, (2..=101).collect::<Vec<_>>());
-        assert_eq!(store.commits.load(Ordering::SeqCst), 2, "101 revocations, two commits");
+        assert_eq!(
+            store.commits.load(Ordering::SeqCst),
+            2,
+            "101 revocations, two commits"
+        );
         assert_eq!(view.head().get(), 101);
 
         // Stopping drains what is queued, then refuses new work.
@@ -230,6 +261,9 @@ mod tests {
         let late = ledger.submit(session(200));
         let (late, ()) = tokio::join!(late, task.stop());
         assert!(late.is_ok());
-        assert!(matches!(ledger.submit(session(201)).await, Err(StoreError::Closed)));
+        assert!(matches!(
+            ledger.submit(session(201)).await,
+            Err(StoreError::Closed)
+        ));
     }
 }
