@@ -116,7 +116,8 @@ impl Authority {
             .map_err(|source| Error::Io {
                 what: "serving HTTP".into(),
                 source,
-            })?;
+            });
+        purger.abort();
         self.ledger_task.stop().await;
         self.app.store.close().await;
         tracing::info!("stopped");
