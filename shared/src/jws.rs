@@ -319,7 +319,10 @@ mod tests {
             parts[2]
         );
         let tampered_sig = format!("{}.{}.{}", parts[0], parts[1], flip(parts[2], 100));
-        for t in [tampered_payload, tampered_sig] {
+        // A header with the same alg and kid but one more (harmless) parameter.
+        let header = format!(r#"{{"alg":"ML-DSA-65","kid":"{}","x":1}}"#, key.kid());
+        let tampered_header = format!("{}.{}.{}", B64.encode(header), parts[1], parts[2]);
+        for t in [tampered_header, tampered_payload, tampered_sig] {
             let jws = CompactJws::parse(&t).unwrap();
             assert_eq!(
                 jws.verify(key.verifying_key()).unwrap_err(),
