@@ -93,6 +93,16 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<RevocationEvent, Stor
     })
 }
 
+/// The log's head `seq` as stored in `meta`.
+async fn read_head(conn: &mut sqlx::SqliteConnection) -> Result<Seq, StoreError> {
+    let head: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'head_seq'")
+        .fetch_one(conn)
+        .await?;
+    head.parse()
+        .map(Seq::new)
+        .map_err(|_| corrupt("head_seq is not a number"))
+}
+
 /// Append one revocation at `head + 1`, returning its event.
 async fn append(
     tx: &mut Transaction<'_, Sqlite>,
@@ -178,13 +188,7 @@ impl Store for SqliteStore {
         let epoch: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'epoch'")
             .fetch_one(&mut *conn)
             .await?;
-        let head: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'head_seq'")
-            .fetch_one(&mut *conn)
-            .await?;
-        let head = Seq::new(
-            head.parse()
-                .map_err(|_| corrupt("head_seq is not a number"))?,
-        );
+        let head = read_head(&mut conn).await?;
 
         let mut keys = Vec::new();
         for row in sqlx::query(
@@ -240,13 +244,7 @@ impl Store for SqliteStore {
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
         let now = at.as_secs();
         let mut tx = self.pool.begin().await?;
-        let head: String = sqlx::query_scalar("SELECT value FROM meta WHERE name = 'head_seq'")
-            .fetch_one(&mut *tx)
-            .await?;
-        let start = Seq::new(
-            head.parse()
-                .map_err(|_| corrupt("head_seq is not a number"))?,
-        );
+        let start = read_head(&mut tx).await?;
         let mut head = start;
         let mut outcomes = Vec::with_capacity(batch.len());
         for mutation in batch {
