@@ -41,6 +41,11 @@ pub fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The SHA-256 of a key that authenticated: what the store keys on, and what per-key rate
+/// limits count against. `Authorized` puts it in the request's extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyDigest(pub [u8; 32]);
+
 /// Resolves presented keys to scopes. Hits are cached; misses always ask the store, so a key
 /// created by `create-key` while the authority runs works at once.
 pub struct ApiKeys {
@@ -56,7 +61,11 @@ impl ApiKeys {
         }
     }
 
-    pub async fn scope_of(&self, presented: &str) -> Result<Option<Scope>, StoreError> {
+    /// The scope of `presented`, with its digest; `None` for an unknown key.
+    pub async fn scope_of(
+        &self,
+        presented: &str,
+    ) -> Result<Option<(Scope, KeyDigest)>, StoreError> {
         if presented.is_empty() || presented.len() > MAX_KEY_LEN {
             return Ok(None);
         }
@@ -70,8 +79,8 @@ impl ApiKeys {
                 .filter(|(stored, _)| bool::from(stored.ct_eq(&digest)))
                 .map(|(_, scope)| *scope)
         };
-        if cached.is_some() {
-            return Ok(cached);
+        if let Some(scope) = cached {
+            return Ok(Some((scope, KeyDigest(digest))));
         }
         let scope = self.store.api_key_scope(&digest).await?;
         if let Some(scope) = scope {
@@ -80,7 +89,7 @@ impl ApiKeys {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(digest, scope);
         }
-        Ok(scope)
+        Ok(scope.map(|scope| (scope, KeyDigest(digest))))
     }
 }
 

@@ -12,8 +12,11 @@ use crate::apikeys::{self, ApiKeys};
 use crate::config::Config;
 use crate::error::Error;
 use crate::ledger::{Ledger, LedgerTask};
-use crate::metrics::Metrics;
-use crate::store::{Mutation, SqliteStore, Store};
+use crate::limit::Limits;
+use crate::metrics::{Metrics, gauge_value};
+use crate::net::{Peer, TunedListener};
+use crate::store::{Mutation, Outcome, SqliteStore, Store};
+use crate::stream::Hub;
 use crate::view::View;
 
 /// What every handler can reach.
@@ -22,7 +25,9 @@ pub struct App {
     pub store: Arc<dyn Store>,
     pub ledger: Ledger,
     pub view: Arc<View>,
+    pub hub: Arc<Hub>,
     pub api_keys: ApiKeys,
+    pub limits: Limits,
     pub metrics: Arc<Metrics>,
     /// The authority's own verification policy: its issuer, no leeway (it is the clock).
     pub validation: Validation,
@@ -67,19 +72,29 @@ impl Authority {
 
         let view = Arc::new(View::new(loaded, config.max_ttl_secs)?);
         let metrics = Arc::new(Metrics::new());
-        metrics
-            .head_seq
-            .set(i64::try_from(view.head().get()).unwrap_or(i64::MAX));
-        let (ledger, ledger_task) =
-            Ledger::spawn(Arc::clone(&store), Arc::clone(&view), Arc::clone(&metrics));
+        metrics.head_seq.set(gauge_value(view.head().get()));
+        let hub = Arc::new(Hub::with_recent_capacity(
+            view.epoch().clone(),
+            view.head(),
+            config.subscriber_queue,
+            config.stream_recent_events,
+        ));
+        let (ledger, ledger_task) = Ledger::spawn(
+            Arc::clone(&store),
+            Arc::clone(&view),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+        );
         tracing::info!(epoch = %view.epoch(), head = %view.head(), kid = %view.active_kid(), "state loaded");
         let app = Arc::new(App {
             validation: Validation::new(0).issuer(config.issuer.clone()),
             api_keys: ApiKeys::new(Arc::clone(&store)),
+            limits: Limits::new(config.rate_limit_tokens, config.rate_limit_revocations),
             config,
             store,
             ledger,
             view,
+            hub,
             metrics,
         });
         Ok(Self { app, ledger_task })
@@ -104,20 +119,42 @@ impl Authority {
             what: "local address".into(),
             source,
         })?;
-        tracing::info!(%addr, "listening");
+        let scheme = if self.app.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(%addr, scheme, "listening");
         let router = self.router();
-        let purger = tokio::spawn(purge_expired(
-            Arc::clone(&self.app.view),
-            Arc::clone(&self.app.metrics),
+        let purger = tokio::spawn(purge_expired(Arc::clone(&self.app)));
+        let heartbeats = tokio::spawn(heartbeat(
+            Arc::clone(&self.app.hub),
+            self.app.config.heartbeat_interval,
         ));
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| Error::Io {
-                what: "serving HTTP".into(),
-                source,
-            });
+        let hub = Arc::clone(&self.app.hub);
+        let shutdown = async move {
+            shutdown.await;
+            // Long-lived streams end once they have sent what was published, so the graceful
+            // shutdown below does not wait for subscribers to leave by themselves.
+            hub.close();
+        };
+        let listener = TunedListener::new(
+            listener,
+            self.app.config.write_timeout,
+            self.app.config.tls.clone(),
+        );
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<Peer>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| Error::Io {
+            what: "serving HTTP".into(),
+            source,
+        });
         purger.abort();
+        heartbeats.abort();
         self.ledger_task.stop().await;
         self.app.store.close().await;
         tracing::info!("stopped");
@@ -125,23 +162,72 @@ impl Authority {
     }
 }
 
-/// How often expired revocation entries are dropped from memory.
+/// How often expired entries are dropped from memory and the log is pruned.
 const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Log rows deleted per prune commit, so a large cleanup never holds the writer for long.
+const PRUNE_CHUNK: u32 = 5000;
 
-/// Drop in-memory revocation entries whose token `exp` or `until` has passed: no token they
-/// could reject is still alive, so the set stays bounded by what is actually in force.
-async fn purge_expired(view: Arc<View>, metrics: Arc<Metrics>) {
+/// Drop revocation entries whose token `exp` or `until` has passed — no token they could
+/// reject is still alive — from memory, and from the log once they are also older than the
+/// retention window. Everything stays bounded by what is in force plus the retention window.
+async fn purge_expired(app: AppState) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention_ms = i64::try_from(app.config.log_retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tick.tick().await;
+        let now = UnixMillis::now();
+        let dropped = app.view.purge_expired(now.as_secs());
+        if dropped > 0 {
+            tracing::debug!(dropped, "expired revocation entries dropped from memory");
+        }
+        app.metrics
+            .revocation_entries
+            .set(gauge_value(app.view.revocation_entries() as u64));
+        prune_log(&app, now, retention_ms).await;
+    }
+}
+
+/// Prune the log through the ledger (the single writer), chunk by chunk.
+pub async fn prune_log(app: &App, now: UnixMillis, retention_ms: i64) {
+    loop {
+        let prune = Mutation::Prune {
+            floor_before: now.as_millis().saturating_sub(retention_ms),
+            expired_by: now.as_secs() - app.config.expiry_grace_secs,
+            limit: PRUNE_CHUNK,
+        };
+        match app.ledger.submit(prune).await {
+            Ok(Outcome::Pruned {
+                floor,
+                deleted,
+                more,
+            }) => {
+                if deleted > 0 {
+                    tracing::debug!(deleted, %floor, "expired log rows pruned");
+                }
+                if !more {
+                    return;
+                }
+            }
+            Ok(other) => {
+                tracing::error!(outcome = ?other, "unexpected prune outcome");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "log pruning failed; retrying at the next tick");
+                return;
+            }
+        }
+    }
+}
+
+/// Send a heartbeat with the head to every subscriber, every `interval`.
+async fn heartbeat(hub: Arc<Hub>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let dropped = view.purge_expired(UnixMillis::now().as_secs());
-        if dropped > 0 {
-            tracing::debug!(dropped, "expired revocation entries dropped");
-        }
-        metrics
-            .revocation_entries
-            .set(i64::try_from(view.revocation_entries()).unwrap_or(i64::MAX));
+        hub.heartbeat();
     }
 }
 

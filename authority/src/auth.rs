@@ -4,18 +4,21 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
 use crate::config::Scope;
 use crate::error::ApiError;
+use crate::net::Peer;
 
 /// A scope requirement of a route.
 pub trait Requirement {
     /// What the route needs, for the 403 message.
     const NEEDS: &'static str;
+    /// With `--client-ca`, the route also needs a verified client certificate.
+    const CLIENT_CERT: bool = false;
     fn allows(scope: Scope) -> bool;
 }
 
@@ -42,6 +45,7 @@ impl Requirement for Introspect {
 
 impl Requirement for Subscribe {
     const NEEDS: &'static str = "subscribe or admin";
+    const CLIENT_CERT: bool = true;
     fn allows(scope: Scope) -> bool {
         matches!(scope, Scope::Admin | Scope::Subscribe)
     }
@@ -57,6 +61,15 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
+/// Whether the request came on a connection with a verified client certificate. A request
+/// without connection info (served in-process, not through the listener) has none.
+fn client_cert(parts: &Parts) -> bool {
+    parts
+        .extensions
+        .get::<ConnectInfo<Peer>>()
+        .is_some_and(|info| info.0.client_cert)
+}
+
 impl<R: Requirement + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
@@ -66,8 +79,18 @@ impl<R: Requirement + Send + Sync> FromRequestParts<AppState> for Authorized<R> 
         })?;
         match app.api_keys.scope_of(key).await? {
             None => Err(ApiError::unauthorized("unknown API key")),
-            Some(scope) if R::allows(scope) => Ok(Self(PhantomData)),
-            Some(scope) => Err(ApiError::forbidden(format!(
+            Some(_)
+                if R::CLIENT_CERT && app.config.subscriber_client_cert && !client_cert(parts) =>
+            {
+                Err(ApiError::forbidden(
+                    "this authority requires a client certificate (mutual TLS) for the revocation stream and snapshot",
+                ))
+            }
+            Some((scope, digest)) if R::allows(scope) => {
+                parts.extensions.insert(digest);
+                Ok(Self(PhantomData))
+            }
+            Some((scope, _)) => Err(ApiError::forbidden(format!(
                 "this key has scope {}; the request needs {}",
                 scope.as_str(),
                 R::NEEDS

@@ -1,13 +1,15 @@
 //! Command line and environment (`REVOCAST_*`) configuration, validated into a [`Config`]
-//! before anything touches the disk or binds a port.
+//! before anything writes to the disk or binds a port (TLS files are read and checked here).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Error;
+use crate::tls::{self, TlsFiles};
 
 /// Tokens may live at most this long whatever `--max-ttl` says: revocation entries are kept
 /// for `max_ttl`, so an unbounded value would make the revocation set unbounded too.
@@ -93,6 +95,48 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes (larger → 413).
     #[arg(long, env = "REVOCAST_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
+    /// Longest time between two messages on a stream: a heartbeat carrying the head `seq` is
+    /// sent at least this often.
+    #[arg(long, env = "REVOCAST_HEARTBEAT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// How long the revocation log keeps history for exact resumes. A subscriber that
+    /// reconnects with an older `since` is told to `reset` from the snapshot.
+    #[arg(long, env = "REVOCAST_LOG_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub log_retention: Duration,
+    /// How far a subscriber may fall behind, in commit groups and heartbeats, before it is
+    /// disconnected (it then resumes by `seq`).
+    #[arg(long, env = "REVOCAST_SUBSCRIBER_QUEUE", default_value_t = 1024)]
+    pub subscriber_queue: usize,
+    /// Recent events kept encoded in memory, so resuming subscribers are served without reading
+    /// the store.
+    #[arg(long, env = "REVOCAST_STREAM_RECENT_EVENTS", default_value_t = crate::stream::RECENT_EVENTS)]
+    pub stream_recent_events: usize,
+    /// A connection whose peer accepts no bytes for this long is closed.
+    #[arg(long, env = "REVOCAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Token issuance requests per second per API key (bursts up to that many); over it,
+    /// `429`. 0 turns the limit off.
+    #[arg(long, env = "REVOCAST_RATE_LIMIT_TOKENS", default_value_t = 1_000)]
+    pub rate_limit_tokens: u32,
+    /// Revocation requests per second per API key, all revoke endpoints together; over it,
+    /// `429`. 0 turns the limit off.
+    #[arg(
+        long,
+        env = "REVOCAST_RATE_LIMIT_REVOCATIONS",
+        default_value_t = 50_000
+    )]
+    pub rate_limit_revocations: u32,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`.
+    #[arg(long, env = "REVOCAST_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "REVOCAST_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS for subscribers: `/v1/snapshot`, `/v1/events` and `/v1/stream` require a
+    /// client certificate signed by a CA in this PEM file (other routes do not). Needs
+    /// `--tls-cert`.
+    #[arg(long, env = "REVOCAST_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Seconds (`3600`) or a humantime duration (`1h`, `15m`, `1h 30m`).
@@ -112,15 +156,43 @@ pub struct Config {
     pub default_ttl_secs: i64,
     pub max_ttl_secs: i64,
     pub max_body_bytes: usize,
+    pub heartbeat_interval: Duration,
+    pub log_retention: Duration,
+    pub subscriber_queue: usize,
+    pub stream_recent_events: usize,
+    pub write_timeout: Duration,
+    /// Per-key requests per second (0 = unlimited): token issuance and revocations.
+    pub rate_limit_tokens: u32,
+    pub rate_limit_revocations: u32,
+    /// HTTPS, when configured (the files are read and checked by `validate`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Subscribe routes require a verified client certificate (`--client-ca`).
+    pub subscriber_client_cert: bool,
+    /// How long past expiry entries stay in snapshots and the log
+    /// ([`EXPIRY_GRACE_SECS`](revocast_shared::event::EXPIRY_GRACE_SECS); tests lower it).
+    pub expiry_grace_secs: i64,
 }
 
 impl ServeArgs {
     /// Check everything that can be checked without side effects.
     pub fn validate(self) -> Result<Config, Error> {
         let invalid = |msg: String| Err(Error::Config(msg));
+        let tls_files = match (self.tls_cert, self.tls_key, self.client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, Some(_)) => {
+                return invalid("--client-ca needs --tls-cert and --tls-key".into());
+            }
+            _ => return invalid("--tls-cert and --tls-key go together".into()),
+        };
+        let scheme = if tls_files.is_some() { "https" } else { "http" };
         let issuer = self
             .issuer
-            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
             .trim_end_matches('/')
             .to_string();
         if !(issuer.starts_with("https://") || issuer.starts_with("http://"))
@@ -138,9 +210,28 @@ impl ServeArgs {
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return invalid("--max-body-bytes must be between 1024 and 16777216".into());
         }
+        if self.heartbeat_interval < Duration::from_millis(50)
+            || self.heartbeat_interval > Duration::from_secs(60)
+        {
+            return invalid("--heartbeat-interval must be between 50ms and 60s".into());
+        }
+        if self.log_retention < Duration::from_secs(1) {
+            return invalid("--log-retention must be at least 1s".into());
+        }
+        if !(2..=1 << 20).contains(&self.subscriber_queue) {
+            return invalid("--subscriber-queue must be between 2 and 1048576".into());
+        }
+        if self.stream_recent_events > 1 << 24 {
+            return invalid("--stream-recent-events must be at most 16777216".into());
+        }
+        if self.write_timeout < Duration::from_millis(100) {
+            return invalid("--write-timeout must be at least 100ms".into());
+        }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("--data-dir must not be empty".into());
         }
+        // Read last: only a configuration that is otherwise valid is worth opening files for.
+        let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
         Ok(Config {
             listen: self.listen,
             data_dir: self.data_dir,
@@ -148,6 +239,16 @@ impl ServeArgs {
             default_ttl_secs: secs(self.default_ttl),
             max_ttl_secs: secs(self.max_ttl),
             max_body_bytes: self.max_body_bytes,
+            heartbeat_interval: self.heartbeat_interval,
+            log_retention: self.log_retention,
+            subscriber_queue: self.subscriber_queue,
+            stream_recent_events: self.stream_recent_events,
+            write_timeout: self.write_timeout,
+            rate_limit_tokens: self.rate_limit_tokens,
+            rate_limit_revocations: self.rate_limit_revocations,
+            tls,
+            subscriber_client_cert: tls_files.is_some_and(|f| f.client_ca.is_some()),
+            expiry_grace_secs: revocast_shared::event::EXPIRY_GRACE_SECS,
         })
     }
 }
@@ -189,6 +290,7 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./revocast-data"));
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert_eq!((c.default_ttl_secs, c.max_ttl_secs), (3600, 86400));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
     }
 
     #[test]
@@ -206,6 +308,9 @@ mod tests {
         assert!(parse(&["--issuer", "ftp://x"]).is_err());
         assert!(parse(&["--issuer", "https://"]).is_err());
         assert!(parse(&["--max-body-bytes", "10"]).is_err());
+        assert!(parse(&["--heartbeat-interval", "0"]).is_err());
+        assert!(parse(&["--subscriber-queue", "1"]).is_err());
+        assert!(parse(&["--log-retention", "0"]).is_err());
         assert_eq!(
             parse(&["--issuer", "https://auth.example/"])
                 .unwrap()
@@ -233,5 +338,29 @@ mod tests {
             })
         ));
         assert_eq!(cli.serve.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_bad_files_are_config_errors() {
+        for args in [
+            &["--tls-cert", "/c.pem"][..],
+            &["--tls-key", "/k.pem"],
+            &["--client-ca", "/ca.pem"],
+            &["--tls-key", "/k.pem", "--client-ca", "/ca.pem"],
+            // Both given, but the files do not exist: read (not written) at validation.
+            &[
+                "--tls-cert",
+                "/nonexistent/c.pem",
+                "--tls-key",
+                "/nonexistent/k.pem",
+            ],
+        ] {
+            assert!(
+                matches!(parse(args), Err(Error::Config(_))),
+                "{args:?} was accepted"
+            );
+        }
+        let plain = parse(&[]).unwrap();
+        assert!(plain.tls.is_none() && !plain.subscriber_client_cert);
     }
 }

@@ -1,9 +1,11 @@
-//! Body extractors that answer bad input in the contract's error shape: JSON (whatever the
-//! `Content-Type`, so a forgotten header is not an error) and RFC 7009/7662 forms.
+//! Extractors that answer bad input in the contract's error shape: JSON bodies (whatever the
+//! `Content-Type`, so a forgotten header is not an error), RFC 7009/7662 forms, and query
+//! strings.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
@@ -45,5 +47,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for FormBody<T> {
         serde_urlencoded::from_bytes(&bytes)
             .map(FormBody)
             .map_err(|e| ApiError::bad_request(format!("invalid form body: {e}")))
+    }
+}
+
+/// The query string (absent means empty).
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequestParts<AppState> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+            .map(QueryParams)
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Handlers submit [`Mutation`]s over a bounded channel and wait for their [`Outcome`]. The
 //! ledger task takes whatever has queued up (up to [`MAX_BATCH`]), commits it in one
-//! transaction — one fsync for the whole group — mirrors the result into the [`View`], and only
-//! then answers. So a revocation is answered only after it is durable, concurrent revocations
-//! share an fsync, and `seq` order is commit order.
+//! transaction — one fsync for the whole group — mirrors the result into the [`View`]
+//! and the stream [`Hub`], and only then answers. So a revocation is answered only after it is
+//! durable and on its way to every subscriber, concurrent revocations share an fsync, and `seq`
+//! order is commit order — on the wire too, because this one task publishes.
 
 use std::sync::Arc;
 
@@ -13,8 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, gauge_value};
 use crate::store::{Mutation, Outcome, Store};
+use crate::stream::Hub;
 use crate::view::View;
 
 /// Most mutations committed in one transaction.
@@ -40,11 +42,12 @@ impl Ledger {
     pub fn spawn(
         store: Arc<dyn Store>,
         view: Arc<View>,
+        hub: Arc<Hub>,
         metrics: Arc<Metrics>,
     ) -> (Ledger, LedgerTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stop, stopped) = oneshot::channel();
-        let handle = tokio::spawn(run(rx, stopped, store, view, metrics));
+        let handle = tokio::spawn(run(rx, stopped, store, view, hub, metrics));
         (Ledger { tx }, LedgerTask { stop, handle })
     }
 
@@ -80,6 +83,7 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
     store: Arc<dyn Store>,
     view: Arc<View>,
+    hub: Arc<Hub>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -101,21 +105,29 @@ async fn run(
         metrics.commit_batch_size.observe(mutations.len() as f64);
         match store.commit(at, &mutations).await {
             Ok(outcomes) => {
+                let mut appended = Vec::new();
                 for (mutation, outcome) in mutations.iter().zip(&outcomes) {
                     view.apply(mutation, outcome, at.as_secs());
-                    if let Outcome::Appended { event, .. } = outcome {
-                        metrics
-                            .revocations
-                            .get_or_create(&vec![("kind", event.revocation.kind())])
-                            .inc();
+                    match outcome {
+                        Outcome::Appended { event, .. } => {
+                            metrics
+                                .revocations
+                                .get_or_create(&vec![("kind", event.revocation.kind())])
+                                .inc();
+                            appended.push(event.clone());
+                        }
+                        Outcome::Pruned { floor, deleted, .. } => {
+                            metrics.log_floor.set(gauge_value(floor.get()));
+                            metrics.log_rows_pruned.inc_by(*deleted);
+                        }
+                        _ => {}
                     }
                 }
-                metrics
-                    .head_seq
-                    .set(i64::try_from(view.head().get()).unwrap_or(i64::MAX));
+                hub.publish(&appended);
+                metrics.head_seq.set(gauge_value(view.head().get()));
                 metrics
                     .revocation_entries
-                    .set(i64::try_from(view.revocation_entries()).unwrap_or(i64::MAX));
+                    .set(gauge_value(view.revocation_entries() as u64));
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // The requester may have gone away (client disconnected); the commit stands.
                     let _ = reply.send(Ok(outcome));
@@ -171,6 +183,20 @@ mod tests {
             self.commits.fetch_add(1, Ordering::SeqCst);
             self.inner.commit(at, batch).await
         }
+        async fn events_after(
+            &self,
+            after: revocast_shared::Seq,
+            limit: u32,
+        ) -> Result<crate::store::Backlog, StoreError> {
+            self.inner.events_after(after, limit).await
+        }
+        async fn snapshot(
+            &self,
+            now: i64,
+            out: mpsc::Sender<crate::store::SnapshotPart>,
+        ) -> Result<(), StoreError> {
+            self.inner.snapshot(now, out).await
+        }
         async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
             self.inner.api_key_scope(hash).await
         }
@@ -210,8 +236,14 @@ mod tests {
             commits: AtomicUsize::new(0),
         });
         let view = Arc::new(View::new(store.load(0).await.unwrap(), 3600).unwrap());
-        let (ledger, task) =
-            Ledger::spawn(store.clone(), Arc::clone(&view), Arc::new(Metrics::new()));
+        let hub = Arc::new(Hub::new(view.epoch().clone(), view.head(), 16));
+        let mut live = hub.subscribe(None).unwrap().live;
+        let (ledger, task) = Ledger::spawn(
+            store.clone(),
+            Arc::clone(&view),
+            Arc::clone(&hub),
+            Arc::new(Metrics::new()),
+        );
 
         let session = |i: usize| Mutation::RevokeSession {
             sid: format!("s{i}"),
@@ -255,6 +287,12 @@ mod tests {
             "101 revocations, two commits"
         );
         assert_eq!(view.head().get(), 101);
+        // The hub got the two commits as two publications, in seq order.
+        let published: Vec<u64> = [live.try_recv().unwrap(), live.try_recv().unwrap()]
+            .iter()
+            .flat_map(|p| p.iter().filter_map(|e| e.seq.map(|s| s.get())))
+            .collect();
+        assert_eq!(published, (1..=101).collect::<Vec<_>>());
 
         // Stopping drains what is queued, then refuses new work.
         store.gate.add_permits(10);

@@ -7,6 +7,9 @@
 //! - [`api`]: the router and one module per group of endpoints.
 //! - [`auth`], [`extract`]: extractors for API keys and bodies that fail in our error shape.
 //! - [`ledger`]: the single writer, committing concurrent mutations in groups (one fsync each).
+//! - [`stream`]: the fan-out [`stream::Hub`] and the per-connection [`stream::Feed`] behind
+//!   `/v1/events` and `/v1/stream`.
+//! - [`net`]: the listener (TCP_NODELAY, write timeout) every connection comes through.
 //! - [`view`]: the in-memory mirror (keys, revocation set, subject generations) requests read.
 //! - [`store`]: the durable state behind the [`store::Store`] trait; SQLite by default.
 //! - [`apikeys`]: API key generation, hashing, lookup, first-start files.
@@ -22,9 +25,13 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod ledger;
+pub mod limit;
 pub mod metrics;
+pub mod net;
 pub mod shutdown;
 pub mod store;
+pub mod stream;
+pub mod tls;
 pub mod view;
 
 pub use app::{App, AppState, Authority};

@@ -18,6 +18,16 @@ pub struct Metrics {
     pub commit_batch_size: Histogram,
     pub head_seq: Gauge,
     pub revocation_entries: Gauge,
+    /// Connected stream subscribers, by `transport` (`sse`, `websocket`).
+    pub subscribers: Family<Labels, Gauge>,
+    /// Revocation events written to subscribers, by `transport`.
+    pub events_sent: Family<Labels, Counter>,
+    /// Subscribers disconnected for falling behind, by `transport`.
+    pub slow_disconnects: Family<Labels, Counter>,
+    pub log_floor: Gauge,
+    pub log_rows_pruned: Counter,
+    /// Requests refused with 429, by `limit` (`tokens`, `revocations`).
+    pub rate_limited: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -59,8 +69,50 @@ impl Metrics {
             "Revocation entries in force held in memory",
             revocation_entries.clone(),
         );
+        let subscribers = Family::<Labels, Gauge>::default();
+        registry.register(
+            "stream_subscribers",
+            "Connected stream subscribers, by transport",
+            subscribers.clone(),
+        );
+        let events_sent = Family::<Labels, Counter>::default();
+        registry.register(
+            "stream_events_sent",
+            "Revocation events written to subscribers, by transport",
+            events_sent.clone(),
+        );
+        let slow_disconnects = Family::<Labels, Counter>::default();
+        registry.register(
+            "stream_slow_disconnects",
+            "Subscribers disconnected for falling a whole queue behind or not reading, by transport",
+            slow_disconnects.clone(),
+        );
+        let log_floor = Gauge::default();
+        registry.register(
+            "log_floor",
+            "Resumes from a seq below this get a reset (older log entries may be pruned)",
+            log_floor.clone(),
+        );
+        let log_rows_pruned = Counter::default();
+        registry.register(
+            "log_rows_pruned",
+            "Expired revocation log rows deleted by retention",
+            log_rows_pruned.clone(),
+        );
+        let rate_limited = Family::<Labels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by a per-key rate limit, by limit",
+            rate_limited.clone(),
+        );
         Self {
             registry,
+            rate_limited,
+            subscribers,
+            events_sent,
+            slow_disconnects,
+            log_floor,
+            log_rows_pruned,
             tokens_issued,
             revocations,
             verifications,
@@ -89,4 +141,29 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Counts one connected subscriber for as long as it lives.
+pub struct SubscriberGuard(Gauge);
+
+impl SubscriberGuard {
+    pub fn new(metrics: &Metrics, transport: &'static str) -> Self {
+        let gauge = metrics
+            .subscribers
+            .get_or_create(&vec![("transport", transport)])
+            .clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Saturating conversion for gauges.
+pub fn gauge_value(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -489,6 +489,23 @@ async fn every_route_checks_its_scope() {
         let (status, _) = s.post(path, Some(&introspector), body.clone()).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
     }
+    // The subscribe routes: snapshot and both stream transports.
+    for path in ["/v1/snapshot", "/v1/events", "/v1/stream"] {
+        for (key, expected) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("rvc_wrong"), StatusCode::UNAUTHORIZED),
+            (Some(introspector.as_str()), StatusCode::FORBIDDEN),
+        ] {
+            let mut req = s.http.get(format!("{}{path}", s.base));
+            if let Some(key) = key {
+                req = req.bearer_auth(key);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), expected, "{path} {key:?}");
+            let v: Value = resp.json().await.unwrap();
+            assert!(v["error"].is_string(), "{path}: {v}");
+        }
+    }
     let (status, v) = s
         .post("/v1/verify", Some(&introspector), json!({ "token": token }))
         .await;
@@ -652,4 +669,168 @@ async fn metadata_names_the_endpoints() {
     assert_eq!(v["status"], "ready");
     assert_eq!(v["seq"], 0);
     assert_eq!(v["epoch"].as_str().unwrap().len(), 32);
+}
+
+/// Every JWS malformation, sent through `/v1/verify` and `/oauth2/introspect`: a verdict with
+/// the right code (or `active: false`), never a request error, never a 5xx, never valid.
+#[tokio::test]
+async fn every_jws_malformation_is_a_clear_verdict() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    let s = start().await;
+    let token = s.token_for("mallory").await;
+    let parts: Vec<&str> = token.split('.').collect();
+    let kid = s.app.view.active_kid().to_string();
+    let with_header = |header: Value| {
+        format!(
+            "{}.{}.{}",
+            B64.encode(header.to_string()),
+            parts[1],
+            parts[2]
+        )
+    };
+    let header = |extra: Value| {
+        let mut h = json!({ "alg": "ML-DSA-65", "typ": "at+jwt", "kid": kid });
+        for (k, v) in extra.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        with_header(h)
+    };
+    let mut flipped_sig = parts[2].to_string().into_bytes();
+    flipped_sig[10] = if flipped_sig[10] == b'A' { b'B' } else { b'A' };
+    let cases: Vec<(String, &str)> = vec![
+        (header(json!({ "alg": "none" })), "unsupported_algorithm"),
+        (header(json!({ "alg": "HS256" })), "unsupported_algorithm"),
+        (
+            header(json!({ "alg": "ML-DSA-44" })),
+            "unsupported_algorithm",
+        ),
+        (
+            with_header(json!({ "typ": "at+jwt", "kid": kid })),
+            "unsupported_algorithm",
+        ),
+        (header(json!({ "kid": "not-a-thumbprint" })), "malformed"),
+        (
+            header(json!({ "kid": "Suiu29qbfuaBaR4Ats-c6XQBePB_OpAxAwcTR_0KXVM" })),
+            "unknown_key",
+        ),
+        (header(json!({ "typ": "JWT" })), "malformed"),
+        (header(json!({ "crit": ["exp"] })), "malformed"),
+        (header(json!({ "jwk": {} })), "malformed"),
+        (
+            header(json!({ "jku": "https://evil.test/jwks" })),
+            "malformed",
+        ),
+        (
+            header(json!({ "x5u": "https://evil.test/cert" })),
+            "malformed",
+        ),
+        (
+            format!("{}=.{}.{}", parts[0], parts[1], parts[2]),
+            "malformed",
+        ),
+        (
+            format!("{}.{}.{}=", parts[0], parts[1], parts[2]),
+            "malformed",
+        ),
+        (format!("{token}.extra"), "malformed"),
+        (format!("{}.{}", parts[0], parts[1]), "malformed"),
+        (format!("{}.{}.", parts[0], parts[1]), "malformed"),
+        (
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() - 8]
+            ),
+            "invalid_signature",
+        ),
+        (
+            format!("{}.{}.{}AAAA", parts[0], parts[1], parts[2]),
+            "invalid_signature",
+        ),
+        (
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                String::from_utf8(flipped_sig).unwrap()
+            ),
+            "invalid_signature",
+        ),
+        (
+            format!("{}.{}.{}", parts[0], B64.encode("not json"), parts[2]),
+            "invalid_signature",
+        ),
+        (
+            format!("{}.{}.{}", parts[0], parts[1], "*".repeat(40)),
+            "malformed",
+        ),
+        (format!(" {token}"), "malformed"),
+    ];
+    let mut wrong = Vec::new();
+    for (i, (bad, want)) in cases.iter().enumerate() {
+        let got = s.verify(bad).await;
+        if got.as_ref().err().map(String::as_str) != Some(*want) {
+            wrong.push(format!("case {i}: {got:?}, want {want}"));
+        }
+        let (status, body) = s
+            .form(
+                "/oauth2/introspect",
+                &s.admin,
+                &format!("token={}", bad.replace('=', "%3D").replace(' ', "%20")),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()["active"],
+            false
+        );
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    // And the untouched token still verifies: the cases above were the only difference.
+    assert!(s.verify(&token).await.is_ok());
+}
+
+/// The form endpoints and object nesting, with the same rules as the JSON ones. (An empty
+/// `token=` is not among them: RFC 7009 answers an invalid token with `200`.)
+#[tokio::test]
+async fn bad_forms_and_deep_objects_get_a_clear_400() {
+    let s = start().await;
+    for (path, body) in [
+        ("/oauth2/revoke", ""),
+        ("/oauth2/revoke", "token=a&token=b"),
+        ("/oauth2/revoke", "%ff%fe=1"),
+        ("/oauth2/introspect", ""),
+        ("/oauth2/introspect", "nottoken=x"),
+    ] {
+        let (status, text) = s.form(path, &s.admin, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} {body:?} → {text}");
+        assert_error_shape(&serde_json::from_str(&text).unwrap(), "invalid_request");
+    }
+    let deep = format!(
+        r#"{{"sub":"a","claims":{}1{}}}"#,
+        r#"{"k":"#.repeat(5_000),
+        "}".repeat(5_000)
+    );
+    let (status, v) = s
+        .post("/v1/tokens", Some(&s.admin.clone()), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    let resp = s
+        .http
+        .post(format!("{}/v1/tokens", s.base))
+        .bearer_auth(&s.admin)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_error_shape(&resp.json().await.unwrap(), "invalid_request");
+    assert_eq!(
+        s.app.view.head().get(),
+        0,
+        "nothing was revoked by any of it"
+    );
 }

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Epoch, KeyId, RevocationId, Seq, UnixMillis};
 
+/// How long past its expiry a revocation stays in snapshots and in the log. Verifiers that
+/// tolerate clock skew accept a token up to their leeway after its `exp`; its revocation must
+/// still be there, so verifier leeway must not exceed this.
+pub const EXPIRY_GRACE_SECS: i64 = 60;
+
 /// What a revocation revokes. The `type` tag and field names are the wire format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -41,13 +46,72 @@ impl Revocation {
 }
 
 /// A committed revocation: `{"seq":41,"type":"token","rid":"…","exp":…,"at":…}`.
+///
+/// Decoded through `WireEvent`, a flat struct, rather than serde's `flatten`, which buffers
+/// every event into an intermediate tree first: snapshots hold millions of events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireEvent")]
 pub struct RevocationEvent {
     pub seq: Seq,
     #[serde(flatten)]
     pub revocation: Revocation,
     /// When the authority committed it.
     pub at: UnixMillis,
+}
+
+/// The flat wire form of a [`RevocationEvent`], for fast decoding. Unknown fields are ignored.
+#[derive(Deserialize)]
+struct WireEvent {
+    seq: Seq,
+    #[serde(rename = "type")]
+    kind: WireKind,
+    at: UnixMillis,
+    rid: Option<RevocationId>,
+    exp: Option<i64>,
+    sub: Option<String>,
+    r#gen: Option<u64>,
+    until: Option<i64>,
+    sid: Option<String>,
+    kid: Option<KeyId>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum WireKind {
+    Token,
+    Subject,
+    Session,
+    Key,
+}
+
+impl TryFrom<WireEvent> for RevocationEvent {
+    type Error = &'static str;
+
+    fn try_from(w: WireEvent) -> Result<Self, Self::Error> {
+        let revocation = match w.kind {
+            WireKind::Token => Revocation::Token {
+                rid: w.rid.ok_or("token event without rid")?,
+                exp: w.exp.ok_or("token event without exp")?,
+            },
+            WireKind::Subject => Revocation::Subject {
+                sub: w.sub.ok_or("subject event without sub")?,
+                r#gen: w.r#gen.ok_or("subject event without gen")?,
+                until: w.until.ok_or("subject event without until")?,
+            },
+            WireKind::Session => Revocation::Session {
+                sid: w.sid.ok_or("session event without sid")?,
+                until: w.until.ok_or("session event without until")?,
+            },
+            WireKind::Key => Revocation::Key {
+                kid: w.kid.ok_or("key event without kid")?,
+            },
+        };
+        Ok(Self {
+            seq: w.seq,
+            revocation,
+            at: w.at,
+        })
+    }
 }
 
 /// Control messages; they carry the head `seq` but no `seq` of their own.
@@ -126,5 +190,22 @@ mod tests {
         );
         assert!(serde_json::from_str::<Message>(r#"{"type":"token","seq":1}"#).is_err());
         assert!(serde_json::from_str::<Message>(r#"{"type":"bogus"}"#).is_err());
+        // A revocation missing its fields is not an event.
+        assert!(
+            serde_json::from_str::<RevocationEvent>(r#"{"seq":1,"type":"session","at":1.0}"#)
+                .is_err()
+        );
+        // Unknown fields are ignored (forward compatibility).
+        let e: RevocationEvent = serde_json::from_str(
+            r#"{"seq":2,"type":"session","sid":"s","until":5,"at":1.5,"new":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            e.revocation,
+            Revocation::Session {
+                sid: "s".into(),
+                until: 5
+            }
+        );
     }
 }

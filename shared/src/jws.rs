@@ -53,6 +53,13 @@ impl<'a> CompactJws<'a> {
             return Err(VerifyError::Malformed);
         };
         let header = parse_header(header_b64)?;
+        // Unpadded base64url only (RFC 7515 §2): padding, whitespace or foreign characters
+        // make a token malformed, whatever its signature would say. (After the header: a
+        // foreign `alg` such as `none` with an empty signature is reported as that.) The
+        // signature's characters are checked where it is decoded, not scanned twice here.
+        if !is_base64url(payload_b64) || signature_b64.is_empty() || signature_b64.ends_with('=') {
+            return Err(VerifyError::Malformed);
+        }
         let signing_input = &jws[..header_b64.len() + 1 + payload_b64.len()];
         Ok(Self {
             signing_input,
@@ -77,7 +84,13 @@ impl<'a> CompactJws<'a> {
             return Err(VerifyError::UnknownKey);
         }
         if self.signature_b64.len() != SIGNATURE_B64_LEN {
-            return Err(VerifyError::InvalidSignature);
+            // A signature of the wrong size is not the key's; one that is not even base64url
+            // is a malformed token.
+            return Err(if is_base64url(self.signature_b64) {
+                VerifyError::InvalidSignature
+            } else {
+                VerifyError::Malformed
+            });
         }
         let mut signature = [0u8; SIGNATURE_LEN];
         match B64.decode_slice(self.signature_b64, &mut signature) {
@@ -92,6 +105,14 @@ impl<'a> CompactJws<'a> {
             .map_err(|_| VerifyError::Malformed)?;
         Ok((payload, RevocationId::of_signature(&signature)))
     }
+}
+
+/// Non-empty and only characters of the unpadded base64url alphabet.
+fn is_base64url(segment: &str) -> bool {
+    !segment.is_empty()
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn parse_header(header_b64: &str) -> Result<Header, VerifyError> {
@@ -297,6 +318,9 @@ mod tests {
             format!("{}=", v.jws.split('.').next().unwrap()),
             "x".repeat(MAX_JWS_LEN + 1),
             format!("=={}", v.jws),
+            format!("{}=", v.jws),
+            format!("{}.", v.jws.rsplit_once('.').unwrap().0),
+            v.jws.replacen('.', ". ", 2),
         ] {
             assert_eq!(CompactJws::parse(&bad).unwrap_err(), VerifyError::Malformed);
         }

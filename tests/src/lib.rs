@@ -1,7 +1,12 @@
 //! Shared harness for the cross-crate integration tests: an in-process authority on
-//! 127.0.0.1:0 with its own temporary data directory.
+//! 127.0.0.1:0 with its own temporary data directory, and raw stream clients that speak the
+//! wire protocol the way a third-party subscriber would.
+
+pub mod proxy;
+pub mod stream_client;
 
 use revocast_authority::{AppState, Authority, Config};
+use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 /// A running authority; it shuts down gracefully when dropped.
@@ -10,25 +15,35 @@ pub struct TestAuthority {
     pub admin_key: String,
     pub subscriber_key: String,
     pub app: AppState,
-    _stop: oneshot::Sender<()>,
+    pub http: reqwest::Client,
+    pub addr: std::net::SocketAddr,
+    config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl TestAuthority {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Start with the test defaults adjusted by `configure`.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let authority = Authority::open(Config::for_data_dir(dir.path()))
-            .await
-            .expect("authority opens");
-        let app = AppState::clone(authority.state());
+        let mut config = Config::for_data_dir(dir.path());
+        configure(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(authority.serve(listener, async move {
-            let _ = stopped.await;
-        }));
+        let addr = listener.local_addr().expect("addr");
+        let (app, stop, served) = serve(config.clone(), listener).await;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{addr}");
         let read = |f: &str| {
             std::fs::read_to_string(dir.path().join(f))
                 .expect("key file")
@@ -40,8 +55,124 @@ impl TestAuthority {
             subscriber_key: read("subscriber.key"),
             base,
             app,
-            _stop: stop,
+            http: reqwest::Client::new(),
+            addr,
+            config,
+            stop: Some(stop),
+            served: Some(served),
             _dir: dir,
         }
     }
+
+    /// Stop gracefully (as on SIGTERM) and wait until it has stopped.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.expect("serve task");
+        }
+    }
+
+    /// Stop, then start again on the same address and data directory.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the same address");
+        let (app, stop, served) = serve(self.config.clone(), listener).await;
+        self.app = app;
+        self.stop = Some(stop);
+        self.served = Some(served);
+    }
+
+    /// POST `body` with the admin key and return the JSON answer; panics unless 2xx.
+    pub async fn admin_post(&self, path: &str, body: Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let answer: Value = resp.json().await.expect("JSON answer");
+        assert!(status.is_success(), "{path} → {status}: {answer}");
+        answer
+    }
+
+    /// Revoke session `sid`; returns its `seq`.
+    pub async fn revoke_session(&self, sid: &str) -> u64 {
+        self.admin_post("/v1/revoke/session", json!({ "sid": sid }))
+            .await["seq"]
+            .as_u64()
+            .expect("seq")
+    }
+
+    /// Issue a token for `sub`; returns the answer (`token`, `rid`, `exp`, …).
+    pub async fn issue(&self, sub: &str, ttl: u64) -> Value {
+        self.admin_post("/v1/tokens", json!({ "sub": sub, "ttl": ttl }))
+            .await
+    }
+
+    /// `GET /v1/snapshot` with the subscriber key.
+    pub async fn snapshot(&self) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}/v1/snapshot", self.base))
+            .bearer_auth(&self.subscriber_key)
+            .send()
+            .await
+            .expect("snapshot request");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("snapshot JSON")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// A new API key of `scope`.
+    pub async fn create_key(&self, scope: revocast_authority::Scope) -> String {
+        revocast_authority::apikeys::create(
+            self.app.store.as_ref(),
+            scope,
+            None,
+            revocast_shared::UnixMillis::now().as_secs(),
+        )
+        .await
+        .expect("create key")
+        .to_string()
+    }
+
+    pub fn head(&self) -> u64 {
+        self.app.hub.head().get()
+    }
+}
+
+async fn serve(
+    config: Config,
+    listener: tokio::net::TcpListener,
+) -> (AppState, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let authority = Authority::open(config).await.expect("authority opens");
+    let app = AppState::clone(authority.state());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(async move {
+        authority
+            .serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("authority serves");
+    });
+    (app, stop, served)
 }

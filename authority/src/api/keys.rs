@@ -11,6 +11,7 @@ use super::blocking;
 use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::error::ApiError;
+use crate::limit::{Limited, Revocations};
 use crate::store::{Mutation, Outcome};
 
 async fn new_key() -> Result<Arc<SigningKey>, ApiError> {
@@ -43,6 +44,7 @@ pub async fn rotate(
 /// the active key, a fresh key takes over signing.
 pub async fn revoke(
     _: Authorized<Admin>,
+    _: Limited<Revocations>,
     State(app): State<AppState>,
     Path(kid): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -64,8 +66,8 @@ pub async fn revoke(
         }
         Outcome::AlreadyRevoked { seq, .. } => Ok(Json(json!({ "kid": kid, "seq": seq }))),
         Outcome::UnknownKey => Err(unknown()),
-        Outcome::KeyAdded => Err(ApiError::internal(&std::io::Error::other(
-            "unexpected outcome",
-        ))),
+        Outcome::KeyAdded | Outcome::Pruned { .. } => Err(ApiError::internal(
+            &std::io::Error::other("unexpected outcome"),
+        )),
     }
 }

@@ -4,6 +4,7 @@
 mod keys;
 mod meta;
 mod revoke;
+mod stream;
 mod tokens;
 mod verify;
 
@@ -11,6 +12,8 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
@@ -37,6 +40,18 @@ pub fn router(app: AppState) -> Router {
             "/.well-known/oauth-authorization-server",
             get(meta::metadata),
         )
+        // Snapshots can be large (a million entries is ~150 MB of JSON): gzip them for
+        // clients that ask, at the fastest level so the CPU keeps up with the network.
+        .route(
+            "/v1/snapshot",
+            get(stream::snapshot).layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .quality(CompressionLevel::Fastest),
+            ),
+        )
+        .route("/v1/events", get(stream::events))
+        .route("/v1/stream", get(stream::websocket))
         .route("/healthz", get(meta::healthz))
         .route("/readyz", get(meta::readyz))
         .route("/metrics", get(meta::metrics))

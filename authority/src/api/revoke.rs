@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::error::ApiError;
 use crate::extract::{FormBody, JsonBody};
+use crate::limit::{Limited, Revocations};
 use crate::store::{Mutation, Outcome};
 
 #[derive(Deserialize)]
@@ -81,6 +82,7 @@ fn unexpected(outcome: Outcome) -> std::io::Error {
 
 pub async fn token(
     _: Authorized<Admin>,
+    _: Limited<Revocations>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RevokeTokenRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -110,6 +112,7 @@ pub struct OauthRevokeRequest {
 /// reported revoked that is not.
 pub async fn oauth(
     _: Authorized<Admin>,
+    _: Limited<Revocations>,
     State(app): State<AppState>,
     FormBody(req): FormBody<OauthRevokeRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -129,6 +132,7 @@ pub struct RevokeSubjectRequest {
 
 pub async fn subject(
     _: Authorized<Admin>,
+    _: Limited<Revocations>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RevokeSubjectRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -162,6 +166,7 @@ pub struct RevokeSessionRequest {
 
 pub async fn session(
     _: Authorized<Admin>,
+    _: Limited<Revocations>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RevokeSessionRequest>,
 ) -> Result<Json<Value>, ApiError> {

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
+use crate::limit::{Limited, Tokens};
 use crate::view::IssueRefusal;
 
 #[derive(Deserialize)]
@@ -30,6 +31,7 @@ const MAX_AUDIENCES: usize = 16;
 
 pub async fn issue(
     _: Authorized<Admin>,
+    _: Limited<Tokens>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<IssueRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

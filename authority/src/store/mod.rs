@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::{Epoch, KeyId, RevocationId, Seq, SigningKey, UnixMillis};
+use tokio::sync::mpsc;
 
 pub use sqlite::SqliteStore;
 
@@ -44,6 +45,15 @@ pub enum Mutation {
     },
     /// Add `key` as the active signing key; the previous one is retired (still verifies).
     AddKey { key: Arc<SigningKey> },
+    /// Log retention: raise the log floor to the last revocation committed at or before
+    /// `floor_before` (Unix ms), then delete up to `limit` rows at or below the floor whose
+    /// expiry is at or before `expired_by` (Unix seconds). Rows above the floor are kept, so
+    /// every resume from `since >= floor` stays exact.
+    Prune {
+        floor_before: i64,
+        expired_by: i64,
+        limit: u32,
+    },
 }
 
 /// What committing one [`Mutation`] did.
@@ -63,6 +73,34 @@ pub enum Outcome {
     /// A key revocation named a key the store does not have.
     UnknownKey,
     KeyAdded,
+    /// `deleted` rows went; `more` says another prune would find further expired rows.
+    Pruned {
+        floor: Seq,
+        deleted: u64,
+        more: bool,
+    },
+}
+
+/// A piece of `/v1/snapshot`, as [`Store::snapshot`] produces it: the head first, then the
+/// revocations in force in `seq` order, in chunks.
+#[derive(Debug)]
+pub enum SnapshotPart {
+    Head {
+        epoch: Epoch,
+        seq: Seq,
+    },
+    Events(Vec<RevocationEvent>),
+    /// Everything was sent. A channel that closes without it carries an incomplete snapshot.
+    End,
+}
+
+/// Events after a position, as [`Store::events_after`] reads them.
+#[derive(Debug)]
+pub enum Backlog {
+    /// The next events, in `seq` order and contiguous from the requested position.
+    Events(Vec<RevocationEvent>),
+    /// Events right after the position were pruned: the client must resync from a snapshot.
+    Pruned { floor: Seq },
 }
 
 /// A stored signing key.
@@ -95,6 +133,14 @@ pub trait Store: Send + Sync + 'static {
     /// Commit `batch` atomically and durably (fsync before returning), all at time `at`, and
     /// report each mutation's outcome in order. On error nothing of the batch is committed.
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Up to `limit` events with `seq > after`, in order, read in one consistent transaction
+    /// with the log floor.
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<Backlog, StoreError>;
+
+    /// Send the snapshot to `out`: the head, then every revocation in force at `now` as of that
+    /// head, read in one consistent transaction. Stops early, without error, if `out` closes.
+    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError>;
 
     /// The scope of the API key whose SHA-256 is `hash`.
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError>;

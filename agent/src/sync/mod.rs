@@ -1,0 +1,344 @@
+//! Keeping the mirror current: load the JWKS and the snapshot, follow the stream from the
+//! snapshot's `seq`, and on any doubt — `reset`, a `seq` gap, a heartbeat ahead of us, an epoch
+//! change — resync from a snapshot rather than "just resume". Connection failures rotate to
+//! the next authority URL after a backoff with full jitter, and resume there by `seq`.
+
+mod fetch;
+mod stream;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use revocast_shared::UnixMillis;
+use revocast_shared::event::{Control, Message};
+use tokio::time::Instant;
+
+use crate::agent::Shared;
+use crate::error::Error;
+use crate::metrics::gauge;
+use crate::mirror::Copy;
+use stream::{ConnectError, Connection};
+
+/// A session that lasted this long was healthy: the next reconnect starts from the shortest
+/// backoff again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// The idle timeout grows to at most this many times its configured value (see `run`).
+const MAX_IDLE_FACTOR: u32 = 8;
+
+/// Why a session ended.
+enum SessionEnd {
+    /// The copy cannot be continued by resuming: load a snapshot.
+    Resync(&'static str),
+    /// The connection or a request failed: back off, try the next authority, resume by `seq`.
+    Failed(Error),
+}
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new(shared.config.backoff_min, shared.config.backoff_max);
+    // How long a stream may stay silent before it counts as dead. It doubles after each
+    // session that ended silent, up to `MAX_IDLE_FACTOR` times the configured value: a dead
+    // link is still dropped quickly, but when the authority is only overloaded (too slow to
+    // send heartbeats in time), a fleet that reconnected all at once would add handshakes and
+    // backlog reads to the overload and never catch up. Failing closed does not depend on it:
+    // freshness has its own `max_staleness`.
+    let base_idle = shared.config.idle_timeout();
+    let mut idle = base_idle;
+    let mut need_snapshot = true;
+    let authorities = shared.config.authorities.len();
+    let mut index = 0;
+    loop {
+        shared.current.store(index, Ordering::Relaxed);
+        let base = &shared.config.authorities[index];
+        let started = Instant::now();
+        match session(&shared, base, &mut need_snapshot, idle).await {
+            SessionEnd::Resync(why) => {
+                tracing::info!(authority = %base, why, "resyncing from a snapshot");
+                need_snapshot = true;
+            }
+            SessionEnd::Failed(e) => {
+                if matches!(e, Error::Silent) {
+                    idle = (idle * 2).min(base_idle * MAX_IDLE_FACTOR);
+                }
+                tracing::warn!(authority = %base, error = %e, source = ?std::error::Error::source(&e), "stream lost; reconnecting");
+                shared.metrics.reconnects.inc();
+                index = (index + 1) % authorities;
+            }
+        }
+        if started.elapsed() >= HEALTHY_SESSION {
+            backoff.reset();
+            idle = base_idle;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn session(
+    shared: &Shared,
+    base: &str,
+    need_snapshot: &mut bool,
+    idle: Duration,
+) -> SessionEnd {
+    if *need_snapshot {
+        if let Err(e) = resync(shared, base).await {
+            return SessionEnd::Failed(e);
+        }
+        *need_snapshot = false;
+    }
+    let (since, epoch) = {
+        let copy = shared.mirror.read();
+        (copy.applied, copy.epoch.clone())
+    };
+    let key = shared.config.subscriber_key.as_str();
+    let mut conn = match stream::connect(
+        &shared.http,
+        shared.tls.as_ref(),
+        base,
+        key,
+        shared.config.transport,
+        since,
+        epoch.as_ref(),
+    )
+    .await
+    {
+        Ok(conn) => conn,
+        Err(ConnectError::BadPosition) => {
+            return SessionEnd::Resync("the authority's log does not reach our position");
+        }
+        Err(ConnectError::UpgradeRefused(e) | ConnectError::Other(e)) => {
+            return SessionEnd::Failed(e);
+        }
+    };
+    tracing::debug!(authority = %base, %since, "stream connected");
+    follow(shared, &mut conn, idle).await
+}
+
+/// Apply what the stream sends until something ends the session.
+async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> SessionEnd {
+    let mut messages = Vec::new();
+    loop {
+        messages.clear();
+        match tokio::time::timeout(idle, conn.next(&mut messages)).await {
+            Err(_) => return SessionEnd::Failed(Error::Silent),
+            Ok(Err(e)) => return SessionEnd::Failed(e),
+            Ok(Ok(())) => {}
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let current = {
+            let mut copy = shared.mirror.write();
+            let before = copy.applied;
+            let handled = messages.iter().try_for_each(|m| handle(&mut copy, m));
+            // `handle` applies events only in contiguous order, one `seq` each.
+            shared
+                .metrics
+                .events_applied
+                .inc_by(copy.applied.get() - before.get());
+            if let Err(why) = handled {
+                return SessionEnd::Resync(why);
+            }
+            shared.metrics.applied_seq.set(gauge(copy.applied.get()));
+            shared.metrics.head_seq.set(gauge(copy.head.get()));
+            shared
+                .metrics
+                .lag
+                .set(gauge(copy.head.get().saturating_sub(copy.applied.get())));
+            shared.metrics.entries.set(gauge(copy.revset.len() as u64));
+            let applied = copy.applied;
+            shared.applied.send_if_modified(|seq| {
+                let changed = *seq != applied;
+                *seq = applied;
+                changed
+            });
+            copy.applied >= copy.head
+        };
+        // Heard from the authority, and nothing it announced is missing: current as of now.
+        if current {
+            shared.freshness.heard();
+        }
+    }
+}
+
+/// Apply one message; `Err` names why the copy must be resynced instead.
+fn handle(copy: &mut Copy, message: &Message) -> Result<(), &'static str> {
+    match message {
+        Message::Event(event) => {
+            if event.seq <= copy.applied {
+                // Never expected: the authority sends each seq once. Re-applying would be
+                // harmless, but a confused stream is not trusted.
+                return Err("the stream repeated a seq");
+            }
+            if event.seq != copy.applied.next() {
+                return Err("gap in seq");
+            }
+            copy.apply(event);
+        }
+        Message::Control(Control::Hello { epoch, seq }) => {
+            if copy.epoch.as_ref() != Some(epoch) {
+                return Err("the authority's epoch changed");
+            }
+            copy.head = copy.head.max(*seq);
+        }
+        Message::Control(Control::Heartbeat { seq, .. }) => {
+            // Heartbeats follow the events they count: one ahead of us means we missed some.
+            if *seq > copy.applied {
+                return Err("a heartbeat is ahead of the applied seq");
+            }
+        }
+        Message::Control(Control::Reset { .. }) => return Err("the authority sent reset"),
+    }
+    Ok(())
+}
+
+/// Replace the copy with the authority's snapshot and current keys.
+async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
+    let key = shared.config.subscriber_key.as_str();
+    let timeout = shared.config.request_timeout;
+    let keys = fetch::jwks(&shared.http, base, timeout).await?;
+    shared.metrics.jwks_fetches.inc();
+    // A snapshot can be large (about 150 MB for a million entries); it is applied as it
+    // streams in.
+    let fetch::Loaded {
+        epoch,
+        seq,
+        mut revset,
+    } = fetch::snapshot(&shared.http, base, key, timeout * 4).await?;
+    revset.purge_expired(UnixMillis::now().as_secs() - i64::from(shared.config.leeway_secs));
+    let entries = revset.len();
+    {
+        let mut copy = shared.mirror.write();
+        *copy = Copy {
+            epoch: Some(epoch.clone()),
+            applied: seq,
+            head: seq,
+            revset,
+            keys: Default::default(),
+        };
+        copy.add_keys(keys);
+    }
+    shared.metrics.resyncs.inc();
+    shared.metrics.applied_seq.set(gauge(seq.get()));
+    shared.metrics.head_seq.set(gauge(seq.get()));
+    shared.metrics.lag.set(0);
+    shared.metrics.entries.set(gauge(entries as u64));
+    shared.metrics.synced.set(1);
+    shared.applied.send_replace(seq);
+    shared.freshness.mark_synced();
+    tracing::info!(authority = %base, %epoch, seq = %seq, entries, "snapshot loaded");
+    Ok(())
+}
+
+/// Fetch the JWKS from the current authority and add its new keys. Used when a token names an
+/// unknown `kid` (rate-limited by the caller).
+pub(crate) async fn refresh_keys(shared: &Shared) -> Result<usize, Error> {
+    let index = shared.current.load(Ordering::Relaxed);
+    let base = &shared.config.authorities[index];
+    let keys = fetch::jwks(&shared.http, base, shared.config.request_timeout).await?;
+    shared.metrics.jwks_fetches.inc();
+    let mut copy = shared.mirror.write();
+    let before = copy.keys.len();
+    copy.add_keys(keys);
+    Ok(copy.keys.len() - before)
+}
+
+/// Exponential backoff with full jitter: each delay is uniform in `0..=current`, and `current`
+/// doubles up to the cap.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            current: min,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.current = self.min;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = (self.current * 2).min(self.max);
+        // If the OS random source fails, no jitter is better than no reconnect.
+        let unit = getrandom::u64().map_or(1.0, |r| (r >> 11) as f64 / (1u64 << 53) as f64);
+        ceiling.mul_f64(unit).max(self.min / 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use revocast_shared::event::{Revocation, RevocationEvent};
+    use revocast_shared::{Epoch, Seq};
+
+    use super::*;
+
+    fn session_event(seq: u64) -> Message {
+        Message::Event(RevocationEvent {
+            seq: Seq::new(seq),
+            revocation: Revocation::Session {
+                sid: format!("s{seq}"),
+                until: i64::MAX,
+            },
+            at: UnixMillis::new(0),
+        })
+    }
+
+    fn copy_at(seq: u64) -> Copy {
+        Copy {
+            epoch: Some(Epoch::new("e")),
+            applied: Seq::new(seq),
+            head: Seq::new(seq),
+            ..Copy::default()
+        }
+    }
+
+    #[test]
+    fn only_the_next_seq_applies_and_doubt_means_resync() {
+        let mut copy = copy_at(5);
+        assert!(handle(&mut copy, &session_event(6)).is_ok());
+        assert_eq!(copy.applied, Seq::new(6));
+        assert!(handle(&mut copy, &session_event(8)).is_err(), "gap");
+        assert!(handle(&mut copy, &session_event(6)).is_err(), "repeat");
+        let beat = |seq| {
+            Message::Control(Control::Heartbeat {
+                seq: Seq::new(seq),
+                at: UnixMillis::new(0),
+            })
+        };
+        assert!(handle(&mut copy, &beat(6)).is_ok());
+        assert!(handle(&mut copy, &beat(7)).is_err(), "heartbeat ahead");
+        let hello = |epoch: &str| {
+            Message::Control(Control::Hello {
+                epoch: Epoch::new(epoch),
+                seq: Seq::new(9),
+            })
+        };
+        assert!(handle(&mut copy, &hello("other")).is_err());
+        assert!(handle(&mut copy, &hello("e")).is_ok());
+        assert_eq!(copy.head, Seq::new(9), "hello announces the head");
+        let reset = Message::Control(Control::Reset {
+            epoch: Epoch::new("e"),
+            seq: Seq::new(9),
+        });
+        assert!(handle(&mut copy, &reset).is_err());
+    }
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d <= Duration::from_secs(1)));
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(50)));
+        assert_eq!(b.current, Duration::from_secs(1));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,391 @@
+//! `/v1/snapshot`, `/v1/events` (SSE) and `/v1/stream` (WebSocket): the transports of the
+//! revocation stream. What to send comes from a [`Feed`]; these handlers frame it, write each
+//! batch with one write, and count what they do.
+
+use std::convert::Infallible;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, stream};
+use prometheus_client::metrics::counter::Counter;
+use revocast_shared::{Epoch, Seq, UnixMillis};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::app::{App, AppState};
+use crate::auth::{Authorized, Subscribe};
+use crate::error::ApiError;
+use crate::extract::QueryParams;
+use crate::metrics::SubscriberGuard;
+use crate::store::SnapshotPart;
+use crate::stream::{Encoded, End, Feed, SubscribeError, sse_chunk, ws_text};
+
+/// Stream query parameters. `epoch` is an extension: a client that names the epoch its `since`
+/// belongs to gets `reset` instead of a resume when the log has changed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    since: Option<String>,
+    epoch: Option<String>,
+}
+
+/// Largest message a subscriber may send us (it has nothing to say but pings and close).
+const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
+/// tokio-tungstenite's default read buffer is 128 KiB per connection; subscribers send almost
+/// nothing, so a small one keeps idle connections cheap.
+const WS_READ_BUFFER: usize = 1024;
+
+fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
+    u64::from_str(value.trim())
+        .map(Seq::new)
+        .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer seq")))
+}
+
+/// Join the hub at the requested position and build the connection's feed.
+fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Result<Feed, ApiError> {
+    let subscription = app.hub.subscribe(since).map_err(|e| match e {
+        SubscribeError::BeyondHead { head } => ApiError::bad_request(format!(
+            "since is beyond the head seq {head}; the log never reached it"
+        )),
+        SubscribeError::ShuttingDown => ApiError::unavailable("the authority is shutting down"),
+    })?;
+    let epoch = epoch.map(Epoch::new);
+    Ok(Feed::new(
+        Arc::clone(&app.hub),
+        Arc::clone(&app.store),
+        subscription,
+        epoch.as_ref(),
+    ))
+}
+
+fn events_in(batch: &[Encoded]) -> u64 {
+    batch.iter().filter(|m| m.seq.is_some()).count() as u64
+}
+
+/// Per-transport counters, looked up once per connection rather than per write.
+struct Counters {
+    sent: Counter,
+    slow: Counter,
+    _connected: SubscriberGuard,
+}
+
+impl Counters {
+    fn new(app: &App, transport: &'static str) -> Self {
+        let label = vec![("transport", transport)];
+        Self {
+            sent: app.metrics.events_sent.get_or_create(&label).clone(),
+            slow: app.metrics.slow_disconnects.get_or_create(&label).clone(),
+            _connected: SubscriberGuard::new(&app.metrics, transport),
+        }
+    }
+}
+
+/// `GET /v1/events`: Server-Sent Events. `Last-Event-ID` (set by reconnecting `EventSource`s)
+/// wins over `since`.
+pub async fn events(
+    _: Authorized<Subscribe>,
+    State(app): State<AppState>,
+    QueryParams(query): QueryParams<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let since = match headers.get("last-event-id") {
+        Some(value) => Some(parse_since(
+            value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID must be a seq"))?,
+            "Last-Event-ID",
+        )?),
+        None => query
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, "since"))
+            .transpose()?,
+    };
+    let feed = open_feed(&app, since, query.epoch)?;
+    let counters = Counters::new(&app, "sse");
+    let body = stream::unfold(Some((feed, counters)), |state| async move {
+        let (mut feed, counters) = state?;
+        match feed.next().await {
+            Ok(batch) => {
+                counters.sent.inc_by(events_in(&batch));
+                Some((
+                    Ok::<Bytes, Infallible>(sse_chunk(&batch)),
+                    Some((feed, counters)),
+                ))
+            }
+            // Say why, then end the response; `EventSource` reconnects by itself.
+            Err(End::Reset(reset)) => Some((Ok(reset.sse), None)),
+            Err(End::Lagged) => {
+                counters.slow.inc();
+                None
+            }
+            Err(End::ShuttingDown | End::Failed) => None,
+        }
+    });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Tell nginx and friends not to buffer the stream.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// `GET /v1/stream`: the WebSocket transport.
+pub async fn websocket(
+    _: Authorized<Subscribe>,
+    State(app): State<AppState>,
+    QueryParams(query): QueryParams<StreamQuery>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|rejection| {
+        ApiError::new(rejection.status(), "invalid_request", rejection.body_text())
+    })?;
+    let since = query
+        .since
+        .as_deref()
+        .map(|s| parse_since(s, "since"))
+        .transpose()?;
+    // Joined before the upgrade, so `since` beyond the head is a plain 400 and nothing
+    // published during the handshake is missed.
+    let feed = open_feed(&app, since, query.epoch)?;
+    Ok(upgrade
+        .read_buffer_size(WS_READ_BUFFER)
+        // Write each batch as soon as it is framed: batching already happened in the feed.
+        .write_buffer_size(0)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| serve_websocket(socket, feed, app)))
+}
+
+async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
+    let counters = Counters::new(&app, "websocket");
+    let write_timeout = app.config.write_timeout;
+    let end = loop {
+        tokio::select! {
+            step = feed.next() => match step {
+                Ok(batch) => {
+                    let events = events_in(&batch);
+                    match tokio::time::timeout(write_timeout, socket.send(Message::Text(ws_text(&batch)))).await {
+                        Ok(Ok(())) => {
+                            counters.sent.inc_by(events);
+                        }
+                        Ok(Err(e)) if !is_timeout(&e) => {
+                            tracing::debug!(error = %e, "subscriber write failed");
+                            return;
+                        }
+                        // Our timeout, or the listener's write timeout underneath it.
+                        Ok(Err(_)) | Err(_) => {
+                            tracing::info!("subscriber accepted nothing for the write timeout; disconnecting");
+                            counters.slow.inc();
+                            return;
+                        }
+                    }
+                }
+                Err(end) => break end,
+            },
+            incoming = socket.recv() => match incoming {
+                // Pings are answered by the library; anything else a subscriber says is ignored.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    };
+    let (code, reason) = match end {
+        End::Reset(reset) => {
+            if socket.send(Message::Text(reset.json)).await.is_err() {
+                return;
+            }
+            (close_code::NORMAL, "reset: resync from /v1/snapshot")
+        }
+        End::Lagged => {
+            counters.slow.inc();
+            tracing::info!("subscriber fell a whole queue behind; disconnecting");
+            (
+                close_code::AGAIN,
+                "too slow: reconnect with since=your last seq",
+            )
+        }
+        End::ShuttingDown => (close_code::AWAY, "shutting down"),
+        End::Failed => (
+            close_code::ERROR,
+            "stream failed: reconnect with since=your last seq",
+        ),
+    };
+    let close = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }));
+    let _ = tokio::time::timeout(write_timeout, socket.send(close)).await;
+}
+
+/// Whether a WebSocket error is, somewhere down its source chain, an I/O timeout.
+fn is_timeout(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// How a snapshot is framed: the contract's one JSON document, or (an extension, chosen with
+/// `Accept: application/x-ndjson`) one JSON object per line, which a client can parse and
+/// apply while the rest is still arriving instead of buffering ~150 MB first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SnapshotFormat {
+    Json,
+    Ndjson,
+}
+
+const NDJSON: &str = "application/x-ndjson";
+
+impl SnapshotFormat {
+    fn from_accept(headers: &HeaderMap) -> Self {
+        let wants_ndjson = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|media| {
+                media
+                    .split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case(NDJSON))
+            });
+        if wants_ndjson {
+            Self::Ndjson
+        } else {
+            Self::Json
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Json => "application/json",
+            Self::Ndjson => NDJSON,
+        }
+    }
+
+    fn head(self, epoch: &Epoch, seq: Seq) -> Result<String, serde_json::Error> {
+        let epoch = serde_json::to_string(epoch)?;
+        Ok(match self {
+            Self::Json => format!(r#"{{"epoch":{epoch},"seq":{seq},"events":["#),
+            Self::Ndjson => format!(r#"{{"epoch":{epoch},"seq":{seq}}}"#),
+        })
+    }
+
+    /// Written before each event: a comma between JSON array elements, a newline in NDJSON.
+    fn separator(self, first: bool) -> &'static [u8] {
+        match (self, first) {
+            (Self::Json, true) => b"",
+            (Self::Json, false) => b",",
+            (Self::Ndjson, _) => b"\n",
+        }
+    }
+
+    /// The end marker: a client that does not see it must treat the snapshot as incomplete.
+    fn tail(self, events: u64) -> String {
+        match self {
+            Self::Json => "]}".to_string(),
+            Self::Ndjson => format!("\n{{\"end\":{{\"events\":{events}}}}}\n"),
+        }
+    }
+}
+
+/// `GET /v1/snapshot`: `{"epoch","seq","events":[…]}`, streamed from one consistent read of
+/// the store, so memory stays flat however many revocations are in force.
+pub async fn snapshot(
+    _: Authorized<Subscribe>,
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let format = SnapshotFormat::from_accept(&headers);
+    let (tx, mut rx) = mpsc::channel(2);
+    let store = Arc::clone(&app.store);
+    // Entries just past expiry stay in: agents may still accept their tokens within leeway.
+    let now = UnixMillis::now().as_secs() - app.config.expiry_grace_secs;
+    tokio::spawn(async move {
+        if let Err(e) = store.snapshot(now, tx).await {
+            tracing::error!(error = %e, "reading the snapshot failed");
+        }
+    });
+    let Some(SnapshotPart::Head { epoch, seq }) = rx.recv().await else {
+        return Err(ApiError::unavailable("the snapshot could not be read"));
+    };
+    let head = format
+        .head(&epoch, seq)
+        .map_err(|e| ApiError::internal(&e))?;
+    let state = SnapshotBody {
+        rx,
+        format,
+        prefix: Some(head),
+        written: 0,
+    };
+    let body = stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        let mut out = Vec::new();
+        if let Some(prefix) = state.prefix.take() {
+            out.extend_from_slice(prefix.as_bytes());
+        }
+        match state.rx.recv().await {
+            Some(SnapshotPart::Events(events)) => {
+                out.reserve(events.len() * 160);
+                for event in &events {
+                    out.extend_from_slice(state.format.separator(state.written == 0));
+                    state.written += 1;
+                    if let Err(e) = serde_json::to_writer(&mut out, event) {
+                        return Some((Err(std::io::Error::other(e)), None));
+                    }
+                }
+                Some((Ok(Bytes::from(out)), Some(state)))
+            }
+            Some(SnapshotPart::End) => {
+                out.extend_from_slice(state.format.tail(state.written).as_bytes());
+                Some((Ok(Bytes::from(out)), None))
+            }
+            // The reader failed mid-way: abort the response rather than end it with a valid
+            // but incomplete document.
+            Some(SnapshotPart::Head { .. }) | None => Some((
+                Err(std::io::Error::other("snapshot read failed mid-way")),
+                None,
+            )),
+        }
+    });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
+        // Fused: the compression layer polls the body once more after its end.
+        Body::from_stream(body.fuse()),
+    )
+        .into_response())
+}
+
+struct SnapshotBody {
+    rx: mpsc::Receiver<SnapshotPart>,
+    format: SnapshotFormat,
+    prefix: Option<String>,
+    /// Events written so far (the JSON form needs a comma before all but the first).
+    written: u64,
+}

@@ -1,0 +1,145 @@
+//! Messages encoded once, in both wire forms, for sharing with every connection.
+
+use std::io::Write as _;
+
+use axum::extract::ws::Utf8Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use revocast_shared::Seq;
+use revocast_shared::event::{Control, RevocationEvent};
+use serde::Serialize;
+
+/// One message in its SSE form, with the bare JSON object a zero-copy slice of the same
+/// allocation. Cloning it copies two reference counts, never the bytes.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// The revocation's `seq`; `None` for control messages.
+    pub seq: Option<Seq>,
+    /// `id: SEQ` (events only), `event: TYPE`, `data: JSON` and the blank line.
+    pub sse: Bytes,
+    /// The JSON object, as sent in a WebSocket text frame.
+    pub json: Utf8Bytes,
+}
+
+impl Encoded {
+    pub fn event(event: &RevocationEvent) -> Self {
+        Self::build(Some(event.seq), event.revocation.kind(), event)
+    }
+
+    pub fn control(control: &Control) -> Self {
+        let kind = match control {
+            Control::Hello { .. } => "hello",
+            Control::Heartbeat { .. } => "heartbeat",
+            Control::Reset { .. } => "reset",
+        };
+        Self::build(None, kind, control)
+    }
+
+    fn build(seq: Option<Seq>, kind: &str, message: &impl Serialize) -> Self {
+        let mut buf = Vec::with_capacity(192);
+        // Writes into a Vec cannot fail, and our message types always serialize (string keys,
+        // no maps with non-string keys, no floats that could be NaN).
+        if let Some(seq) = seq {
+            let _ = writeln!(buf, "id: {seq}");
+        }
+        let _ = write!(buf, "event: {kind}\ndata: ");
+        let start = buf.len();
+        if let Err(e) = serde_json::to_writer(&mut buf, message) {
+            unreachable!("wire messages always serialize: {e}");
+        }
+        let end = buf.len();
+        buf.extend_from_slice(b"\n\n");
+        let sse = Bytes::from(buf);
+        let json = match Utf8Bytes::try_from(sse.slice(start..end)) {
+            Ok(json) => json,
+            Err(e) => unreachable!("serde_json writes UTF-8: {e}"),
+        };
+        Self { seq, sse, json }
+    }
+}
+
+/// The SSE bytes of `batch`: shared as-is when it is one message, else concatenated once.
+pub fn sse_chunk(batch: &[Encoded]) -> Bytes {
+    match batch {
+        [one] => one.sse.clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(many.iter().map(|m| m.sse.len()).sum());
+            for m in many {
+                out.put_slice(&m.sse);
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// The WebSocket text of `batch`: the shared object when it is one message, else one JSON
+/// array of them.
+pub fn ws_text(batch: &[Encoded]) -> Utf8Bytes {
+    match batch {
+        [one] => one.json.clone(),
+        many => {
+            let len: usize = many.iter().map(|m| m.json.len() + 1).sum();
+            let mut out = String::with_capacity(len + 1);
+            out.push('[');
+            for (i, m) in many.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(m.json.as_str());
+            }
+            out.push(']');
+            Utf8Bytes::from(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use revocast_shared::event::Revocation;
+    use revocast_shared::{Epoch, UnixMillis};
+
+    use super::*;
+
+    fn session(seq: u64) -> RevocationEvent {
+        RevocationEvent {
+            seq: Seq::new(seq),
+            revocation: Revocation::Session {
+                sid: format!("s{seq}"),
+                until: 100,
+            },
+            at: UnixMillis::new(5_000),
+        }
+    }
+
+    #[test]
+    fn sse_form_has_id_only_for_events() {
+        let e = Encoded::event(&session(7));
+        assert_eq!(
+            &e.sse[..],
+            b"id: 7\nevent: session\ndata: {\"seq\":7,\"type\":\"session\",\"sid\":\"s7\",\"until\":100,\"at\":5.0}\n\n"
+        );
+        assert_eq!(
+            e.json.as_str(),
+            r#"{"seq":7,"type":"session","sid":"s7","until":100,"at":5.0}"#
+        );
+        let hello = Encoded::control(&Control::Hello {
+            epoch: Epoch::new("ep"),
+            seq: Seq::new(3),
+        });
+        assert_eq!(
+            &hello.sse[..],
+            b"event: hello\ndata: {\"type\":\"hello\",\"epoch\":\"ep\",\"seq\":3}\n\n"
+        );
+        assert_eq!(hello.seq, None);
+    }
+
+    #[test]
+    fn batches_are_arrays_and_single_messages_are_shared() {
+        let one = [Encoded::event(&session(1))];
+        assert_eq!(ws_text(&one).as_str(), one[0].json.as_str());
+        assert_eq!(sse_chunk(&one).as_ptr(), one[0].sse.as_ptr(), "no copy");
+        let two = [Encoded::event(&session(1)), Encoded::event(&session(2))];
+        let parsed: Vec<RevocationEvent> = serde_json::from_str(ws_text(&two).as_str()).unwrap();
+        assert_eq!(parsed, vec![session(1), session(2)]);
+        assert_eq!(sse_chunk(&two).len(), two[0].sse.len() + two[1].sse.len());
+    }
+}

@@ -1,0 +1,199 @@
+//! What one connection sends, whatever the transport: `hello`, then the backlog `since+1 ..=
+//! head` (from the hub's memory or, for older positions, from the store page by page), then
+//! the live feed with heartbeats — each event exactly once, in order, with every `seq`
+//! checked. Transports only frame and write the batches [`Feed::next`] returns.
+//!
+//! [`Feed::next`] is cancel-safe: its state changes only after each await completes, so a
+//! transport can `select!` it against reading the socket.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use revocast_shared::event::Control;
+use revocast_shared::{Epoch, Seq};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::encoded::Encoded;
+use super::hub::{Hub, Published, Subscription};
+use crate::store::{Backlog, Store};
+
+/// Events read from the store per backlog page.
+const STORE_PAGE: u32 = 1000;
+/// A batch stops growing past this many bytes of JSON (bounds per-connection write buffers).
+const BATCH_BYTES: usize = 16 * 1024;
+
+/// Why a feed ended.
+#[derive(Debug)]
+pub enum End {
+    /// The client must resync from the snapshot: send this `reset`, then close.
+    Reset(Encoded),
+    /// The subscriber fell a whole queue behind: disconnect it (it resumes by `seq`).
+    Lagged,
+    /// The authority is shutting down.
+    ShuttingDown,
+    /// The store failed or the log broke an invariant; the client should reconnect.
+    Failed,
+}
+
+pub struct Feed {
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    /// Ready to send, in order.
+    pending: VecDeque<Encoded>,
+    /// What follows `pending` once it is sent, instead of more events.
+    end: Option<End>,
+    /// The last `seq` handed over (or queued in `pending`).
+    last: Seq,
+    /// The backlog from the store runs through this `seq`; the live feed starts after it.
+    backlog_through: Seq,
+    live: tokio::sync::broadcast::Receiver<Published>,
+}
+
+impl Feed {
+    /// Start a feed for `subscription`. A client naming an epoch other than the log's gets
+    /// `hello` then `reset`: its `since` means nothing in this log.
+    pub fn new(
+        hub: Arc<Hub>,
+        store: Arc<dyn Store>,
+        subscription: Subscription,
+        client_epoch: Option<&Epoch>,
+    ) -> Self {
+        let Subscription {
+            head,
+            since,
+            recent,
+            live,
+        } = subscription;
+        let mut pending = VecDeque::new();
+        pending.push_back(Encoded::control(&Control::Hello {
+            epoch: hub.epoch().clone(),
+            seq: head,
+        }));
+        let mut feed = Self {
+            hub,
+            store,
+            pending,
+            end: None,
+            last: since,
+            backlog_through: since,
+            live,
+        };
+        if client_epoch.is_some_and(|e| e != feed.hub.epoch()) {
+            feed.end = Some(End::Reset(feed.reset_message()));
+        } else if let Some(recent) = recent {
+            feed.last = head;
+            feed.backlog_through = head;
+            feed.pending.extend(recent);
+        } else {
+            feed.backlog_through = head;
+        }
+        feed
+    }
+
+    fn reset_message(&self) -> Encoded {
+        Encoded::control(&Control::Reset {
+            epoch: self.hub.epoch().clone(),
+            seq: self.hub.head(),
+        })
+    }
+
+    /// The next batch to send (never empty), or why the feed ended.
+    pub async fn next(&mut self) -> Result<Vec<Encoded>, End> {
+        loop {
+            if !self.pending.is_empty() {
+                return Ok(self.take_batch());
+            }
+            if let Some(end) = self.end.take() {
+                return Err(end);
+            }
+            if self.last < self.backlog_through {
+                self.read_backlog().await?;
+                continue;
+            }
+            let first = self.live.recv().await;
+            let mut bytes = self.accept_live(first)?;
+            // Drain whatever else is already queued, up to a batch, so one write carries it.
+            while bytes < BATCH_BYTES {
+                match self.live.try_recv() {
+                    Ok(published) => bytes += self.accept_live(Ok(published))?,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lagged(n)) => {
+                        self.accept_live(Err(RecvError::Lagged(n)))?;
+                    }
+                    Err(TryRecvError::Closed) => {
+                        // Send what we have; the next call reports the close.
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_batch(&mut self) -> Vec<Encoded> {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some(m) = self.pending.front() {
+            if !batch.is_empty() && bytes + m.json.len() > BATCH_BYTES {
+                break;
+            }
+            bytes += m.json.len();
+            batch.extend(self.pending.pop_front());
+        }
+        batch
+    }
+
+    /// Queue one live slot, checking that its events continue exactly where we are; returns
+    /// the JSON bytes queued.
+    fn accept_live(&mut self, received: Result<Published, RecvError>) -> Result<usize, End> {
+        let published = match received {
+            Ok(published) => published,
+            Err(RecvError::Lagged(_)) => return Err(End::Lagged),
+            Err(RecvError::Closed) => return Err(End::ShuttingDown),
+        };
+        let mut bytes = 0;
+        for message in published.iter() {
+            if let Some(seq) = message.seq {
+                if seq != self.last.next() {
+                    tracing::error!(expected = %self.last.next(), got = %seq, "gap in the live feed; dropping the connection");
+                    return Err(End::Failed);
+                }
+                self.last = seq;
+            }
+            bytes += message.json.len();
+            self.pending.push_back(message.clone());
+        }
+        Ok(bytes)
+    }
+
+    /// Queue the next page of the backlog from the store.
+    async fn read_backlog(&mut self) -> Result<(), End> {
+        let wanted = (self.backlog_through.get() - self.last.get()).min(u64::from(STORE_PAGE));
+        let page = u32::try_from(wanted).unwrap_or(STORE_PAGE);
+        match self.store.events_after(self.last, page).await {
+            Ok(Backlog::Pruned { floor }) => {
+                tracing::debug!(since = %self.last, %floor, "resume position pruned; sending reset");
+                Err(End::Reset(self.reset_message()))
+            }
+            Ok(Backlog::Events(events)) => {
+                let events: Vec<_> = events
+                    .into_iter()
+                    .take_while(|e| e.seq <= self.backlog_through)
+                    .collect();
+                if events.is_empty() {
+                    tracing::error!(after = %self.last, through = %self.backlog_through, "store is missing committed events");
+                    return Err(End::Failed);
+                }
+                // The store checked contiguity from `last`.
+                for event in &events {
+                    self.pending.push_back(Encoded::event(event));
+                }
+                self.last = events[events.len() - 1].seq;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the stream backlog failed");
+                Err(End::Failed)
+            }
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The fan-out hub. The ledger publishes each committed group of revocations here once; the
+//! hub encodes it once and hands the shared bytes to every connection through one bounded
+//! broadcast ring. A connection that falls a whole ring behind is told so (`Lagged`) and
+//! disconnected — it resumes by `seq` — so no subscriber is ever buffered without limit or
+//! silently skipped.
+//!
+//! Joining is atomic with publishing: [`Hub::subscribe`] reads the head and joins the ring
+//! under the same lock [`Hub::publish`] takes, so a new connection's backlog ends exactly where
+//! its live feed begins, even while revocations are being committed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use revocast_shared::event::{Control, RevocationEvent};
+use revocast_shared::{Epoch, Seq, UnixMillis};
+use tokio::sync::broadcast;
+
+use super::encoded::Encoded;
+
+/// What one broadcast slot carries: the events of one commit, or one heartbeat.
+pub type Published = Arc<[Encoded]>;
+
+/// Recent events kept encoded in memory, so most resumes never touch the store.
+pub const RECENT_EVENTS: usize = 16_384;
+
+pub struct Hub {
+    epoch: Epoch,
+    recent_capacity: usize,
+    /// A std Mutex: nothing awaits while it is held, and every critical section is a few
+    /// pointer pushes.
+    state: Mutex<State>,
+}
+
+struct State {
+    head: Seq,
+    /// The last `recent_capacity` events, oldest first.
+    recent: VecDeque<Encoded>,
+    /// `None` once the hub is closed for shutdown.
+    tx: Option<broadcast::Sender<Published>>,
+}
+
+/// A new connection's position in the log.
+pub struct Subscription {
+    /// The head when it joined: its backlog is `since+1 ..= head`, its live feed `head+1 ..`.
+    pub head: Seq,
+    pub since: Seq,
+    /// The backlog, if the hub still holds all of it; otherwise it must come from the store.
+    pub recent: Option<Vec<Encoded>>,
+    pub live: broadcast::Receiver<Published>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeError {
+    /// `since` is beyond the head.
+    BeyondHead {
+        head: Seq,
+    },
+    ShuttingDown,
+}
+
+impl Hub {
+    /// `queue` is how many commit groups and heartbeats a subscriber may fall behind before it
+    /// is disconnected.
+    pub fn new(epoch: Epoch, head: Seq, queue: usize) -> Self {
+        Self::with_recent_capacity(epoch, head, queue, RECENT_EVENTS)
+    }
+
+    pub fn with_recent_capacity(
+        epoch: Epoch,
+        head: Seq,
+        queue: usize,
+        recent_capacity: usize,
+    ) -> Self {
+        let (tx, _) = broadcast::channel(queue.max(1));
+        Self {
+            epoch,
+            recent_capacity,
+            state: Mutex::new(State {
+                head,
+                recent: VecDeque::new(),
+                tx: Some(tx),
+            }),
+        }
+    }
+
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    pub fn head(&self) -> Seq {
+        self.lock().head
+    }
+
+    /// Connections currently following the live feed.
+    pub fn subscribers(&self) -> usize {
+        self.lock().tx.as_ref().map_or(0, |tx| tx.receiver_count())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters more than stopping the stream would, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publish the events of one commit, in `seq` order, continuing the head.
+    pub fn publish(&self, events: &[RevocationEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        // Encode before taking the lock.
+        let encoded: Published = events.iter().map(Encoded::event).collect();
+        let mut state = self.lock();
+        if events[0].seq != state.head.next() {
+            // Connections check continuity themselves and drop on a gap, so this is loud but
+            // not silent data loss.
+            tracing::error!(head = %state.head, first = %events[0].seq, "published events do not continue the head");
+        }
+        for e in encoded.iter().rev().take(self.recent_capacity).rev() {
+            if state.recent.len() >= self.recent_capacity {
+                state.recent.pop_front();
+            }
+            state.recent.push_back(e.clone());
+        }
+        state.head = events[events.len() - 1].seq;
+        if let Some(tx) = &state.tx {
+            // An error only means nobody is listening.
+            let _ = tx.send(encoded);
+        }
+    }
+
+    /// Send a heartbeat carrying the head to every connection, in order with the events.
+    pub fn heartbeat(&self) {
+        let state = self.lock();
+        let beat = Encoded::control(&Control::Heartbeat {
+            seq: state.head,
+            at: UnixMillis::now(),
+        });
+        if let Some(tx) = &state.tx {
+            let _ = tx.send(Arc::from([beat]));
+        }
+    }
+
+    /// Join the log after `since` (the head if `None`: live events only).
+    pub fn subscribe(&self, since: Option<Seq>) -> Result<Subscription, SubscribeError> {
+        let state = self.lock();
+        let head = state.head;
+        let since = since.unwrap_or(head);
+        if since > head {
+            return Err(SubscribeError::BeyondHead { head });
+        }
+        let live = state
+            .tx
+            .as_ref()
+            .ok_or(SubscribeError::ShuttingDown)?
+            .subscribe();
+        let oldest_held = state.recent.front().and_then(|e| e.seq);
+        let recent = if since == head {
+            Some(Vec::new())
+        } else {
+            match oldest_held {
+                Some(oldest) if oldest.get() <= since.get() + 1 => Some(
+                    state
+                        .recent
+                        .iter()
+                        .filter(|e| e.seq.is_some_and(|s| s > since))
+                        .cloned()
+                        .collect(),
+                ),
+                _ => None,
+            }
+        };
+        Ok(Subscription {
+            head,
+            since,
+            recent,
+            live,
+        })
+    }
+
+    /// Stop the live feed: connections end once they have sent what was published.
+    pub fn close(&self) {
+        self.lock().tx = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use revocast_shared::event::Revocation;
+
+    use super::*;
+
+    fn event(seq: u64) -> RevocationEvent {
+        RevocationEvent {
+            seq: Seq::new(seq),
+            revocation: Revocation::Session {
+                sid: format!("s{seq}"),
+                until: 1,
+            },
+            at: UnixMillis::new(0),
+        }
+    }
+
+    fn seqs(v: &[Encoded]) -> Vec<u64> {
+        v.iter().filter_map(|e| e.seq.map(Seq::get)).collect()
+    }
+
+    #[test]
+    fn backlog_comes_from_memory_while_it_is_held() {
+        let hub = Hub::with_recent_capacity(Epoch::new("e"), Seq::ZERO, 8, 4);
+        hub.publish(&[event(1), event(2), event(3)]);
+        hub.publish(&[event(4), event(5)]);
+        assert_eq!(hub.head(), Seq::new(5));
+        let s = hub.subscribe(Some(Seq::new(1))).unwrap();
+        assert_eq!(seqs(&s.recent.unwrap()), vec![2, 3, 4, 5]);
+        assert!(hub.subscribe(Some(Seq::ZERO)).unwrap().recent.is_none());
+        assert!(hub.subscribe(None).unwrap().recent.unwrap().is_empty());
+        assert_eq!(
+            hub.subscribe(Some(Seq::new(6))).err(),
+            Some(SubscribeError::BeyondHead { head: Seq::new(5) })
+        );
+    }
+
+    #[test]
+    fn live_feed_starts_right_after_the_head_seen_at_join() {
+        let hub = Hub::new(Epoch::new("e"), Seq::ZERO, 8);
+        hub.publish(&[event(1)]);
+        let mut s = hub.subscribe(Some(Seq::ZERO)).unwrap();
+        hub.publish(&[event(2), event(3)]);
+        hub.heartbeat();
+        assert_eq!(s.head, Seq::new(1));
+        assert_eq!(seqs(&s.recent.take().unwrap()), vec![1]);
+        assert_eq!(seqs(&s.live.try_recv().unwrap()), vec![2, 3]);
+        let beat = s.live.try_recv().unwrap();
+        assert!(
+            beat[0]
+                .json
+                .as_str()
+                .contains(r#""type":"heartbeat","seq":3"#)
+        );
+        hub.close();
+        assert!(matches!(
+            s.live.try_recv(),
+            Err(broadcast::error::TryRecvError::Closed)
+        ));
+        assert_eq!(
+            hub.subscribe(None).err(),
+            Some(SubscribeError::ShuttingDown)
+        );
+    }
+
+    #[test]
+    fn a_subscriber_a_whole_ring_behind_learns_it_lagged() {
+        let hub = Hub::new(Epoch::new("e"), Seq::ZERO, 2);
+        let mut s = hub.subscribe(None).unwrap();
+        for i in 1..=3 {
+            hub.publish(&[event(i)]);
+        }
+        assert!(matches!(
+            s.live.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(1))
+        ));
+    }
+}

@@ -1,0 +1,12 @@
+//! The revocation stream, transport-independent: the [`Hub`] that encodes each committed event
+//! once and fans it out, and the [`Feed`] that turns a subscription into exactly what one
+//! connection must send. The HTTP transports (SSE, WebSocket) and `/v1/snapshot` live in
+//! `api::stream`; the protocol is described in `PROTOCOL.md`.
+
+mod encoded;
+mod feed;
+mod hub;
+
+pub use encoded::{Encoded, sse_chunk, ws_text};
+pub use feed::{End, Feed};
+pub use hub::{Hub, Published, RECENT_EVENTS, SubscribeError, Subscription};

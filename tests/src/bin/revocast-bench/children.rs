@@ -1,0 +1,323 @@
+//! The bench's child processes: an authority (`revocast-bench authority`) and a fleet of agents
+//! (`revocast-bench agents`), each talking to the parent over stdin/stdout lines.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use revocast_agent::{Agent, AgentConfig, Transport};
+use revocast_authority::store::{Mutation, Outcome};
+use revocast_authority::{Authority, Config};
+use revocast_shared::{RevocationId, UnixMillis};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::task::JoinSet;
+
+use crate::stats::{percentile, unix_micros};
+
+#[derive(Debug, Args)]
+pub struct AuthorityArgs {
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Token revocations (live for an hour) committed before serving.
+    #[arg(long, default_value_t = 0)]
+    preload: usize,
+}
+
+/// Serve an authority on 127.0.0.1:0; print `listening ADDR`; stop when stdin closes.
+pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
+    let config = Config::for_data_dir(&args.data_dir);
+    let authority = Authority::open(config).await?;
+    preload(&authority, args.preload).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    let stdin_closed = async {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    };
+    authority.serve(listener, stdin_closed).await?;
+    Ok(())
+}
+
+/// Commit `n` token revocations through the ledger, many in flight so they group-commit.
+async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
+    let ledger = authority.state().ledger.clone();
+    let exp = UnixMillis::now().as_secs() + 3600;
+    let mut inflight = JoinSet::new();
+    for i in 0..n {
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+        let mutation = Mutation::RevokeToken {
+            rid: RevocationId::of_signature(&random),
+            sub: format!("bench-{i}"),
+            exp,
+            reason: None,
+        };
+        let ledger = ledger.clone();
+        inflight.spawn(async move { ledger.submit(mutation).await });
+        if inflight.len() >= 8192 {
+            check(inflight.join_next().await)?;
+        }
+    }
+    while let Some(done) = inflight.join_next().await {
+        check(Some(done))?;
+    }
+    Ok(())
+}
+
+fn check(
+    done: Option<
+        Result<Result<Outcome, revocast_authority::error::StoreError>, tokio::task::JoinError>,
+    >,
+) -> anyhow::Result<()> {
+    if let Some(done) = done {
+        done??;
+    }
+    Ok(())
+}
+
+/// A child authority process.
+pub struct ChildAuthority {
+    pub base: String,
+    pub admin_key: String,
+    pub subscriber_key: String,
+    pub pid: u32,
+    _child: Child,
+    _stdin: ChildStdin,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildAuthority {
+    pub async fn start(preload: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("authority")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--preload")
+            .arg(preload.to_string())
+            .env("REVOCAST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the authority child")?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let addr = first_line(stdout)
+            .await?
+            .strip_prefix("listening ")
+            .context("the authority child did not say where it listens")?
+            .to_string();
+        let read = |f: &str| -> anyhow::Result<String> {
+            Ok(std::fs::read_to_string(dir.path().join(f))?
+                .trim()
+                .to_string())
+        };
+        Ok(Self {
+            base: format!("http://{addr}"),
+            admin_key: read("admin.key")?,
+            subscriber_key: read("subscriber.key")?,
+            pid: child.id().context("child pid")?,
+            _child: child,
+            _stdin: stdin,
+            _dir: dir,
+        })
+    }
+}
+
+async fn first_line(stdout: ChildStdout) -> anyhow::Result<String> {
+    let mut lines = BufReader::new(stdout).lines();
+    match tokio::time::timeout(Duration::from_secs(600), lines.next_line()).await {
+        Ok(Ok(Some(line))) => Ok(line),
+        Ok(Ok(None)) => bail!("the child exited before it was ready"),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => bail!("the child was not ready within 10 minutes"),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct AgentsArgs {
+    #[arg(long)]
+    authority: String,
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    count: usize,
+    /// Do not record when each seq was applied (long runs: the soak).
+    #[arg(long)]
+    no_record: bool,
+}
+
+/// Start `count` agents, print `ready` once all are synced; then read `final SEQ` and
+/// `sent SEQ MICROS` lines until stdin closes, wait until every agent applied `final`, and
+/// print the latency summary over all (agent, event) pairs as JSON.
+pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
+    let mut agents = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        let mut config = AgentConfig::new(&args.authority, args.key.clone());
+        config.transport = Transport::Websocket;
+        agents.push(Agent::start(config)?);
+    }
+    for agent in &agents {
+        if !agent.wait_until_synced(Duration::from_secs(600)).await {
+            bail!("an agent did not sync within 10 minutes");
+        }
+    }
+    let reconnects_before: u64 = agents.iter().map(|a| a.status().reconnects).sum();
+    let record = !args.no_record;
+    let (final_tx, final_rx) = tokio::sync::watch::channel(None::<u64>);
+    let mut watchers = JoinSet::new();
+    for agent in &agents {
+        let mut applied = agent.watch_applied();
+        let mut final_rx = final_rx.clone();
+        let mut last = applied.borrow_and_update().get();
+        watchers.spawn(async move {
+            let mut seen: Vec<(u64, u64)> = Vec::new();
+            loop {
+                if final_rx.borrow().is_some_and(|f| last >= f) {
+                    return seen;
+                }
+                tokio::select! {
+                    changed = applied.changed() => {
+                        if changed.is_err() { return seen; }
+                        let now = unix_micros();
+                        let seq = applied.borrow_and_update().get();
+                        if record {
+                            seen.extend((last + 1..=seq).map(|s| (s, now)));
+                        }
+                        last = last.max(seq);
+                    }
+                    changed = final_rx.changed() => {
+                        if changed.is_err() { return seen; }
+                    }
+                }
+            }
+        });
+    }
+    println!("ready");
+
+    let mut sent = std::collections::HashMap::new();
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let mut parts = line.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("final"), Some(seq), None) => {
+                final_tx.send_replace(Some(seq.parse()?));
+            }
+            (Some("sent"), Some(seq), Some(micros)) => {
+                sent.insert(seq.parse::<u64>()?, micros.parse::<u64>()?);
+            }
+            _ => bail!("unexpected line {line:?}"),
+        }
+    }
+    let mut latencies = Vec::new();
+    while let Some(seen) = watchers.join_next().await {
+        for (seq, at) in seen? {
+            if let Some(sent_at) = sent.get(&seq) {
+                latencies.push(at.saturating_sub(*sent_at));
+            }
+        }
+    }
+    latencies.sort_unstable();
+    // Connections lost after the clock started: each one delays that agent's events by its
+    // reconnect backoff, which shows in the tail.
+    let reconnects: u64 = agents
+        .iter()
+        .map(|a| a.status().reconnects)
+        .sum::<u64>()
+        .saturating_sub(reconnects_before);
+    let statuses: Vec<_> = agents.iter().map(Agent::status).collect();
+    let summary = serde_json::json!({
+        "reconnects": reconnects,
+        // Snapshot loads beyond each agent's first: a reset, a gap or an epoch change.
+        "resyncs": statuses.iter().map(|s| s.resyncs.saturating_sub(1)).sum::<u64>(),
+        "entries_min": statuses.iter().map(|s| s.entries).min().unwrap_or(0),
+        "entries_max": statuses.iter().map(|s| s.entries).max().unwrap_or(0),
+        "pairs": latencies.len(),
+        "p50_us": percentile(&latencies, 50.0),
+        "p99_us": percentile(&latencies, 99.0),
+        "max_us": latencies.last().copied().unwrap_or(0),
+    });
+    println!("{summary}");
+    drop(agents);
+    Ok(())
+}
+
+/// The agents child, from the parent's side.
+pub struct ChildAgents {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl ChildAgents {
+    /// Start `count` agents against `authority` and wait until all are synced.
+    pub async fn start(
+        authority: &str,
+        key: &str,
+        count: usize,
+        record: bool,
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?);
+        child
+            .args(["agents", "--authority", authority, "--key", key])
+            .arg("--count")
+            .arg(count.to_string());
+        if !record {
+            child.arg("--no-record");
+        }
+        let mut child = child
+            .env("REVOCAST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the agents child")?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+        match tokio::time::timeout(Duration::from_secs(900), lines.next_line()).await {
+            Ok(Ok(Some(line))) if line == "ready" => {}
+            other => bail!("the agents child did not get ready: {other:?}"),
+        }
+        Ok(Self {
+            child,
+            stdin: Some(stdin),
+            lines,
+        })
+    }
+
+    /// Tell the child the send times and the last seq; return its latency summary.
+    pub async fn finish(
+        mut self,
+        final_seq: u64,
+        sent: &[(u64, u64)],
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut stdin = self.stdin.take().context("stdin already closed")?;
+        let mut text = format!("final {final_seq}\n");
+        for (seq, micros) in sent {
+            text.push_str(&format!("sent {seq} {micros}\n"));
+        }
+        stdin.write_all(text.as_bytes()).await?;
+        drop(stdin);
+        let line = tokio::time::timeout(Duration::from_secs(600), self.lines.next_line())
+            .await
+            .context("the agents child never reported")??
+            .context("the agents child exited without a report")?;
+        let _ = self.child.wait().await;
+        Ok(serde_json::from_str(&line)?)
+    }
+}
+
+/// A shared HTTP client with enough idle connections for every bench task.
+pub fn http_client() -> anyhow::Result<Arc<reqwest::Client>> {
+    Ok(Arc::new(
+        reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .build()?,
+    ))
+}

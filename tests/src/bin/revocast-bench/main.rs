@@ -1,0 +1,161 @@
+//! `revocast-bench SCENARIO [--json]`: revocast measured against what a user would do instead
+//! (a Redis blocklist, token introspection), and at fleet scale. Each scenario prints a human
+//! table, or with `--json` one JSON object on stdout. Figures, never assertions: goals are
+//! compared in BENCHMARKS.md.
+//!
+//! Processes: scenarios that measure the authority run it in a child process (this binary,
+//! hidden subcommand `authority`), and `propagation` runs its agents in another child
+//! (`agents`), so no figure mixes two roles' memory or CPU scheduling in one runtime.
+
+mod children;
+mod scenarios;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Debug, Parser)]
+#[command(name = "revocast-bench", version, about = "revocast benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// Print one JSON object on stdout instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Time from sending a revoke until each of N agents (in another process) applied it.
+    Propagation {
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        /// Revocations sent one after another, then as many again at `--rate`.
+        #[arg(long, default_value_t = 200)]
+        events: usize,
+        /// Revocations per second in the steady-rate phase.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+    },
+    /// Agent verify (cached, first seen), raw ML-DSA-65, Redis EXISTS, HTTP introspection.
+    Verify {
+        /// Calls per measured figure.
+        #[arg(long, default_value_t = 20_000)]
+        iterations: usize,
+        /// Redis for the blocklist comparison.
+        #[arg(long, env = "REVOCAST_BENCH_REDIS", default_value = "127.0.0.1:6379")]
+        redis: String,
+    },
+    /// Authority bytes per idle subscriber; agent bytes per revoked-token entry.
+    Memory {
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+    },
+    /// Durable revocations per second with concurrent clients, and revoke latency.
+    Ingest {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Time for a new agent to be synced with N live revocations.
+    Bootstrap {
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: usize,
+    },
+    /// Tokens signed per second on one core.
+    Sign {
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// Mixed load with N subscribers connected: revocations, issuance and introspection;
+    /// errors, lost events and the authority's memory over time.
+    Soak {
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        /// Requests per second offered (8 in 10 revocations, 1 issuance, 1 introspection).
+        #[arg(long, default_value_t = 1_250)]
+        rate: u32,
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+    },
+    /// (internal) Run an authority for another bench process.
+    #[command(hide = true)]
+    Authority(children::AuthorityArgs),
+    /// (internal) Run agents for the propagation scenario.
+    #[command(hide = true)]
+    Agents(children::AgentsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The children's warnings (an agent losing its stream, say) explain odd figures; they go to
+    // stderr, away from the JSON on stdout. `REVOCAST_LOG` as for the real binaries.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REVOCAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("revocast-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: anyhow::Result<Option<Value>> = runtime.block_on(async move {
+        let report = match cli.scenario {
+            Scenario::Propagation {
+                agents,
+                events,
+                rate,
+            } => scenarios::propagation(agents, events, rate).await?,
+            Scenario::Verify { iterations, redis } => scenarios::verify(iterations, &redis).await?,
+            Scenario::Memory {
+                subscribers,
+                entries,
+            } => scenarios::memory(subscribers, entries).await?,
+            Scenario::Ingest { clients, seconds } => scenarios::ingest(clients, seconds).await?,
+            Scenario::Bootstrap { entries } => scenarios::bootstrap(entries).await?,
+            Scenario::Sign { seconds } => scenarios::sign(seconds)?,
+            Scenario::Soak {
+                subscribers,
+                rate,
+                seconds,
+            } => scenarios::soak(subscribers, rate, seconds).await?,
+            Scenario::Authority(args) => {
+                children::run_authority(args).await?;
+                return Ok(None);
+            }
+            Scenario::Agents(args) => {
+                children::run_agents(args).await?;
+                return Ok(None);
+            }
+        };
+        Ok(Some(report))
+    });
+    match result {
+        Ok(Some(report)) => {
+            if cli.json {
+                println!("{report}");
+            } else {
+                stats::print_table(&report);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("revocast-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

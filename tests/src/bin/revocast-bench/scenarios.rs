@@ -1,0 +1,587 @@
+//! The scenarios. Each returns `{"<scenario>": {figures…}}` with the key names of issue 5.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use revocast_agent::{Agent, AgentConfig};
+use revocast_shared::event::Revocation;
+use revocast_shared::revset::RevocationSet;
+use revocast_shared::token::issue;
+use revocast_shared::{Claims, RevocationId, SigningKey, VerifyingKey};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::children::{ChildAgents, ChildAuthority, http_client};
+use crate::stats::{percentile, round3, rss_bytes, unix_micros};
+
+async fn admin_post(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let resp = http
+        .post(format!("{}{path}", authority.base))
+        .bearer_auth(&authority.admin_key)
+        .json(&body)
+        .send()
+        .await?;
+    let status = resp.status();
+    let answer: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("{path} answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+pub async fn propagation(agents: usize, events: usize, rate: u32) -> anyhow::Result<Value> {
+    let authority = ChildAuthority::start(0).await?;
+    let http = http_client()?;
+    // Tokens to revoke, issued before the clock starts.
+    let mut tokens = Vec::with_capacity(events * 2);
+    for i in 0..events * 2 {
+        let answer = admin_post(
+            &http,
+            &authority,
+            "/v1/tokens",
+            json!({ "sub": format!("p{i}") }),
+        )
+        .await?;
+        tokens.push(answer["token"].as_str().context("token")?.to_string());
+    }
+    let fleet =
+        ChildAgents::start(&authority.base, &authority.subscriber_key, agents, true).await?;
+    let mut sent = Vec::with_capacity(events * 2);
+    let mut revoke = async |token: &str| -> anyhow::Result<()> {
+        let at = unix_micros();
+        let answer = admin_post(&http, &authority, "/v1/revoke", json!({ "token": token })).await?;
+        sent.push((answer["seq"].as_u64().context("seq")?, at));
+        Ok(())
+    };
+    // One after another…
+    for token in &tokens[..events] {
+        revoke(token).await?;
+    }
+    // …then at a steady rate.
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    for token in &tokens[events..] {
+        tick.tick().await;
+        revoke(token).await?;
+    }
+    let final_seq = sent.iter().map(|(s, _)| *s).max().unwrap_or(0);
+    let summary = fleet.finish(final_seq, &sent).await?;
+    let ms = |key: &str| round3(summary[key].as_u64().unwrap_or(0) as f64 / 1000.0);
+    Ok(json!({ "propagation": {
+        "agents": agents,
+        "events": sent.len(),
+        "pairs": summary["pairs"],
+        "reconnects": summary["reconnects"],
+        "p50_ms": ms("p50_us"),
+        "p99_ms": ms("p99_us"),
+        "max_ms": ms("max_us"),
+    }}))
+}
+
+/// Nanoseconds per call of `f`, measured in batches of `batch` calls (the clock is read once
+/// per batch, so its own cost hardly counts); returns the sorted per-batch means.
+fn per_call_ns(iterations: usize, batch: usize, mut f: impl FnMut()) -> Vec<u64> {
+    let mut out = Vec::with_capacity(iterations / batch + 1);
+    for _ in 0..(iterations / batch).max(1) {
+        let start = Instant::now();
+        for _ in 0..batch {
+            f();
+        }
+        out.push((start.elapsed().as_nanos() / batch as u128) as u64);
+    }
+    out.sort_unstable();
+    out
+}
+
+/// Microseconds of each single call, sorted.
+async fn each_us<F: std::future::Future<Output = anyhow::Result<()>>>(
+    iterations: usize,
+    mut f: impl FnMut(usize) -> F,
+) -> anyhow::Result<Vec<u64>> {
+    let mut out = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let start = Instant::now();
+        f(i).await?;
+        out.push(start.elapsed().as_micros() as u64);
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
+    let authority = ChildAuthority::start(0).await?;
+    let http = http_client()?;
+    let mut config = AgentConfig::new(&authority.base, authority.subscriber_key.clone());
+    config.verdict_cache_capacity = iterations + 16;
+    let agent = Agent::start(config)?;
+    if !agent.wait_until_synced(Duration::from_secs(60)).await {
+        bail!("the agent did not sync");
+    }
+    let first_seen_count = (iterations / 20).clamp(20, 2000);
+    let mut tokens = Vec::with_capacity(first_seen_count);
+    for i in 0..first_seen_count {
+        let answer = admin_post(
+            &http,
+            &authority,
+            "/v1/tokens",
+            json!({ "sub": format!("v{i}") }),
+        )
+        .await?;
+        tokens.push(answer["token"].as_str().context("token")?.to_string());
+    }
+    let cached_token = tokens[0].clone();
+    agent
+        .verify(&cached_token)
+        .map_err(|r| anyhow::anyhow!("verify: {r}"))?;
+
+    // Cached: the same token again and again (signature skipped, revocation checked).
+    let cached = per_call_ns(iterations, 64, || {
+        let _ = std::hint::black_box(agent.verify(std::hint::black_box(&cached_token)));
+    });
+    // First seen: every token once.
+    let first_seen = {
+        let mut v: Vec<u64> = tokens[1..]
+            .iter()
+            .map(|t| {
+                let start = Instant::now();
+                let _ = std::hint::black_box(agent.verify(t));
+                start.elapsed().as_nanos() as u64
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    // Raw ML-DSA-65 verify of the same tokens' signing input and signature.
+    let jwks: Value = http
+        .get(format!("{}/.well-known/jwks.json", authority.base))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let jwk = serde_json::from_value(jwks["keys"][0].clone())?;
+    let key = VerifyingKey::from_jwk(&jwk)?;
+    let _ = &key;
+    let verifier = revocast_shared::crypto::default_backend()
+        .verifier(&key_bytes(&jwks)?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mldsa = {
+        let mut v = Vec::new();
+        for t in &tokens[1..] {
+            let (input, sig) = t.rsplit_once('.').context("jws")?;
+            let sig = URL_SAFE_NO_PAD.decode(sig)?;
+            let start = Instant::now();
+            let ok = verifier.verify(input.as_bytes(), &sig);
+            v.push(start.elapsed().as_nanos() as u64);
+            if !ok {
+                bail!("raw verify failed");
+            }
+        }
+        v.sort_unstable();
+        v
+    };
+    // Redis EXISTS, the blocklist alternative: one round trip per request.
+    let redis_us = match tokio::net::TcpStream::connect(redis).await {
+        Ok(mut conn) => {
+            conn.set_nodelay(true)?;
+            let mut buf = [0u8; 64];
+            let rid = RevocationId::of_signature(cached_token.as_bytes()).to_string();
+            let command = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{rid}\r\n", rid.len() + 10);
+            let command = command.replace(&rid, &format!("blocklist:{rid}"));
+            let mut v = Vec::with_capacity(iterations.min(20_000));
+            for _ in 0..iterations.min(20_000) {
+                let start = Instant::now();
+                conn.write_all(command.as_bytes()).await?;
+                let read = conn.read(&mut buf).await?;
+                v.push(start.elapsed().as_micros() as u64);
+                if read == 0 || buf[0] != b':' {
+                    bail!("unexpected Redis reply");
+                }
+            }
+            v.sort_unstable();
+            Some(v)
+        }
+        Err(e) => {
+            eprintln!("revocast-bench: no Redis at {redis} ({e}); redis_exists_us_p50 is null");
+            None
+        }
+    };
+    // Token introspection: an HTTP round trip to the authority per request.
+    let introspect_key = {
+        let resp = http
+            .post(format!("{}/v1/verify", authority.base))
+            .bearer_auth(&authority.admin_key)
+            .json(&json!({ "token": cached_token }))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("introspection failed: {}", resp.status());
+        }
+        authority.admin_key.clone()
+    };
+    let introspection = each_us(iterations.min(2000), |_| {
+        let http = &http;
+        let url = format!("{}/v1/verify", authority.base);
+        let key = &introspect_key;
+        let token = &cached_token;
+        async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({ "token": token }))
+                .send()
+                .await?;
+            resp.bytes().await?;
+            Ok(())
+        }
+    })
+    .await?;
+    // Throughput: cached verifies on every core for one second.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..cores)
+        .map(|_| {
+            let (agent, token, done, count) = (
+                agent.clone(),
+                cached_token.clone(),
+                Arc::clone(&done),
+                Arc::clone(&count),
+            );
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    for _ in 0..256 {
+                        let _ = std::hint::black_box(agent.verify(&token));
+                    }
+                    n += 256;
+                }
+                count.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    done.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+
+    let cached_p50 = percentile(&cached, 50.0);
+    let redis_p50 = redis_us.as_ref().map(|v| percentile(v, 50.0));
+    let intro_p50 = percentile(&introspection, 50.0);
+    let speedup = |other_us: u64| round3(other_us as f64 * 1000.0 / cached_p50.max(1) as f64);
+    Ok(json!({ "verify": {
+        "cached_ns_p50": cached_p50,
+        "cached_ns_p99": percentile(&cached, 99.0),
+        "first_seen_us_p50": round3(percentile(&first_seen, 50.0) as f64 / 1000.0),
+        "mldsa_verify_us_p50": round3(percentile(&mldsa, 50.0) as f64 / 1000.0),
+        "first_seen_over_mldsa": round3(percentile(&first_seen, 50.0) as f64 / percentile(&mldsa, 50.0).max(1) as f64),
+        "redis_exists_us_p50": redis_p50,
+        "introspection_us_p50": intro_p50,
+        "cached_speedup_vs_redis": redis_p50.map(speedup),
+        "cached_speedup_vs_introspection": speedup(intro_p50),
+        "throughput_cached_per_s": count.load(Ordering::Relaxed),
+        "threads": cores,
+    }}))
+}
+
+/// The first JWK's raw public key bytes.
+fn key_bytes(jwks: &Value) -> anyhow::Result<Vec<u8>> {
+    let public = jwks["keys"][0]["pub"].as_str().context("JWK pub")?;
+    Ok(URL_SAFE_NO_PAD.decode(public)?)
+}
+
+pub async fn memory(subscribers: usize, entries: usize) -> anyhow::Result<Value> {
+    // Agent side: bytes per revoked-token entry in the revocation set the agent holds.
+    let me = std::process::id();
+    let before = rss_bytes(me)?;
+    let mut set = RevocationSet::new();
+    let exp = i64::MAX / 2;
+    let mut random = [0u8; 32];
+    for i in 0..entries {
+        random[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        set.apply(&Revocation::Token {
+            rid: RevocationId::of_signature(&random),
+            exp,
+        });
+    }
+    let after = rss_bytes(me)?;
+    let per_entry = (after.saturating_sub(before)) as f64 / entries.max(1) as f64;
+    std::hint::black_box(&set);
+    drop(set);
+
+    // Authority side: RSS growth of the authority process per idle WebSocket subscriber.
+    let authority = ChildAuthority::start(0).await?;
+    let url = format!(
+        "{}/v1/stream",
+        authority.base.replacen("http://", "ws://", 1)
+    );
+    // Warm up, so one-time allocations are not counted.
+    let mut conns = Vec::with_capacity(subscribers + 16);
+    for _ in 0..16 {
+        conns.push(ws_connect(&url, &authority.subscriber_key).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let auth_before = rss_bytes(authority.pid)?;
+    for _ in 0..subscribers {
+        conns.push(ws_connect(&url, &authority.subscriber_key).await?);
+    }
+    // Let hello and a few heartbeats flow, as on an idle fleet.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let auth_after = rss_bytes(authority.pid)?;
+    let per_subscriber = auth_after.saturating_sub(auth_before) as f64 / subscribers.max(1) as f64;
+    drop(conns);
+    Ok(json!({ "memory": {
+        "agent_entries": entries,
+        "agent_bytes_per_token_entry": round3(per_entry),
+        "authority_subscribers": subscribers,
+        "authority_bytes_per_idle_subscriber": round3(per_subscriber),
+    }}))
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ws_connect(url: &str, key: &str) -> anyhow::Result<Ws> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {key}").parse()?);
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+    Ok(ws)
+}
+
+pub async fn ingest(clients: usize, seconds: u64) -> anyhow::Result<Value> {
+    let authority = Arc::new(ChildAuthority::start(0).await?);
+    let http = http_client()?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (http, authority) = (Arc::clone(&http), Arc::clone(&authority));
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                let ok = http
+                    .post(format!("{}/v1/revoke/session", authority.base))
+                    .bearer_auth(&authority.admin_key)
+                    .json(&json!({ "sid": format!("c{c}-{i}") }))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                latencies.push(start.elapsed().as_micros() as u64);
+                errors += u64::from(!ok);
+                i += 1;
+            }
+            (latencies, errors)
+        });
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (l, e) = done?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    let ms = |us: u64| round3(us as f64 / 1000.0);
+    Ok(json!({ "ingest": {
+        "clients": clients,
+        "seconds": seconds,
+        "revocations": latencies.len() as u64 - errors,
+        "errors": errors,
+        "per_second": round3((latencies.len() as u64 - errors) as f64 / seconds.max(1) as f64),
+        "p50_ms": ms(percentile(&latencies, 50.0)),
+        "p99_ms": ms(percentile(&latencies, 99.0)),
+    }}))
+}
+
+pub async fn bootstrap(entries: usize) -> anyhow::Result<Value> {
+    let authority = ChildAuthority::start(entries).await?;
+    let start = Instant::now();
+    let agent = Agent::start(AgentConfig::new(
+        &authority.base,
+        authority.subscriber_key.clone(),
+    ))?;
+    if !agent.wait_until_synced(Duration::from_secs(600)).await {
+        bail!("the agent did not sync within 10 minutes");
+    }
+    let elapsed = start.elapsed();
+    let status = agent.status();
+    if status.entries < entries {
+        bail!(
+            "the agent holds {} entries, expected {entries}",
+            status.entries
+        );
+    }
+    Ok(json!({ "bootstrap": {
+        "entries": status.entries,
+        "seconds": round3(elapsed.as_secs_f64()),
+    }}))
+}
+
+pub fn sign(seconds: u64) -> anyhow::Result<Value> {
+    let key = SigningKey::generate()?;
+    let claims = Claims {
+        iss: "http://bench".into(),
+        sub: "bench".into(),
+        iat: 0,
+        exp: i64::MAX / 2,
+        nbf: None,
+        aud: None,
+        jti: "j".into(),
+        sid: None,
+        r#gen: 0,
+        custom: Default::default(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
+    let start = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        std::hint::black_box(issue(&claims, &key)?);
+        n += 1;
+    }
+    let per_second = n as f64 / start.elapsed().as_secs_f64();
+    Ok(json!({ "sign": {
+        "tokens_per_second_per_core": round3(per_second),
+        "us_per_token": round3(1e6 / per_second),
+    }}))
+}
+
+/// Mixed traffic for `seconds` against an authority holding `subscribers` agent connections
+/// (in another process): revocations at `rate`/s, plus token issuance and introspection at a
+/// tenth of that each. Counts errors, checks that every agent ends at the last `seq` holding
+/// the authority's entry count (nothing lost), and samples the authority's memory.
+pub async fn soak(subscribers: usize, rate: u32, seconds: u64) -> anyhow::Result<Value> {
+    let authority = Arc::new(ChildAuthority::start(0).await?);
+    let http = http_client()?;
+    let fleet = ChildAgents::start(
+        &authority.base,
+        &authority.subscriber_key,
+        subscribers,
+        false,
+    )
+    .await?;
+    let token =
+        admin_post(&http, &authority, "/v1/tokens", json!({ "sub": "soak" })).await?["token"]
+            .as_str()
+            .context("token")?
+            .to_string();
+
+    let errors = Arc::new(AtomicU64::new(0));
+    let revoked = Arc::new(AtomicU64::new(0));
+    let issued = Arc::new(AtomicU64::new(0));
+    let verified = Arc::new(AtomicU64::new(0));
+    let last_seq = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds.max(1));
+    let mut rss = vec![rss_bytes(authority.pid)?];
+    let mut sample = tokio::time::interval(Duration::from_secs(1));
+    sample.tick().await;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut n = 0u64;
+    while Instant::now() < deadline {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = sample.tick() => {
+                rss.push(rss_bytes(authority.pid)?);
+                continue;
+            }
+        }
+        // Bounded: a saturated authority slows the offered load instead of piling up tasks.
+        while inflight.len() >= 1024 {
+            inflight.join_next().await;
+        }
+        let (http, authority) = (Arc::clone(&http), Arc::clone(&authority));
+        let errors = Arc::clone(&errors);
+        let (path, body, counter) = match n % 10 {
+            3 => ("/v1/tokens", json!({ "sub": format!("soak-{n}") }), &issued),
+            7 => ("/v1/verify", json!({ "token": token }), &verified),
+            _ => (
+                "/v1/revoke/session",
+                json!({ "sid": format!("soak-{n}") }),
+                &revoked,
+            ),
+        };
+        let counter = Arc::clone(counter);
+        let last_seq = Arc::clone(&last_seq);
+        inflight.spawn(async move {
+            match admin_post(&http, &authority, path, body).await {
+                Ok(answer) => {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(seq) = answer["seq"].as_u64() {
+                        last_seq.fetch_max(seq, Ordering::Relaxed);
+                    }
+                }
+                Err(e) => {
+                    if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                        eprintln!("soak: {e:#}");
+                    }
+                }
+            }
+        });
+        n += 1;
+    }
+    while inflight.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    rss.push(rss_bytes(authority.pid)?);
+    let final_seq = last_seq.load(Ordering::Relaxed);
+    let summary = fleet.finish(final_seq, &[]).await?;
+    // What the authority holds, to compare with every agent.
+    let metrics = http
+        .get(format!("{}/metrics", authority.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let held: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("revocast_revocation_entries "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("revocation_entries gauge")?;
+    let (min, max) = (
+        summary["entries_min"].as_u64().unwrap_or(0),
+        summary["entries_max"].as_u64().unwrap_or(0),
+    );
+    if (min, max) != (held, held) {
+        bail!("lost events: agents hold {min}..={max} entries, the authority {held}");
+    }
+    let mb = |b: u64| round3(b as f64 / (1024.0 * 1024.0));
+    // Memory after the first quarter (warmed up) against the end: flat means close to zero.
+    let warm = rss[rss.len() / 4];
+    let end = *rss.last().unwrap_or(&0);
+    Ok(json!({ "soak": {
+        "subscribers": subscribers,
+        "seconds": round3(elapsed),
+        "offered_per_second": rate,
+        "revocations": revoked.load(Ordering::Relaxed),
+        "revocations_per_second": round3(revoked.load(Ordering::Relaxed) as f64 / elapsed),
+        "tokens_issued": issued.load(Ordering::Relaxed),
+        "verifications": verified.load(Ordering::Relaxed),
+        "errors": errors.load(Ordering::Relaxed),
+        "final_seq": final_seq,
+        "authority_entries": held,
+        "agent_entries_min": summary["entries_min"],
+        "agent_entries_max": summary["entries_max"],
+        "agent_reconnects": summary["reconnects"],
+        "agent_resyncs": summary["resyncs"],
+        "authority_rss_start_mb": mb(rss[0]),
+        "authority_rss_warm_mb": mb(warm),
+        "authority_rss_end_mb": mb(end),
+        "authority_rss_max_mb": mb(rss.iter().copied().max().unwrap_or(0)),
+    }}))
+}
