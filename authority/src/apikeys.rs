@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Scope;
 use crate::error::{Error, StoreError};
-use crate::store::Store;
+use crate::store::{NewApiKey, Store};
 
 /// Prefix of every key, so leaked keys are recognisable by secret scanners.
 const PREFIX: &str = "rvc_";
@@ -106,33 +106,95 @@ pub async fn create(
 }
 
 /// On the first start (no API keys stored), create an `admin` and a `subscribe` key and write
-/// them to `admin.key` / `subscriber.key` (mode 0600). Files are written before the hashes are
-/// stored, so a crash in between leaves no unusable key: the next start simply redoes it.
+/// them to `admin.key` / `subscriber.key` (mode 0600).
+///
+/// Replicas may initialise one shared database together; exactly one of them stores its keys
+/// (atomically, only if none exist) and only that one writes the files. The secrets go to
+/// `*.key.new` files first, so that a crash right after the keys were stored cannot lose them:
+/// the next start finishes the job ([`finish_pending`]).
 pub async fn bootstrap(store: &dyn Store, data_dir: &Path, now: i64) -> Result<(), Error> {
     if store.count_api_keys().await? > 0 {
-        return Ok(());
+        return finish_pending(store, data_dir).await;
     }
     let admin = generate()?;
     let subscriber = generate()?;
-    write_secret(&data_dir.join(ADMIN_KEY_FILE), &admin)?;
-    write_secret(&data_dir.join(SUBSCRIBER_KEY_FILE), &subscriber)?;
-    store
-        .insert_api_key(&hash(&admin), Scope::Admin, Some("bootstrap admin"), now)
-        .await?;
-    store
-        .insert_api_key(
-            &hash(&subscriber),
+    let files = [
+        (ADMIN_KEY_FILE, &admin, Scope::Admin, "bootstrap admin"),
+        (
+            SUBSCRIBER_KEY_FILE,
+            &subscriber,
             Scope::Subscribe,
-            Some("bootstrap subscriber"),
-            now,
-        )
-        .await?;
-    tracing::info!(
-        admin_key_file = %data_dir.join(ADMIN_KEY_FILE).display(),
-        subscriber_key_file = %data_dir.join(SUBSCRIBER_KEY_FILE).display(),
-        "first start: created API keys"
-    );
+            "bootstrap subscriber",
+        ),
+    ];
+    for (name, secret, ..) in &files {
+        write_secret(&pending_path(data_dir, name), secret)?;
+    }
+    let keys: Vec<NewApiKey<'_>> = files
+        .iter()
+        .map(|(_, secret, scope, label)| NewApiKey {
+            hash: hash(secret),
+            scope: *scope,
+            label: Some(label),
+        })
+        .collect();
+    if store.insert_first_api_keys(&keys, now).await? {
+        for (name, ..) in &files {
+            publish_pending(data_dir, name)?;
+        }
+        tracing::info!(
+            admin_key_file = %data_dir.join(ADMIN_KEY_FILE).display(),
+            subscriber_key_file = %data_dir.join(SUBSCRIBER_KEY_FILE).display(),
+            "first start: created API keys"
+        );
+    } else {
+        tracing::info!("another replica initialised the database and holds its API key files");
+        for (name, ..) in &files {
+            remove_pending(data_dir, name)?;
+        }
+    }
     Ok(())
+}
+
+/// Keys exist: a `*.key.new` file left by a crash is moved into place if its key was stored,
+/// and removed otherwise.
+async fn finish_pending(store: &dyn Store, data_dir: &Path) -> Result<(), Error> {
+    for name in [ADMIN_KEY_FILE, SUBSCRIBER_KEY_FILE] {
+        let pending = pending_path(data_dir, name);
+        let Ok(secret) = std::fs::read_to_string(&pending).map(Zeroizing::new) else {
+            continue;
+        };
+        if store.api_key_scope(&hash(secret.trim_end())).await?.is_some() {
+            publish_pending(data_dir, name)?;
+            tracing::info!(file = %data_dir.join(name).display(), "finished writing an API key file after a crash");
+        } else {
+            remove_pending(data_dir, name)?;
+        }
+    }
+    Ok(())
+}
+
+fn pending_path(data_dir: &Path, name: &str) -> std::path::PathBuf {
+    data_dir.join(format!("{name}.new"))
+}
+
+fn publish_pending(data_dir: &Path, name: &str) -> Result<(), Error> {
+    let (from, to) = (pending_path(data_dir, name), data_dir.join(name));
+    std::fs::rename(&from, &to).map_err(|source| Error::Io {
+        what: format!("cannot rename {} into {}", from.display(), to.display()),
+        source,
+    })
+}
+
+fn remove_pending(data_dir: &Path, name: &str) -> Result<(), Error> {
+    let path = pending_path(data_dir, name);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            what: format!("cannot remove {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Write `secret` and a newline to `path` atomically with mode 0600.

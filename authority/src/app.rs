@@ -15,8 +15,9 @@ use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
 use crate::net::{Peer, TunedListener};
-use crate::store::{Mutation, Outcome, SqliteStore, Store};
+use crate::store::{Doorbell, Mutation, Outcome, PgStore, SqliteStore, Store};
 use crate::stream::Hub;
+use crate::tail::{self, LogTail};
 use crate::view::View;
 
 /// What every handler can reach.
@@ -26,6 +27,7 @@ pub struct App {
     pub ledger: Ledger,
     pub view: Arc<View>,
     pub hub: Arc<Hub>,
+    pub tail: Arc<LogTail>,
     pub api_keys: ApiKeys,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
@@ -39,33 +41,40 @@ pub type AppState = Arc<App>;
 pub struct Authority {
     app: AppState,
     ledger_task: LedgerTask,
+    /// Set on a shared database: other replicas commit too, and this one follows them.
+    doorbell: Option<Box<dyn Doorbell>>,
 }
 
 impl Authority {
-    /// Open (or create) the data directory and get everything ready to serve. No port is bound.
+    /// Open (or create) the data directory and the store — the shared PostgreSQL database
+    /// if configured, else the embedded SQLite file — and get everything ready to serve. No
+    /// port is bound.
     pub async fn open(config: Config) -> Result<Self, Error> {
         create_data_dir(&config.data_dir)?;
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let store = open_store(&config).await?;
         Self::with_store(config, store).await
     }
 
     /// Like [`open`](Self::open) on a store the caller opened (another backend, or a test's).
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, Error> {
         let now = UnixMillis::now();
+        let doorbell = store.doorbell().await?;
         let mut loaded = store.load(now.as_secs()).await?;
         if !loaded.keys.iter().any(|k| k.active) {
-            // First start (or every key revoked while down): create the signing key durably
-            // before anything can be signed with it.
+            // First start: create the signing key durably before anything can be signed with
+            // it. Replicas starting together race here; the store lets exactly one key in.
             let key = Arc::new(SigningKey::generate()?);
-            store
+            let outcome = store
                 .commit(
                     now,
-                    &[Mutation::AddKey {
+                    &[Mutation::InitKey {
                         key: Arc::clone(&key),
                     }],
                 )
                 .await?;
-            tracing::info!(kid = %key.kid(), "generated signing key");
+            if matches!(outcome.first(), Some(Outcome::KeyAdded)) {
+                tracing::info!(kid = %key.kid(), "generated signing key");
+            }
             loaded = store.load(now.as_secs()).await?;
         }
         apikeys::bootstrap(store.as_ref(), &config.data_dir, now.as_secs()).await?;
@@ -79,10 +88,17 @@ impl Authority {
             config.subscriber_queue,
             config.stream_recent_events,
         ));
-        let (ledger, ledger_task) = Ledger::spawn(
+        let tail = Arc::new(LogTail::new(
             Arc::clone(&store),
             Arc::clone(&view),
             Arc::clone(&hub),
+            Arc::clone(&metrics),
+            doorbell.is_some(),
+        ));
+        let (ledger, ledger_task) = Ledger::spawn(
+            Arc::clone(&store),
+            Arc::clone(&view),
+            Arc::clone(&tail),
             Arc::clone(&metrics),
         );
         tracing::info!(epoch = %view.epoch(), head = %view.head(), kid = %view.active_kid(), "state loaded");
@@ -95,9 +111,14 @@ impl Authority {
             ledger,
             view,
             hub,
+            tail,
             metrics,
         });
-        Ok(Self { app, ledger_task })
+        Ok(Self {
+            app,
+            ledger_task,
+            doorbell,
+        })
     }
 
     pub fn state(&self) -> &AppState {
@@ -127,10 +148,14 @@ impl Authority {
         tracing::info!(%addr, scheme, "listening");
         let router = self.router();
         let purger = tokio::spawn(purge_expired(Arc::clone(&self.app)));
-        let heartbeats = tokio::spawn(heartbeat(
-            Arc::clone(&self.app.hub),
-            self.app.config.heartbeat_interval,
-        ));
+        let heartbeats = tokio::spawn(heartbeat(Arc::clone(&self.app)));
+        let follower = self.doorbell.map(|bell| {
+            tokio::spawn(tail::follow(
+                Arc::clone(&self.app.tail),
+                bell,
+                self.app.config.database_poll_interval,
+            ))
+        });
         let hub = Arc::clone(&self.app.hub);
         let shutdown = async move {
             shutdown.await;
@@ -155,6 +180,9 @@ impl Authority {
         });
         purger.abort();
         heartbeats.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         self.ledger_task.stop().await;
         self.app.store.close().await;
         tracing::info!("stopped");
@@ -221,14 +249,40 @@ pub async fn prune_log(app: &App, now: UnixMillis, retention_ms: i64) {
     }
 }
 
-/// Send a heartbeat with the head to every subscriber, every `interval`.
-async fn heartbeat(hub: Arc<Hub>, interval: std::time::Duration) {
+/// Send a heartbeat with the head to every subscriber, every heartbeat interval — but only
+/// while this process is sure its head is current (see [`LogTail::is_current`]): a replica
+/// that cannot read the shared log falls silent, so its agents go stale and fail over instead
+/// of trusting it.
+async fn heartbeat(app: AppState) {
+    let interval = app.config.heartbeat_interval;
+    // Three missed polls: one slow query does not silence the stream.
+    let current_within = app.config.database_poll_interval * 3 + interval;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut silent = false;
     loop {
         tick.tick().await;
-        hub.heartbeat();
+        let current = app.tail.is_current(current_within);
+        if current {
+            app.hub.heartbeat();
+        }
+        if current == silent {
+            silent = !current;
+            if silent {
+                tracing::warn!("cannot read the shared log: heartbeats stop until it can");
+            } else {
+                tracing::info!("reading the shared log again: heartbeats resume");
+            }
+        }
     }
+}
+
+/// The store the configuration names.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    Ok(match &config.database_url {
+        Some(url) => Arc::new(PgStore::open(url.expose()).await?),
+        None => Arc::new(SqliteStore::open(&config.data_dir).await?),
+    })
 }
 
 fn create_data_dir(dir: &std::path::Path) -> Result<(), Error> {

@@ -137,6 +137,40 @@ pub struct ServeArgs {
     /// `--tls-cert`.
     #[arg(long, env = "REVOCAST_CLIENT_CA")]
     pub client_ca: Option<PathBuf>,
+    /// Keep the state in this PostgreSQL database (`postgres://…`) instead of the embedded
+    /// SQLite file, so that several replicas can share it. The data directory still receives
+    /// the API key files when this replica is the one that initialises the database.
+    #[arg(long, env = "REVOCAST_DATABASE_URL", global = true, value_parser = DatabaseUrl::parse)]
+    pub database_url: Option<DatabaseUrl>,
+    /// With `--database-url`: how often a replica reads the shared log even when no
+    /// notification arrived (notifications can be lost), and so how long it takes at most to
+    /// learn of a revocation committed by another replica.
+    #[arg(long, env = "REVOCAST_DATABASE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub database_poll_interval: Duration,
+}
+
+/// A PostgreSQL connection URL. It may hold a password, so it never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    fn parse(s: &str) -> Result<Self, String> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self(s.to_string()))
+        } else {
+            Err("must be a postgres:// or postgresql:// URL".into())
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(…)")
+    }
 }
 
 /// Seconds (`3600`) or a humantime duration (`1h`, `15m`, `1h 30m`).
@@ -171,6 +205,9 @@ pub struct Config {
     /// How long past expiry entries stay in snapshots and the log
     /// ([`EXPIRY_GRACE_SECS`](revocast_shared::event::EXPIRY_GRACE_SECS); tests lower it).
     pub expiry_grace_secs: i64,
+    /// The shared PostgreSQL database, or `None` for the embedded SQLite file.
+    pub database_url: Option<DatabaseUrl>,
+    pub database_poll_interval: Duration,
 }
 
 impl ServeArgs {
@@ -227,6 +264,11 @@ impl ServeArgs {
         if self.write_timeout < Duration::from_millis(100) {
             return invalid("--write-timeout must be at least 100ms".into());
         }
+        if self.database_poll_interval < Duration::from_millis(10)
+            || self.database_poll_interval > Duration::from_secs(60)
+        {
+            return invalid("--database-poll-interval must be between 10ms and 60s".into());
+        }
         if self.data_dir.as_os_str().is_empty() {
             return invalid("--data-dir must not be empty".into());
         }
@@ -249,6 +291,8 @@ impl ServeArgs {
             tls,
             subscriber_client_cert: tls_files.is_some_and(|f| f.client_ca.is_some()),
             expiry_grace_secs: revocast_shared::event::EXPIRY_GRACE_SECS,
+            database_url: self.database_url,
+            database_poll_interval: self.database_poll_interval,
         })
     }
 }

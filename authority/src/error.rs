@@ -37,6 +37,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the commit failed; nothing of its batch was written")]
     CommitFailed,
+    #[error("the store did not answer in time")]
+    TimedOut,
     #[error("the commit queue is closed (shutting down)")]
     Closed,
 }

@@ -2,10 +2,10 @@
 //!
 //! Handlers submit [`Mutation`]s over a bounded channel and wait for their [`Outcome`]. The
 //! ledger task takes whatever has queued up (up to [`MAX_BATCH`]), commits it in one
-//! transaction — one fsync for the whole group — mirrors the result into the [`View`]
-//! and the stream [`Hub`], and only then answers. So a revocation is answered only after it is
-//! durable and on its way to every subscriber, concurrent revocations share an fsync, and `seq`
-//! order is commit order — on the wire too, because this one task publishes.
+//! transaction — one fsync for the whole group — hands the new events to the [`LogTail`] (which
+//! mirrors them into the view and the stream hub in `seq` order), and only then answers. So a
+//! revocation is answered only after it is durable and on its way to every subscriber,
+//! concurrent revocations share an fsync, and `seq` order is commit order — on the wire too.
 
 use std::sync::Arc;
 
@@ -16,11 +16,16 @@ use tokio::task::JoinHandle;
 use crate::error::StoreError;
 use crate::metrics::{Metrics, gauge_value};
 use crate::store::{Mutation, Outcome, Store};
-use crate::stream::Hub;
+use crate::tail::LogTail;
 use crate::view::View;
 
 /// Most mutations committed in one transaction.
 pub const MAX_BATCH: usize = 1024;
+/// A commit that has not returned after this long is answered as failed (503). The store may
+/// be unreachable without any error (a silent network); the ledger must not hang with it.
+/// The commit may still land — every mutation is idempotent, so a retry is safe — and the log
+/// tail publishes it if it did.
+const COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Requests that may wait for the ledger before submitters are slowed down.
 const QUEUE: usize = 8192;
 
@@ -42,12 +47,12 @@ impl Ledger {
     pub fn spawn(
         store: Arc<dyn Store>,
         view: Arc<View>,
-        hub: Arc<Hub>,
+        tail: Arc<LogTail>,
         metrics: Arc<Metrics>,
     ) -> (Ledger, LedgerTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stop, stopped) = oneshot::channel();
-        let handle = tokio::spawn(run(rx, stopped, store, view, hub, metrics));
+        let handle = tokio::spawn(run(rx, stopped, store, view, tail, metrics));
         (Ledger { tx }, LedgerTask { stop, handle })
     }
 
@@ -83,7 +88,7 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
     store: Arc<dyn Store>,
     view: Arc<View>,
-    hub: Arc<Hub>,
+    tail: Arc<LogTail>,
     metrics: Arc<Metrics>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -103,19 +108,16 @@ async fn run(
             batch.drain(..).map(|r| (r.mutation, r.reply)).unzip();
         let at = UnixMillis::now();
         metrics.commit_batch_size.observe(mutations.len() as f64);
-        match store.commit(at, &mutations).await {
+        let committed = tokio::time::timeout(COMMIT_TIMEOUT, store.commit(at, &mutations))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::TimedOut));
+        match committed {
             Ok(outcomes) => {
                 let mut appended = Vec::new();
                 for (mutation, outcome) in mutations.iter().zip(&outcomes) {
-                    view.apply(mutation, outcome, at.as_secs());
+                    view.apply_key_change(mutation, outcome, at.as_secs());
                     match outcome {
-                        Outcome::Appended { event, .. } => {
-                            metrics
-                                .revocations
-                                .get_or_create(&vec![("kind", event.revocation.kind())])
-                                .inc();
-                            appended.push(event.clone());
-                        }
+                        Outcome::Appended { event, .. } => appended.push(event.clone()),
                         Outcome::Pruned { floor, deleted, .. } => {
                             metrics.log_floor.set(gauge_value(floor.get()));
                             metrics.log_rows_pruned.inc_by(*deleted);
@@ -123,8 +125,7 @@ async fn run(
                         _ => {}
                     }
                 }
-                hub.publish(&appended);
-                metrics.head_seq.set(gauge_value(view.head().get()));
+                tail.committed(&appended).await;
                 metrics
                     .revocation_entries
                     .set(gauge_value(view.revocation_entries() as u64));
@@ -153,7 +154,8 @@ mod tests {
 
     use super::*;
     use crate::config::Scope;
-    use crate::store::{Loaded, SqliteStore};
+    use crate::store::{KeyRecord, Loaded, NewApiKey, SqliteStore};
+    use crate::stream::Hub;
 
     /// A store whose commits wait for a permit, so a test can hold the ledger mid-commit while
     /// more requests queue up behind it.
@@ -197,6 +199,16 @@ mod tests {
         ) -> Result<(), StoreError> {
             self.inner.snapshot(now, out).await
         }
+        async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+            self.inner.load_keys().await
+        }
+        async fn insert_first_api_keys(
+            &self,
+            keys: &[NewApiKey<'_>],
+            now: i64,
+        ) -> Result<bool, StoreError> {
+            self.inner.insert_first_api_keys(keys, now).await
+        }
         async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
             self.inner.api_key_scope(hash).await
         }
@@ -238,12 +250,15 @@ mod tests {
         let view = Arc::new(View::new(store.load(0).await.unwrap(), 3600).unwrap());
         let hub = Arc::new(Hub::new(view.epoch().clone(), view.head(), 16));
         let mut live = hub.subscribe(None).unwrap().live;
-        let (ledger, task) = Ledger::spawn(
+        let metrics = Arc::new(Metrics::new());
+        let tail = Arc::new(LogTail::new(
             store.clone(),
             Arc::clone(&view),
             Arc::clone(&hub),
-            Arc::new(Metrics::new()),
-        );
+            Arc::clone(&metrics),
+            false,
+        ));
+        let (ledger, task) = Ledger::spawn(store.clone(), Arc::clone(&view), tail, metrics);
 
         let session = |i: usize| Mutation::RevokeSession {
             sid: format!("s{i}"),

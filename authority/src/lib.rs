@@ -7,11 +7,14 @@
 //! - [`api`]: the router and one module per group of endpoints.
 //! - [`auth`], [`extract`]: extractors for API keys and bodies that fail in our error shape.
 //! - [`ledger`]: the single writer, committing concurrent mutations in groups (one fsync each).
+//! - [`tail`]: applies the log to the view and the hub in `seq` order — our own commits, and
+//!   on a shared PostgreSQL database those of the other replicas.
 //! - [`stream`]: the fan-out [`stream::Hub`] and the per-connection [`stream::Feed`] behind
 //!   `/v1/events` and `/v1/stream`.
 //! - [`net`]: the listener (TCP_NODELAY, write timeout) every connection comes through.
 //! - [`view`]: the in-memory mirror (keys, revocation set, subject generations) requests read.
-//! - [`store`]: the durable state behind the [`store::Store`] trait; SQLite by default.
+//! - [`store`]: the durable state behind the [`store::Store`] trait; SQLite by default,
+//!   PostgreSQL for replicas.
 //! - [`apikeys`]: API key generation, hashing, lookup, first-start files.
 //! - [`metrics`], [`shutdown`], [`error`].
 
@@ -31,6 +34,7 @@ pub mod net;
 pub mod shutdown;
 pub mod store;
 pub mod stream;
+pub mod tail;
 pub mod tls;
 pub mod view;
 

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use revocast_authority::config::{Cli, Command};
-use revocast_authority::store::{SqliteStore, Store};
 use revocast_authority::{Authority, apikeys, shutdown};
 use revocast_shared::UnixMillis;
 use tracing_subscriber::EnvFilter;
@@ -35,10 +34,14 @@ fn main() -> ExitCode {
         match command {
             Some(Command::CreateKey { scope, label }) => {
                 std::fs::create_dir_all(&config.data_dir)?;
-                let store = SqliteStore::open(&config.data_dir).await?;
-                let key =
-                    apikeys::create(&store, scope, label.as_deref(), UnixMillis::now().as_secs())
-                        .await?;
+                let store = revocast_authority::app::open_store(&config).await?;
+                let key = apikeys::create(
+                    store.as_ref(),
+                    scope,
+                    label.as_deref(),
+                    UnixMillis::now().as_secs(),
+                )
+                .await?;
                 store.close().await;
                 // The one place a key is printed: to the operator who asked for it, on stdout.
                 println!("{}", key.as_str());

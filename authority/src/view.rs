@@ -1,6 +1,7 @@
 //! The authority's in-memory mirror of its durable state: keys, the revocation set and subject
-//! generations. Requests read it; only the ledger writes it, right after each commit and before
-//! answering, so an answered revocation is already visible to every later request.
+//! generations. Requests read it; the [`LogTail`](crate::tail::LogTail) writes it in `seq` order,
+//! and the ledger waits for that before answering, so an answered revocation is already visible
+//! to every later request on this process.
 //!
 //! A std `RwLock`, because nothing awaits while it is held and every critical section is a few
 //! hash lookups. Signature checks run outside the lock.
@@ -8,14 +9,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use revocast_shared::event::Revocation;
+use revocast_shared::event::{Revocation, RevocationEvent};
 use revocast_shared::revset::RevocationSet;
 use revocast_shared::{
     Epoch, JwkSet, KeyId, Seq, SigningKey, UnverifiedToken, Validation, VerifiedToken, VerifyError,
 };
 
 use crate::error::Error;
-use crate::store::{Loaded, Mutation, Outcome};
+use crate::store::{KeyRecord, Loaded, Mutation, Outcome};
 
 /// A key the authority has ever signed with.
 struct KeyEntry {
@@ -52,29 +53,7 @@ pub enum IssueRefusal {
 impl View {
     /// Build from what the store loaded. `loaded.keys` must hold an active key.
     pub fn new(loaded: Loaded, max_ttl_secs: i64) -> Result<Self, Error> {
-        let mut keys = HashMap::new();
-        let mut active = None;
-        for record in loaded.keys {
-            let key = SigningKey::from_seed(record.seed);
-            if key.kid() != record.kid {
-                return Err(Error::Config(format!(
-                    "stored key {} does not match its seed",
-                    record.kid
-                )));
-            }
-            if record.active {
-                active = Some(record.kid);
-            }
-            keys.insert(
-                record.kid,
-                KeyEntry {
-                    key: Arc::new(key),
-                    retired_at: record.retired_at,
-                    revoked: record.revoked,
-                },
-            );
-        }
-        let active = active.ok_or_else(|| Error::Config("no active signing key".into()))?;
+        let (keys, active) = key_entries(loaded.keys)?;
         let mut revset = RevocationSet::new();
         for event in &loaded.revocations {
             revset.apply(&event.revocation);
@@ -188,61 +167,125 @@ impl View {
         JwkSet { keys }
     }
 
-    /// Mirror one committed mutation. Called by the ledger only, in commit order.
-    pub fn apply(&self, mutation: &Mutation, outcome: &Outcome, now: i64) {
+    /// Mirror one revocation of the log. Called in `seq` order only, by the [`LogTail`].
+    ///
+    /// [`LogTail`]: crate::tail::LogTail
+    pub fn apply_event(&self, event: &RevocationEvent, now: i64) {
         let mut inner = self.write();
-        match (mutation, outcome) {
-            (_, Outcome::Appended { event, activated }) => {
-                inner.head = inner.head.max(event.seq);
-                inner.revset.apply(&event.revocation);
-                match &event.revocation {
-                    Revocation::Subject { sub, r#gen, .. } => {
-                        let current = inner.subject_generations.entry(sub.clone()).or_insert(0);
-                        *current = (*current).max(*r#gen);
-                    }
-                    Revocation::Key { kid } => {
-                        if let Some(entry) = inner.keys.get_mut(kid) {
-                            entry.revoked = true;
-                            entry.retired_at.get_or_insert(now);
-                        }
-                        if let (Some(new), Mutation::RevokeKey { replacement, .. }) =
-                            (activated, mutation)
-                        {
-                            inner.keys.insert(
-                                *new,
-                                KeyEntry {
-                                    key: Arc::clone(replacement),
-                                    retired_at: None,
-                                    revoked: false,
-                                },
-                            );
-                            inner.active = *new;
-                        }
-                    }
-                    Revocation::Token { .. } | Revocation::Session { .. } => {}
-                }
+        inner.head = inner.head.max(event.seq);
+        inner.revset.apply(&event.revocation);
+        match &event.revocation {
+            Revocation::Subject { sub, r#gen, .. } => {
+                let current = inner.subject_generations.entry(sub.clone()).or_insert(0);
+                *current = (*current).max(*r#gen);
             }
-            (Mutation::AddKey { key }, Outcome::KeyAdded) => {
-                let previous = inner.active;
-                if let Some(entry) = inner.keys.get_mut(&previous) {
+            Revocation::Key { kid } => {
+                if let Some(entry) = inner.keys.get_mut(kid) {
+                    entry.revoked = true;
                     entry.retired_at.get_or_insert(now);
                 }
-                inner.keys.insert(
-                    key.kid(),
-                    KeyEntry {
-                        key: Arc::clone(key),
-                        retired_at: None,
-                        revoked: false,
-                    },
-                );
-                inner.active = key.kid();
             }
-            _ => {}
+            Revocation::Token { .. } | Revocation::Session { .. } => {}
         }
+    }
+
+    /// Mirror what a committed mutation of this process did to the signing keys: a new active
+    /// key, or the replacement of a revoked active key. (Keys changed by another replica come
+    /// through [`replace_keys`](Self::replace_keys).)
+    pub fn apply_key_change(&self, mutation: &Mutation, outcome: &Outcome, now: i64) {
+        let new_active = match (mutation, outcome) {
+            (Mutation::AddKey { key } | Mutation::InitKey { key }, Outcome::KeyAdded) => key,
+            (
+                Mutation::RevokeKey { replacement, .. },
+                Outcome::Appended {
+                    activated: Some(_), ..
+                },
+            ) => replacement,
+            _ => return,
+        };
+        let mut inner = self.write();
+        let previous = inner.active;
+        if let Some(entry) = inner.keys.get_mut(&previous) {
+            entry.retired_at.get_or_insert(now);
+        }
+        inner.keys.insert(
+            new_active.kid(),
+            KeyEntry {
+                key: Arc::clone(new_active),
+                retired_at: None,
+                revoked: false,
+            },
+        );
+        inner.active = new_active.kid();
+    }
+
+    /// Take the signing keys as stored, after another replica changed them. Keys are only ever
+    /// added, retired or revoked, never deleted, so the stored set is always a superset.
+    pub fn replace_keys(&self, records: Vec<KeyRecord>) -> Result<(), Error> {
+        let active = records
+            .iter()
+            .find(|r| r.active)
+            .map(|r| r.kid)
+            .ok_or_else(|| Error::Config("no active signing key".into()))?;
+        // Expand only keys not seen before (expansion is the costly part), outside the lock.
+        let known: Vec<KeyId> = self.read().keys.keys().copied().collect();
+        let mut new = Vec::new();
+        let mut statuses = Vec::new();
+        for record in records {
+            statuses.push((record.kid, record.retired_at, record.revoked));
+            if !known.contains(&record.kid) {
+                new.push(expand(record)?);
+            }
+        }
+        let mut inner = self.write();
+        for (kid, entry) in new {
+            inner.keys.insert(kid, entry);
+        }
+        for (kid, retired_at, revoked) in statuses {
+            if let Some(entry) = inner.keys.get_mut(&kid) {
+                entry.retired_at = retired_at;
+                entry.revoked = revoked;
+            }
+        }
+        inner.active = active;
+        Ok(())
     }
 
     /// Drop revocation entries whose time has passed.
     pub fn purge_expired(&self, now: i64) -> usize {
         self.write().revset.purge_expired(now)
     }
+}
+
+/// Expand stored keys and find the active one.
+fn key_entries(records: Vec<KeyRecord>) -> Result<(HashMap<KeyId, KeyEntry>, KeyId), Error> {
+    let active = records
+        .iter()
+        .find(|r| r.active)
+        .map(|r| r.kid)
+        .ok_or_else(|| Error::Config("no active signing key".into()))?;
+    let keys = records
+        .into_iter()
+        .map(expand)
+        .collect::<Result<HashMap<_, _>, _>>()?;
+    Ok((keys, active))
+}
+
+/// Expand a stored key from its seed, checking the seed against its kid.
+fn expand(record: KeyRecord) -> Result<(KeyId, KeyEntry), Error> {
+    let key = SigningKey::from_seed(record.seed);
+    if key.kid() != record.kid {
+        return Err(Error::Config(format!(
+            "stored key {} does not match its seed",
+            record.kid
+        )));
+    }
+    Ok((
+        record.kid,
+        KeyEntry {
+            key: Arc::new(key),
+            retired_at: record.retired_at,
+            revoked: record.revoked,
+        },
+    ))
 }

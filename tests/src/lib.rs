@@ -2,9 +2,11 @@
 //! 127.0.0.1:0 with its own temporary data directory, and raw stream clients that speak the
 //! wire protocol the way a third-party subscriber would.
 
+pub mod postgres;
 pub mod proxy;
 pub mod stream_client;
 
+use clap::Parser;
 use revocast_authority::{AppState, Authority, Config};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -33,6 +35,57 @@ impl TestAuthority {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_data_dir(dir.path());
         configure(&mut config);
+        let mut a = Self::start_in(dir, config).await;
+        let read = |f: &str| {
+            std::fs::read_to_string(a._dir.path().join(f))
+                .expect("key file")
+                .trim()
+                .to_string()
+        };
+        (a.admin_key, a.subscriber_key) = (read("admin.key"), read("subscriber.key"));
+        a
+    }
+
+    /// Start `n` replicas on the PostgreSQL database `db` at once — so they race to initialise
+    /// it — each with its own data directory and the test defaults adjusted by `configure`.
+    /// Exactly one of them must have written the API key files; all get its keys.
+    pub async fn start_replicas(
+        db: &postgres::TestDatabase,
+        n: usize,
+        configure: impl Fn(&mut Config),
+    ) -> Vec<Self> {
+        let url = revocast_authority::Cli::try_parse_from([
+            "revocast-authority",
+            "--database-url",
+            &db.url,
+        ])
+        .expect("database URL")
+        .serve
+        .database_url;
+        let starts = (0..n).map(|_| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config = Config::for_data_dir(dir.path());
+            config.database_url = url.clone();
+            configure(&mut config);
+            Self::start_in(dir, config)
+        });
+        let mut replicas = futures_util::future::join_all(starts).await;
+        let keys: Vec<(String, String)> = replicas
+            .iter()
+            .filter_map(|r| {
+                let read = |f: &str| std::fs::read_to_string(r._dir.path().join(f)).ok();
+                Some((read("admin.key")?, read("subscriber.key")?))
+            })
+            .collect();
+        assert_eq!(keys.len(), 1, "exactly one replica writes the key files");
+        for r in &mut replicas {
+            r.admin_key = keys[0].0.trim().to_string();
+            r.subscriber_key = keys[0].1.trim().to_string();
+        }
+        replicas
+    }
+
+    async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -43,17 +96,10 @@ impl TestAuthority {
         } else {
             "http"
         };
-        let base = format!("{scheme}://{addr}");
-        let read = |f: &str| {
-            std::fs::read_to_string(dir.path().join(f))
-                .expect("key file")
-                .trim()
-                .to_string()
-        };
         Self {
-            admin_key: read("admin.key"),
-            subscriber_key: read("subscriber.key"),
-            base,
+            admin_key: String::new(),
+            subscriber_key: String::new(),
+            base: format!("{scheme}://{addr}"),
             app,
             http: reqwest::Client::new(),
             addr,

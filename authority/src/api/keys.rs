@@ -51,7 +51,11 @@ pub async fn revoke(
     let unknown = || ApiError::not_found("no such key").with_code("unknown_key");
     let kid: KeyId = kid.parse().map_err(|_| unknown())?;
     if !app.view.has_key(&kid) {
-        return Err(unknown());
+        // Another replica may have added it a moment ago.
+        app.tail.refresh_keys().await?;
+        if !app.view.has_key(&kid) {
+            return Err(unknown());
+        }
     }
     // Generated whether or not it is needed: which key is active is decided in the commit.
     let replacement = new_key().await?;
@@ -66,7 +70,7 @@ pub async fn revoke(
         }
         Outcome::AlreadyRevoked { seq, .. } => Ok(Json(json!({ "kid": kid, "seq": seq }))),
         Outcome::UnknownKey => Err(unknown()),
-        Outcome::KeyAdded | Outcome::Pruned { .. } => Err(ApiError::internal(
+        Outcome::KeyAdded | Outcome::KeyExists | Outcome::Pruned { .. } => Err(ApiError::internal(
             &std::io::Error::other("unexpected outcome"),
         )),
     }

@@ -48,8 +48,19 @@ fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
 }
 
 /// Join the hub at the requested position and build the connection's feed.
-fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Result<Feed, ApiError> {
-    let subscription = app.hub.subscribe(since).map_err(|e| match e {
+async fn open_feed(
+    app: &App,
+    since: Option<Seq>,
+    epoch: Option<String>,
+) -> Result<Feed, ApiError> {
+    let mut joined = app.hub.subscribe(since);
+    if let Err(SubscribeError::BeyondHead { .. }) = joined {
+        // On a shared database another replica may have served this client a snapshot or
+        // events we have not read yet: read the log once before calling `since` impossible.
+        app.tail.catch_up().await?;
+        joined = app.hub.subscribe(since);
+    }
+    let subscription = joined.map_err(|e| match e {
         SubscribeError::BeyondHead { head } => ApiError::bad_request(format!(
             "since is beyond the head seq {head}; the log never reached it"
         )),
@@ -107,7 +118,7 @@ pub async fn events(
             .map(|s| parse_since(s, "since"))
             .transpose()?,
     };
-    let feed = open_feed(&app, since, query.epoch)?;
+    let feed = open_feed(&app, since, query.epoch).await?;
     let counters = Counters::new(&app, "sse");
     let body = stream::unfold(Some((feed, counters)), |state| async move {
         let (mut feed, counters) = state?;
@@ -163,7 +174,7 @@ pub async fn websocket(
         .transpose()?;
     // Joined before the upgrade, so `since` beyond the head is a plain 400 and nothing
     // published during the handshake is missed.
-    let feed = open_feed(&app, since, query.epoch)?;
+    let feed = open_feed(&app, since, query.epoch).await?;
     Ok(upgrade
         .read_buffer_size(WS_READ_BUFFER)
         // Write each batch as soon as it is framed: batching already happened in the feed.

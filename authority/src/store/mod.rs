@@ -1,7 +1,14 @@
 //! Durable state behind one trait, so the embedded SQLite default and the PostgreSQL backend
 //! (for replicas) are interchangeable. A store assigns `seq` itself, inside the committing
 //! transaction: that is what keeps the log gap-free and in commit order on any backend.
+//!
+//! - [`log`]: the row mapping and the commit algorithm both backends share.
+//! - [`sqlite`]: one file, one process.
+//! - [`postgres`]: one database shared by several replicas, with a [`Doorbell`] that tells
+//!   each replica when another one committed.
 
+mod log;
+mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +19,7 @@ use revocast_shared::event::RevocationEvent;
 use revocast_shared::{Epoch, KeyId, RevocationId, Seq, SigningKey, UnixMillis};
 use tokio::sync::mpsc;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::Scope;
@@ -45,6 +53,9 @@ pub enum Mutation {
     },
     /// Add `key` as the active signing key; the previous one is retired (still verifies).
     AddKey { key: Arc<SigningKey> },
+    /// Add `key` as the active signing key only if there is none: the first start. Replicas
+    /// starting together on an empty database race for it, and exactly one key wins.
+    InitKey { key: Arc<SigningKey> },
     /// Log retention: raise the log floor to the last revocation committed at or before
     /// `floor_before` (Unix ms), then delete up to `limit` rows at or below the floor whose
     /// expiry is at or before `expired_by` (Unix seconds). Rows above the floor are kept, so
@@ -73,6 +84,8 @@ pub enum Outcome {
     /// A key revocation named a key the store does not have.
     UnknownKey,
     KeyAdded,
+    /// An `InitKey` found an active key already.
+    KeyExists,
     /// `deleted` rows went; `more` says another prune would find further expired rows.
     Pruned {
         floor: Seq,
@@ -101,6 +114,34 @@ pub enum Backlog {
     Events(Vec<RevocationEvent>),
     /// Events right after the position were pruned: the client must resync from a snapshot.
     Pruned { floor: Seq },
+}
+
+/// An API key to store: the SHA-256 of the secret, never the secret.
+#[derive(Debug, Clone, Copy)]
+pub struct NewApiKey<'a> {
+    pub hash: [u8; 32],
+    pub scope: Scope,
+    pub label: Option<&'a str>,
+}
+
+/// Why a [`Doorbell`] rang.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ring {
+    /// A commit moved the log's head to this `seq`.
+    Log(Seq),
+    /// The signing keys changed (rotated, or one revoked).
+    Keys,
+    /// The doorbell's own connection was lost and is back: anything may have been committed
+    /// meanwhile without a ring.
+    Reconnected,
+}
+
+/// Rings when another process commits to a shared store. A ring is a hint to read the store,
+/// never data: rings can be lost, so the reader also polls.
+#[async_trait]
+pub trait Doorbell: Send {
+    /// Wait for the next ring. Reconnects by itself; it never returns an error.
+    async fn ring(&mut self) -> Ring;
 }
 
 /// A stored signing key.
@@ -141,6 +182,21 @@ pub trait Store: Send + Sync + 'static {
     /// Send the snapshot to `out`: the head, then every revocation in force at `now` as of that
     /// head, read in one consistent transaction. Stops early, without error, if `out` closes.
     async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError>;
+
+    /// Every stored signing key, oldest first. Replicas re-read them when another replica
+    /// rotated or revoked one.
+    async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Store `keys` if, and only if, no API key exists yet, atomically: of several replicas
+    /// initialising one database together, exactly one gets `true`.
+    async fn insert_first_api_keys(&self, keys: &[NewApiKey<'_>], now: i64)
+    -> Result<bool, StoreError>;
+
+    /// For a store other processes write too: the doorbell that rings when they commit.
+    /// `None` for a store this process alone writes.
+    async fn doorbell(&self) -> Result<Option<Box<dyn Doorbell>>, StoreError> {
+        Ok(None)
+    }
 
     /// The scope of the API key whose SHA-256 is `hash`.
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError>;

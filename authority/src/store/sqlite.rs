@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
-use revocast_shared::event::{Revocation, RevocationEvent};
+use revocast_shared::event::RevocationEvent;
 use revocast_shared::{Epoch, KeyId, Seq, UnixMillis};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -17,7 +17,11 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use tokio::sync::mpsc;
 
-use super::{Backlog, KeyRecord, Loaded, Mutation, Outcome, SnapshotPart, Store};
+use super::log::{
+    LogWriter, NewRow, OnceKind, RowParts, apply_batch, check_contiguous, corrupt, generation_of,
+    seq_of, to_i64,
+};
+use super::{Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, Store};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -46,69 +50,6 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
-}
-
-fn corrupt(what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt(what.into())
-}
-
-fn to_i64(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| corrupt("sequence number beyond i64"))
-}
-
-fn seq_of(n: i64) -> Result<Seq, StoreError> {
-    u64::try_from(n)
-        .map(Seq::new)
-        .map_err(|_| corrupt("negative sequence number"))
-}
-
-/// A revocation row's columns, in the order of [`CHUNK`]'s arrays.
-#[derive(serde::Deserialize)]
-struct RowParts<'a> {
-    seq: i64,
-    kind: &'a str,
-    #[serde(borrow)]
-    target: std::borrow::Cow<'a, str>,
-    r#gen: Option<i64>,
-    expires_at: Option<i64>,
-    at_ms: i64,
-}
-
-fn event_from_parts(row: RowParts<'_>) -> Result<RevocationEvent, StoreError> {
-    let RowParts {
-        seq,
-        kind,
-        target,
-        r#gen,
-        expires_at,
-        at_ms,
-    } = row;
-    let until = || expires_at.ok_or_else(|| corrupt(format!("{kind} revocation without expiry")));
-    let revocation = match kind {
-        "token" => Revocation::Token {
-            rid: target.parse().map_err(|_| corrupt("bad rid"))?,
-            exp: until()?,
-        },
-        "subject" => Revocation::Subject {
-            sub: target.into_owned(),
-            r#gen: u64::try_from(r#gen.unwrap_or(-1))
-                .map_err(|_| corrupt("subject revocation without generation"))?,
-            until: until()?,
-        },
-        "session" => Revocation::Session {
-            sid: target.into_owned(),
-            until: until()?,
-        },
-        "key" => Revocation::Key {
-            kid: target.parse().map_err(|_| corrupt("bad kid"))?,
-        },
-        other => return Err(corrupt(format!("unknown revocation kind {other:?}"))),
-    };
-    Ok(RevocationEvent {
-        seq: seq_of(seq)?,
-        revocation,
-        at: UnixMillis::new(at_ms),
-    })
 }
 
 /// A `seq` kept in `meta`: `head_seq` (the log's head) or `log_floor` (see the migration).
@@ -170,7 +111,7 @@ async fn read_chunk(
             return Err(corrupt("revocation chunk out of seq order"));
         }
         previous = row.seq;
-        events.push(event_from_parts(row)?);
+        events.push(row.into_event()?);
     }
     if previous != last || events.len() as i64 != count {
         return Err(corrupt("revocation chunk does not match its count"));
@@ -220,107 +161,143 @@ impl InForce {
     }
 }
 
-/// See [`Mutation::Prune`].
-async fn prune(
-    tx: &mut Transaction<'_, Sqlite>,
-    floor_before: i64,
-    expired_by: i64,
-    limit: u32,
-) -> Result<Outcome, StoreError> {
-    let floor = read_meta_seq(tx, "log_floor").await?;
-    let head = read_head(tx).await?;
-    // The first revocation newer than the cutoff, walking up from the floor: the scan covers
-    // only what was committed since the last prune.
-    let first_kept: Option<i64> = sqlx::query_scalar(
-        "SELECT seq FROM revocations WHERE seq > ? AND at_ms > ? ORDER BY seq LIMIT 1",
-    )
-    .bind(to_i64(floor.get())?)
-    .bind(floor_before)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let new_floor = match first_kept {
-        Some(seq) => seq_of(seq - 1)?,
-        None => head,
+/// The SQLite statements of a commit, inside its transaction.
+struct Writer<'t, 'c>(&'t mut Transaction<'c, Sqlite>);
+
+impl LogWriter for Writer<'_, '_> {
+    async fn previous(
+        &mut self,
+        kind: OnceKind,
+        target: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(PREVIOUS)
+            .bind(kind.as_str())
+            .bind(target)
+            .fetch_optional(&mut **self.0)
+            .await?)
     }
-    .max(floor);
-    if new_floor != floor {
-        sqlx::query("UPDATE meta SET value = ? WHERE name = 'log_floor'")
-            .bind(new_floor.get().to_string())
-            .execute(&mut **tx)
+
+    async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO subject_generations (sub, gen) VALUES (?, 1)
+             ON CONFLICT (sub) DO UPDATE SET gen = gen + 1 RETURNING gen",
+        )
+        .bind(sub)
+        .fetch_one(&mut **self.0)
+        .await?)
+    }
+
+    async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(row.seq)
+        .bind(row.kind)
+        .bind(row.target)
+        .bind(row.r#gen)
+        .bind(row.expires_at)
+        .bind(row.at_ms)
+        .bind(row.token_sub)
+        .bind(row.reason)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError> {
+        let active: Option<i64> = sqlx::query_scalar("SELECT active FROM signing_keys WHERE kid = ?")
+            .bind(kid)
+            .fetch_optional(&mut **self.0)
             .await?;
+        Ok(active.map(|a| a == 1))
     }
-    let deleted = sqlx::query(
-        "DELETE FROM revocations WHERE seq IN (
-             SELECT seq FROM revocations WHERE expires_at <= ? AND seq <= ? LIMIT ?)",
-    )
-    .bind(expired_by)
-    .bind(to_i64(new_floor.get())?)
-    .bind(i64::from(limit))
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(Outcome::Pruned {
-        floor: new_floor,
-        deleted,
-        more: deleted >= u64::from(limit),
-    })
-}
 
-/// Append one revocation at `head + 1`, returning its event.
-async fn append(
-    tx: &mut Transaction<'_, Sqlite>,
-    head: &mut Seq,
-    at: UnixMillis,
-    revocation: Revocation,
-    token_sub: Option<&str>,
-    reason: Option<&str>,
-) -> Result<RevocationEvent, StoreError> {
-    let seq = head.next();
-    let (target, r#gen) = match &revocation {
-        Revocation::Token { rid, .. } => (rid.to_string(), None),
-        Revocation::Subject { sub, r#gen, .. } => (sub.clone(), Some(to_i64(*r#gen)?)),
-        Revocation::Session { sid, .. } => (sid.clone(), None),
-        Revocation::Key { kid } => (kid.to_string(), None),
-    };
-    sqlx::query(
-        "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(to_i64(seq.get())?)
-    .bind(revocation.kind())
-    .bind(target)
-    .bind(r#gen)
-    .bind(revocation.expires_at())
-    .bind(at.as_millis())
-    .bind(token_sub)
-    .bind(reason)
-    .execute(&mut **tx)
-    .await?;
-    *head = seq;
-    Ok(RevocationEvent {
-        seq,
-        revocation,
-        at,
-    })
-}
+    async fn has_active_key(&mut self) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys WHERE active = 1")
+            .fetch_one(&mut **self.0)
+            .await?;
+        Ok(n > 0)
+    }
 
-async fn previous(
-    tx: &mut Transaction<'_, Sqlite>,
-    kind: OnceKind,
-    target: &str,
-) -> Result<Option<Outcome>, StoreError> {
-    let row: Option<(i64, i64)> = sqlx::query_as(PREVIOUS)
-        .bind(kind.as_str())
-        .bind(target)
+    async fn activate_key(
+        &mut self,
+        key: &revocast_shared::SigningKey,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET active = 0, retired_at = COALESCE(retired_at, ?) WHERE active = 1",
+        )
+        .bind(now)
+        .execute(&mut **self.0)
+        .await?;
+        sqlx::query("INSERT INTO signing_keys (kid, seed, created_at, active) VALUES (?, ?, ?, 1)")
+            .bind(key.kid().to_string())
+            .bind(&key.seed().expose_secret()[..])
+            .bind(now)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_key_revoked(&mut self, kid: &str, seq: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET revoked_seq = ?, retired_at = COALESCE(retired_at, ?)
+             WHERE kid = ?",
+        )
+        .bind(seq)
+        .bind(now)
+        .bind(kid)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn prune(
+        &mut self,
+        head: Seq,
+        floor_before: i64,
+        expired_by: i64,
+        limit: u32,
+    ) -> Result<Outcome, StoreError> {
+        let tx = &mut *self.0;
+        let floor = read_meta_seq(tx, "log_floor").await?;
+        // The first revocation newer than the cutoff, walking up from the floor: the scan
+        // covers only what was committed since the last prune.
+        let first_kept: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM revocations WHERE seq > ? AND at_ms > ? ORDER BY seq LIMIT 1",
+        )
+        .bind(to_i64(floor.get())?)
+        .bind(floor_before)
         .fetch_optional(&mut **tx)
         .await?;
-    row.map(|(seq, at)| {
-        Ok(Outcome::AlreadyRevoked {
-            seq: seq_of(seq)?,
-            at: UnixMillis::new(at),
+        let new_floor = match first_kept {
+            Some(seq) => seq_of(seq - 1)?,
+            None => head,
+        }
+        .max(floor);
+        if new_floor != floor {
+            sqlx::query("UPDATE meta SET value = ? WHERE name = 'log_floor'")
+                .bind(new_floor.get().to_string())
+                .execute(&mut **tx)
+                .await?;
+        }
+        let deleted = sqlx::query(
+            "DELETE FROM revocations WHERE seq IN (
+                 SELECT seq FROM revocations WHERE expires_at <= ? AND seq <= ? LIMIT ?)",
+        )
+        .bind(expired_by)
+        .bind(to_i64(new_floor.get())?)
+        .bind(i64::from(limit))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(Outcome::Pruned {
+            floor: new_floor,
+            deleted,
+            more: deleted >= u64::from(limit),
         })
-    })
-    .transpose()
+    }
 }
 
 /// The earlier revocation of a token or key. The query repeats the partial index's own
@@ -329,54 +306,12 @@ async fn previous(
 const PREVIOUS: &str = "SELECT seq, at_ms FROM revocations
      WHERE kind IN ('token', 'key') AND kind = ? AND target = ?";
 
-/// The kinds revoked at most once (see the `revocations_once` index).
-#[derive(Clone, Copy)]
-enum OnceKind {
-    Token,
-    Key,
-}
-
-impl OnceKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Token => "token",
-            Self::Key => "key",
-        }
-    }
-}
-
-async fn insert_active_key(
-    tx: &mut Transaction<'_, Sqlite>,
-    key: &revocast_shared::SigningKey,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE signing_keys SET active = 0, retired_at = COALESCE(retired_at, ?) WHERE active = 1",
-    )
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("INSERT INTO signing_keys (kid, seed, created_at, active) VALUES (?, ?, ?, 1)")
-        .bind(key.kid().to_string())
-        .bind(&key.seed().expose_secret()[..])
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let epoch = read_epoch(&mut conn).await?;
-        let head = read_head(&mut conn).await?;
-
+async fn read_keys(conn: &mut sqlx::SqliteConnection) -> Result<Vec<KeyRecord>, StoreError> {
         let mut keys = Vec::new();
         for row in sqlx::query(
             "SELECT kid, seed, created_at, retired_at, revoked_seq, active FROM signing_keys ORDER BY created_at",
         )
-        .fetch_all(&mut *conn)
+        .fetch_all(conn)
         .await?
         {
             let seed: Vec<u8> = row.try_get("seed")?;
@@ -390,6 +325,18 @@ impl Store for SqliteStore {
             });
         }
 
+        Ok(keys)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let epoch = read_epoch(&mut conn).await?;
+        let head = read_head(&mut conn).await?;
+
+        let keys = read_keys(&mut conn).await?;
+
         let mut revocations = Vec::new();
         let mut in_force = InForce::new(now);
         while let Some(chunk) = in_force.next(&mut conn).await? {
@@ -401,12 +348,7 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *conn)
                 .await?
                 .into_iter()
-                .map(|(sub, g)| {
-                    Ok((
-                        sub,
-                        u64::try_from(g).map_err(|_| corrupt("negative generation"))?,
-                    ))
-                })
+                .map(|(sub, g)| Ok((sub, generation_of(g)?)))
                 .collect::<Result<Vec<_>, StoreError>>()?;
 
         Ok(Loaded {
@@ -419,135 +361,17 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
-        let now = at.as_secs();
         let mut tx = self.pool.begin().await?;
         let start = read_head(&mut tx).await?;
-        let mut head = start;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for mutation in batch {
-            let outcome = match mutation {
-                Mutation::RevokeToken {
-                    rid,
-                    sub,
-                    exp,
-                    reason,
-                } => match previous(&mut tx, OnceKind::Token, &rid.to_string()).await? {
-                    Some(earlier) => earlier,
-                    None => {
-                        let revocation = Revocation::Token {
-                            rid: *rid,
-                            exp: *exp,
-                        };
-                        let event = append(
-                            &mut tx,
-                            &mut head,
-                            at,
-                            revocation,
-                            Some(sub),
-                            reason.as_deref(),
-                        )
-                        .await?;
-                        Outcome::Appended {
-                            event,
-                            activated: None,
-                        }
-                    }
-                },
-                Mutation::RevokeSubject { sub, until, reason } => {
-                    let r#gen: i64 = sqlx::query_scalar(
-                        "INSERT INTO subject_generations (sub, gen) VALUES (?, 1)
-                         ON CONFLICT (sub) DO UPDATE SET gen = gen + 1 RETURNING gen",
-                    )
-                    .bind(sub)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let r#gen = u64::try_from(r#gen).map_err(|_| corrupt("negative generation"))?;
-                    let revocation = Revocation::Subject {
-                        sub: sub.clone(),
-                        r#gen,
-                        until: *until,
-                    };
-                    let event =
-                        append(&mut tx, &mut head, at, revocation, None, reason.as_deref()).await?;
-                    Outcome::Appended {
-                        event,
-                        activated: None,
-                    }
-                }
-                Mutation::RevokeSession { sid, until, reason } => {
-                    let revocation = Revocation::Session {
-                        sid: sid.clone(),
-                        until: *until,
-                    };
-                    let event =
-                        append(&mut tx, &mut head, at, revocation, None, reason.as_deref()).await?;
-                    Outcome::Appended {
-                        event,
-                        activated: None,
-                    }
-                }
-                Mutation::RevokeKey { kid, replacement } => {
-                    let kid_s = kid.to_string();
-                    let active: Option<i64> =
-                        sqlx::query_scalar("SELECT active FROM signing_keys WHERE kid = ?")
-                            .bind(&kid_s)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    match active {
-                        None => Outcome::UnknownKey,
-                        Some(active) => match previous(&mut tx, OnceKind::Key, &kid_s).await? {
-                            Some(earlier) => earlier,
-                            None => {
-                                let event = append(
-                                    &mut tx,
-                                    &mut head,
-                                    at,
-                                    Revocation::Key { kid: *kid },
-                                    None,
-                                    None,
-                                )
-                                .await?;
-                                let was_active = active == 1;
-                                if was_active {
-                                    insert_active_key(&mut tx, replacement, now).await?;
-                                }
-                                sqlx::query(
-                                    "UPDATE signing_keys SET revoked_seq = ?, retired_at = COALESCE(retired_at, ?)
-                                     WHERE kid = ?",
-                                )
-                                .bind(to_i64(event.seq.get())?)
-                                .bind(now)
-                                .bind(&kid_s)
-                                .execute(&mut *tx)
-                                .await?;
-                                Outcome::Appended {
-                                    event,
-                                    activated: was_active.then(|| replacement.kid()),
-                                }
-                            }
-                        },
-                    }
-                }
-                Mutation::AddKey { key } => {
-                    insert_active_key(&mut tx, key, now).await?;
-                    Outcome::KeyAdded
-                }
-                Mutation::Prune {
-                    floor_before,
-                    expired_by,
-                    limit,
-                } => prune(&mut tx, *floor_before, *expired_by, *limit).await?,
-            };
-            outcomes.push(outcome);
-        }
-        if head != start {
+        let applied = apply_batch(&mut Writer(&mut tx), start, at, batch).await?;
+        if applied.head != start {
             sqlx::query("UPDATE meta SET value = ? WHERE name = 'head_seq'")
-                .bind(head.get().to_string())
+                .bind(applied.head.get().to_string())
                 .execute(&mut *tx)
                 .await?;
         }
         tx.commit().await?;
-        Ok(outcomes)
+        Ok(applied.outcomes)
     }
 
     async fn events_after(&self, after: Seq, limit: u32) -> Result<Backlog, StoreError> {
@@ -561,16 +385,7 @@ impl Store for SqliteStore {
         let events = read_chunk(&mut tx, to_i64(after.get())?, i64::MIN, i64::from(limit))
             .await?
             .unwrap_or_default();
-        // Gap-free from the floor up: exactly `after + 1 ..= last`.
-        if let Some(last) = events.last()
-            && last.seq.get() - after.get() != events.len() as u64
-        {
-            return Err(corrupt(format!(
-                "log gap: {} events after seq {after} end at {}",
-                events.len(),
-                last.seq
-            )));
-        }
+        check_contiguous(after, &events)?;
         Ok(Backlog::Events(events))
     }
 
@@ -590,6 +405,42 @@ impl Store for SqliteStore {
         }
         let _ = out.send(SnapshotPart::End).await;
         Ok(())
+    }
+
+    async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        read_keys(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn insert_first_api_keys(
+        &self,
+        keys: &[NewApiKey<'_>],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The first statement writes (or not) under SQLite's single write lock, which the
+        // transaction then holds: nobody can store a key between the check and the inserts.
+        let mut first = true;
+        for key in keys {
+            let inserted = sqlx::query(if first {
+                "INSERT INTO api_keys (hash, scope, label, created_at)
+                 SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM api_keys)"
+            } else {
+                "INSERT INTO api_keys (hash, scope, label, created_at) VALUES (?, ?, ?, ?)"
+            })
+            .bind(&key.hash[..])
+            .bind(key.scope.as_str())
+            .bind(key.label)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if first && inserted == 0 {
+                return Ok(false);
+            }
+            first = false;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
@@ -639,6 +490,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use revocast_shared::RevocationId;
+    use revocast_shared::event::Revocation;
 
     use super::*;
 

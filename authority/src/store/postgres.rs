@@ -1,0 +1,580 @@
+//! The shared store for replicas: one PostgreSQL database that every authority replica commits
+//! to and follows.
+//!
+//! Ordering: every commit locks the single `log_state` row first and holds it until it
+//! commits, so `seq` is allocated gap-free and commit order is `seq` order across replicas
+//! (see the migration). Durability: PostgreSQL's default `synchronous_commit = on` flushes the
+//! WAL before COMMIT returns; a commit whose connection breaks during COMMIT is reported as
+//! failed but may have landed, which is harmless because every revocation is idempotent.
+//!
+//! Following: a commit that moved the head sends `NOTIFY revocast_log, '<head>'` (delivered
+//! at commit), and one that changed the signing keys `NOTIFY revocast_keys`. The
+//! [`PgDoorbell`] listens on its own connection and reconnects by itself; the notifications
+//! are hints only — the replica reads the log by `seq` after each, and polls as well.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use revocast_shared::crypto::SigningSeed;
+use revocast_shared::event::RevocationEvent;
+use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tokio::sync::mpsc;
+
+use super::log::{
+    LogWriter, NewRow, OnceKind, RowParts, apply_batch, check_contiguous, corrupt, generation_of,
+    seq_of, to_i64,
+};
+use super::{
+    Backlog, Doorbell, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, Ring, SnapshotPart, Store,
+};
+use crate::config::Scope;
+use crate::error::StoreError;
+
+/// Channel a commit that appended revocations notifies, with the new head as payload.
+const LOG_CHANNEL: &str = "revocast_log";
+/// Channel a commit that changed the signing keys notifies.
+const KEYS_CHANNEL: &str = "revocast_keys";
+
+/// Server-side limits of a committing transaction, which holds the lock every other replica's
+/// commits wait for: it may sit idle, or wait for that lock, this long at most.
+/// (`set_config(…, true)` is `SET LOCAL`, as one statement.)
+const COMMIT_LIMITS: &str = "SELECT set_config('idle_in_transaction_session_timeout', '10s', true),
+            set_config('lock_timeout', '10s', true)";
+
+/// Connections per replica. The ledger holds one per commit; stream backlogs, snapshots and
+/// API key lookups share the rest.
+const MAX_CONNECTIONS: u32 = 16;
+/// A request waiting longer than this for a connection fails (503) instead of hanging while
+/// the database is unreachable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct PgStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+}
+
+impl PgStore {
+    /// Connect to the database at `url` and run the migrations (under sqlx's advisory lock, so
+    /// replicas starting together apply them once).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("revocast-authority");
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool, options })
+    }
+}
+
+/// Begin a read-only transaction that sees one snapshot of the database throughout.
+async fn begin_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// `(epoch, head, floor)`.
+async fn read_state(conn: &mut PgConnection) -> Result<(Epoch, Seq, Seq), StoreError> {
+    let (epoch, head, floor): (String, i64, i64) =
+        sqlx::query_as("SELECT epoch, head_seq, log_floor FROM log_state WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
+    Ok((Epoch::new(epoch), seq_of(head)?, seq_of(floor)?))
+}
+
+#[derive(sqlx::FromRow)]
+struct LogRow {
+    seq: i64,
+    kind: String,
+    target: String,
+    #[sqlx(rename = "gen")]
+    r#gen: Option<i64>,
+    expires_at: Option<i64>,
+    at_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    seed: Vec<u8>,
+    created_at: i64,
+    retired_at: Option<i64>,
+    revoked_seq: Option<i64>,
+    active: bool,
+}
+
+/// Up to `limit` revocations after `after`, oldest first, of those in force at `in_force_at`
+/// (`i64::MIN` for all).
+async fn read_chunk(
+    conn: &mut PgConnection,
+    after: Seq,
+    in_force_at: i64,
+    limit: u32,
+) -> Result<Vec<RevocationEvent>, StoreError> {
+    let rows: Vec<LogRow> = sqlx::query_as(
+        "SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
+         WHERE seq > $1 AND (expires_at IS NULL OR expires_at > $2)
+         ORDER BY seq LIMIT $3",
+    )
+    .bind(to_i64(after.get())?)
+    .bind(in_force_at)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            RowParts {
+                seq: row.seq,
+                kind: &row.kind,
+                target: row.target.into(),
+                r#gen: row.r#gen,
+                expires_at: row.expires_at,
+                at_ms: row.at_ms,
+            }
+            .into_event()
+        })
+        .collect()
+}
+
+/// Events per chunk of a full read (start-up load, snapshot).
+const IN_FORCE_CHUNK_LEN: u32 = 4096;
+
+async fn read_keys(conn: &mut PgConnection) -> Result<Vec<KeyRecord>, StoreError> {
+    let rows: Vec<KeyRow> = sqlx::query_as(
+        "SELECT kid, seed, created_at, retired_at, revoked_seq, active
+         FROM signing_keys ORDER BY created_at, kid",
+    )
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(KeyRecord {
+                kid: KeyId::from_str(&row.kid).map_err(|_| corrupt("bad kid"))?,
+                seed: SigningSeed::from_slice(&row.seed)
+                    .ok_or_else(|| corrupt("seed is not 32 bytes"))?,
+                created_at: row.created_at,
+                retired_at: row.retired_at,
+                revoked: row.revoked_seq.is_some(),
+                active: row.active,
+            })
+        })
+        .collect()
+}
+
+/// The PostgreSQL statements of a commit, inside its transaction.
+struct Writer<'t, 'c>(&'t mut Transaction<'c, Postgres>);
+
+impl LogWriter for Writer<'_, '_> {
+    async fn previous(
+        &mut self,
+        kind: OnceKind,
+        target: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT seq, at_ms FROM revocations
+             WHERE kind IN ('token', 'key') AND kind = $1 AND target = $2",
+        )
+        .bind(kind.as_str())
+        .bind(target)
+        .fetch_optional(&mut **self.0)
+        .await?)
+    }
+
+    async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO subject_generations AS g (sub, gen) VALUES ($1, 1)
+             ON CONFLICT (sub) DO UPDATE SET gen = g.gen + 1 RETURNING gen",
+        )
+        .bind(sub)
+        .fetch_one(&mut **self.0)
+        .await?)
+    }
+
+    async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(row.seq)
+        .bind(row.kind)
+        .bind(row.target)
+        .bind(row.r#gen)
+        .bind(row.expires_at)
+        .bind(row.at_ms)
+        .bind(row.token_sub)
+        .bind(row.reason)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT active FROM signing_keys WHERE kid = $1")
+                .bind(kid)
+                .fetch_optional(&mut **self.0)
+                .await?,
+        )
+    }
+
+    async fn has_active_key(&mut self) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)")
+                .fetch_one(&mut **self.0)
+                .await?,
+        )
+    }
+
+    async fn activate_key(&mut self, key: &SigningKey, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET active = false, retired_at = COALESCE(retired_at, $1)
+             WHERE active",
+        )
+        .bind(now)
+        .execute(&mut **self.0)
+        .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, seed, created_at, active) VALUES ($1, $2, $3, true)",
+        )
+        .bind(key.kid().to_string())
+        .bind(&key.seed().expose_secret()[..])
+        .bind(now)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_key_revoked(&mut self, kid: &str, seq: i64, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE signing_keys SET revoked_seq = $1, retired_at = COALESCE(retired_at, $2)
+             WHERE kid = $3",
+        )
+        .bind(seq)
+        .bind(now)
+        .bind(kid)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn prune(
+        &mut self,
+        head: Seq,
+        floor_before: i64,
+        expired_by: i64,
+        limit: u32,
+    ) -> Result<Outcome, StoreError> {
+        let tx = &mut **self.0;
+        let (_, _, floor) = read_state(tx).await?;
+        // The first revocation newer than the cutoff, walking up from the floor.
+        let first_kept: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM revocations WHERE seq > $1 AND at_ms > $2 ORDER BY seq LIMIT 1",
+        )
+        .bind(to_i64(floor.get())?)
+        .bind(floor_before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let new_floor = match first_kept {
+            Some(seq) => seq_of(seq - 1)?,
+            None => head,
+        }
+        .max(floor);
+        if new_floor != floor {
+            sqlx::query("UPDATE log_state SET log_floor = $1 WHERE id = 1")
+                .bind(to_i64(new_floor.get())?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deleted = sqlx::query(
+            "DELETE FROM revocations WHERE seq IN (
+                 SELECT seq FROM revocations WHERE expires_at <= $1 AND seq <= $2 LIMIT $3)",
+        )
+        .bind(expired_by)
+        .bind(to_i64(new_floor.get())?)
+        .bind(i64::from(limit))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        Ok(Outcome::Pruned {
+            floor: new_floor,
+            deleted,
+            more: deleted >= u64::from(limit),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+        let mut tx = begin_snapshot(&self.pool).await?;
+        let (epoch, head, _) = read_state(&mut tx).await?;
+        let keys = read_keys(&mut tx).await?;
+        let mut revocations = Vec::new();
+        let mut after = Seq::ZERO;
+        loop {
+            let chunk = read_chunk(&mut tx, after, now, IN_FORCE_CHUNK_LEN).await?;
+            let full = chunk.len() == IN_FORCE_CHUNK_LEN as usize;
+            if let Some(last) = chunk.last() {
+                after = last.seq;
+            }
+            revocations.extend(chunk);
+            if !full {
+                break;
+            }
+        }
+        let subject_generations =
+            sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|(sub, g)| Ok((sub, generation_of(g)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.commit().await?;
+        Ok(Loaded {
+            epoch,
+            head,
+            keys,
+            revocations,
+            subject_generations,
+        })
+    }
+
+    async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // If this replica stalls or vanishes mid-commit, the server ends the transaction and
+        // frees the log for the other replicas instead of waiting for TCP to notice.
+        sqlx::query(COMMIT_LIMITS).execute(&mut *tx).await?;
+        // The row lock that orders every commit of every replica (see the module doc).
+        let start: i64 = sqlx::query_scalar("SELECT head_seq FROM log_state WHERE id = 1 FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await?;
+        let start = seq_of(start)?;
+        let applied = apply_batch(&mut Writer(&mut tx), start, at, batch).await?;
+        if applied.head != start {
+            let head = to_i64(applied.head.get())?;
+            sqlx::query("UPDATE log_state SET head_seq = $1 WHERE id = 1")
+                .bind(head)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(LOG_CHANNEL)
+                .bind(head.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        if applied.keys_changed {
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(KEYS_CHANNEL)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(applied.outcomes)
+    }
+
+    async fn events_after(&self, after: Seq, limit: u32) -> Result<Backlog, StoreError> {
+        // One snapshot, so a concurrent prune cannot slip between the floor check and the rows.
+        let mut tx = begin_snapshot(&self.pool).await?;
+        let (_, _, floor) = read_state(&mut tx).await?;
+        if after < floor {
+            return Ok(Backlog::Pruned { floor });
+        }
+        let events = read_chunk(&mut tx, after, i64::MIN, limit).await?;
+        tx.commit().await?;
+        check_contiguous(after, &events)?;
+        Ok(Backlog::Events(events))
+    }
+
+    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError> {
+        let mut tx = begin_snapshot(&self.pool).await?;
+        let (epoch, seq, _) = read_state(&mut tx).await?;
+        if out.send(SnapshotPart::Head { epoch, seq }).await.is_err() {
+            return Ok(());
+        }
+        let mut after = Seq::ZERO;
+        loop {
+            let chunk = read_chunk(&mut tx, after, now, IN_FORCE_CHUNK_LEN).await?;
+            let full = chunk.len() == IN_FORCE_CHUNK_LEN as usize;
+            if let Some(last) = chunk.last() {
+                after = last.seq;
+            }
+            if !chunk.is_empty() && out.send(SnapshotPart::Events(chunk)).await.is_err() {
+                return Ok(());
+            }
+            if !full {
+                break;
+            }
+        }
+        tx.commit().await?;
+        let _ = out.send(SnapshotPart::End).await;
+        Ok(())
+    }
+
+    async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        read_keys(&mut *self.pool.acquire().await?).await
+    }
+
+    async fn insert_first_api_keys(
+        &self,
+        keys: &[NewApiKey<'_>],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Writers of other tables go on; a second initialiser waits here until we commit, and
+        // then sees our keys.
+        sqlx::query("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys)")
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists {
+            return Ok(false);
+        }
+        for key in keys {
+            insert_api_key(&mut tx, key, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn doorbell(&self) -> Result<Option<Box<dyn Doorbell>>, StoreError> {
+        let mut bell = PgDoorbell {
+            pool: PgPoolOptions::new()
+                .max_connections(1)
+                .max_lifetime(None)
+                .idle_timeout(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(self.options.clone()),
+            listener: None,
+            backoff: BACKOFF_MIN,
+        };
+        bell.listener = Some(bell.listen().await?);
+        Ok(Some(Box::new(bell)))
+    }
+
+    async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
+        let scope: Option<String> =
+            sqlx::query_scalar("SELECT scope FROM api_keys WHERE hash = $1")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        scope
+            .map(|s| Scope::parse(&s).ok_or_else(|| corrupt(format!("unknown scope {s:?}"))))
+            .transpose()
+    }
+
+    async fn insert_api_key(
+        &self,
+        hash: &[u8; 32],
+        scope: Scope,
+        label: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let key = NewApiKey {
+            hash: *hash,
+            scope,
+            label,
+        };
+        insert_api_key(&mut *self.pool.acquire().await?, &key, now).await
+    }
+
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn insert_api_key(
+    conn: &mut PgConnection,
+    key: &NewApiKey<'_>,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO api_keys (hash, scope, label, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(&key.hash[..])
+        .bind(key.scope.as_str())
+        .bind(key.label)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// LISTENs on its own connection (not one of the pool's), reconnecting with backoff.
+struct PgDoorbell {
+    pool: PgPool,
+    listener: Option<PgListener>,
+    backoff: Duration,
+}
+
+impl PgDoorbell {
+    async fn listen(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen_all([LOG_CHANNEL, KEYS_CHANNEL]).await?;
+        Ok(listener)
+    }
+}
+
+#[async_trait]
+impl Doorbell for PgDoorbell {
+    async fn ring(&mut self) -> Ring {
+        loop {
+            let Some(listener) = &mut self.listener else {
+                match self.listen().await {
+                    Ok(listener) => {
+                        tracing::info!("database notifications resumed");
+                        self.listener = Some(listener);
+                        self.backoff = BACKOFF_MIN;
+                        return Ring::Reconnected;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?self.backoff, "cannot listen for database notifications");
+                        tokio::time::sleep(self.backoff).await;
+                        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                        continue;
+                    }
+                }
+            };
+            match listener.try_recv().await {
+                Ok(Some(n)) if n.channel() == KEYS_CHANNEL => return Ring::Keys,
+                Ok(Some(n)) if n.channel() == LOG_CHANNEL => {
+                    match n.payload().parse::<u64>() {
+                        Ok(seq) => return Ring::Log(Seq::new(seq)),
+                        // Not from us; treat it as a reason to look.
+                        Err(_) => return Ring::Reconnected,
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!("lost the database notification connection");
+                    self.listener = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "database notifications failed");
+                    self.listener = None;
+                }
+            }
+        }
+    }
+}
