@@ -164,7 +164,11 @@ async fn finish_pending(store: &dyn Store, data_dir: &Path) -> Result<(), Error>
         let Ok(secret) = std::fs::read_to_string(&pending).map(Zeroizing::new) else {
             continue;
         };
-        if store.api_key_scope(&hash(secret.trim_end())).await?.is_some() {
+        if store
+            .api_key_scope(&hash(secret.trim_end()))
+            .await?
+            .is_some()
+        {
             publish_pending(data_dir, name)?;
             tracing::info!(file = %data_dir.join(name).display(), "finished writing an API key file after a crash");
         } else {

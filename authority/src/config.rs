@@ -154,7 +154,7 @@ pub struct ServeArgs {
 pub struct DatabaseUrl(String);
 
 impl DatabaseUrl {
-    fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, String> {
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Ok(Self(s.to_string()))
         } else {

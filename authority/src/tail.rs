@@ -15,8 +15,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use revocast_shared::{Seq, UnixMillis};
 use revocast_shared::event::RevocationEvent;
+use revocast_shared::{Seq, UnixMillis};
 
 use crate::error::StoreError;
 use crate::metrics::{Metrics, gauge_value};
@@ -72,11 +72,7 @@ impl LogTail {
             return;
         }
         let head = self.view.head();
-        let fresh: Vec<RevocationEvent> = events
-            .iter()
-            .filter(|e| e.seq > head)
-            .cloned()
-            .collect();
+        let fresh: Vec<RevocationEvent> = events.iter().filter(|e| e.seq > head).cloned().collect();
         self.publish(&fresh);
     }
 
@@ -102,7 +98,11 @@ impl LogTail {
     /// Whether this process read the log within `within` (always, for a store only it writes).
     pub fn is_current(&self, within: Duration) -> bool {
         self.confirmed.as_ref().is_none_or(|confirmed| {
-            confirmed.lock().unwrap_or_else(|p| p.into_inner()).elapsed() <= within
+            confirmed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed()
+                <= within
         })
     }
 
@@ -151,7 +151,9 @@ impl LogTail {
                 .inc();
         }
         self.hub.publish(events);
-        self.metrics.head_seq.set(gauge_value(self.view.head().get()));
+        self.metrics
+            .head_seq
+            .set(gauge_value(self.view.head().get()));
     }
 }
 

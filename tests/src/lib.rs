@@ -6,7 +6,6 @@ pub mod postgres;
 pub mod proxy;
 pub mod stream_client;
 
-use clap::Parser;
 use revocast_authority::{AppState, Authority, Config};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -54,14 +53,8 @@ impl TestAuthority {
         n: usize,
         configure: impl Fn(&mut Config),
     ) -> Vec<Self> {
-        let url = revocast_authority::Cli::try_parse_from([
-            "revocast-authority",
-            "--database-url",
-            &db.url,
-        ])
-        .expect("database URL")
-        .serve
-        .database_url;
+        let url =
+            Some(revocast_authority::config::DatabaseUrl::parse(&db.url).expect("database URL"));
         let starts = (0..n).map(|_| {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = Config::for_data_dir(dir.path());
@@ -83,6 +76,22 @@ impl TestAuthority {
             r.subscriber_key = keys[0].1.trim().to_string();
         }
         replicas
+    }
+
+    /// Start another replica of `peer`'s database (as `configure` sets it up), with `peer`'s
+    /// API keys.
+    pub async fn start_with_keys(
+        peer: &TestAuthority,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_data_dir(dir.path());
+        config.database_url = peer.config.database_url.clone();
+        configure(&mut config);
+        let mut a = Self::start_in(dir, config).await;
+        a.admin_key = peer.admin_key.clone();
+        a.subscriber_key = peer.subscriber_key.clone();
+        a
     }
 
     async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {

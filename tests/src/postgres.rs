@@ -19,7 +19,9 @@ impl TestDatabase {
     /// Create a new, empty database named after `test`.
     pub async fn create(test: &str) -> Option<Self> {
         let Ok(server_url) = std::env::var(ENV) else {
-            eprintln!("skipped {test}: set {ENV} (e.g. postgres://postgres@127.0.0.1:5432/test) to run it against a real PostgreSQL");
+            eprintln!(
+                "skipped {test}: set {ENV} (e.g. postgres://postgres@127.0.0.1:5432/test) to run it against a real PostgreSQL"
+            );
             return None;
         };
         let mut random = [0u8; 4];
@@ -90,7 +92,9 @@ impl Drop for TestDatabase {
 
 /// `url` with its database name replaced by `name` (any query string is kept).
 fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let after_scheme = base.find("://").map_or(0, |i| i + 3);
     let server = match base[after_scheme..].find('/') {
         Some(slash) => &base[..after_scheme + slash],

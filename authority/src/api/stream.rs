@@ -48,11 +48,7 @@ fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
 }
 
 /// Join the hub at the requested position and build the connection's feed.
-async fn open_feed(
-    app: &App,
-    since: Option<Seq>,
-    epoch: Option<String>,
-) -> Result<Feed, ApiError> {
+async fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Result<Feed, ApiError> {
     let mut joined = app.hub.subscribe(since);
     if let Err(SubscribeError::BeyondHead { .. }) = joined {
         // On a shared database another replica may have served this client a snapshot or

@@ -183,7 +183,8 @@ pub(super) async fn apply_batch<W: LogWriter>(
                         rid: *rid,
                         exp: *exp,
                     };
-                    let event = append(w, &mut head, at, revocation, Some(sub), reason.as_deref()).await?;
+                    let event =
+                        append(w, &mut head, at, revocation, Some(sub), reason.as_deref()).await?;
                     Outcome::Appended {
                         event,
                         activated: None,
@@ -221,7 +222,9 @@ pub(super) async fn apply_batch<W: LogWriter>(
                     Some(was_active) => match w.previous(OnceKind::Key, &kid_s).await? {
                         Some(earlier) => already_revoked(earlier)?,
                         None => {
-                            let event = append(w, &mut head, at, Revocation::Key { kid: *kid }, None, None).await?;
+                            let event =
+                                append(w, &mut head, at, Revocation::Key { kid: *kid }, None, None)
+                                    .await?;
                             if was_active {
                                 w.activate_key(replacement, now).await?;
                             }
@@ -254,10 +257,7 @@ pub(super) async fn apply_batch<W: LogWriter>(
                 floor_before,
                 expired_by,
                 limit,
-            } => {
-                w.prune(head, *floor_before, *expired_by, *limit)
-                    .await?
-            }
+            } => w.prune(head, *floor_before, *expired_by, *limit).await?,
         };
         outcomes.push(outcome);
     }

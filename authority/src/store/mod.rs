@@ -189,8 +189,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Store `keys` if, and only if, no API key exists yet, atomically: of several replicas
     /// initialising one database together, exactly one gets `true`.
-    async fn insert_first_api_keys(&self, keys: &[NewApiKey<'_>], now: i64)
-    -> Result<bool, StoreError>;
+    async fn insert_first_api_keys(
+        &self,
+        keys: &[NewApiKey<'_>],
+        now: i64,
+    ) -> Result<bool, StoreError>;
 
     /// For a store other processes write too: the doorbell that rings when they commit.
     /// `None` for a store this process alone writes.

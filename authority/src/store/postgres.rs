@@ -352,9 +352,10 @@ impl Store for PgStore {
         // frees the log for the other replicas instead of waiting for TCP to notice.
         sqlx::query(COMMIT_LIMITS).execute(&mut *tx).await?;
         // The row lock that orders every commit of every replica (see the module doc).
-        let start: i64 = sqlx::query_scalar("SELECT head_seq FROM log_state WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut *tx)
-            .await?;
+        let start: i64 =
+            sqlx::query_scalar("SELECT head_seq FROM log_state WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
         let start = seq_of(start)?;
         let applied = apply_batch(&mut Writer(&mut tx), start, at, batch).await?;
         if applied.head != start {

@@ -206,10 +206,11 @@ impl LogWriter for Writer<'_, '_> {
     }
 
     async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError> {
-        let active: Option<i64> = sqlx::query_scalar("SELECT active FROM signing_keys WHERE kid = ?")
-            .bind(kid)
-            .fetch_optional(&mut **self.0)
-            .await?;
+        let active: Option<i64> =
+            sqlx::query_scalar("SELECT active FROM signing_keys WHERE kid = ?")
+                .bind(kid)
+                .fetch_optional(&mut **self.0)
+                .await?;
         Ok(active.map(|a| a == 1))
     }
 
@@ -307,8 +308,8 @@ const PREVIOUS: &str = "SELECT seq, at_ms FROM revocations
      WHERE kind IN ('token', 'key') AND kind = ? AND target = ?";
 
 async fn read_keys(conn: &mut sqlx::SqliteConnection) -> Result<Vec<KeyRecord>, StoreError> {
-        let mut keys = Vec::new();
-        for row in sqlx::query(
+    let mut keys = Vec::new();
+    for row in sqlx::query(
             "SELECT kid, seed, created_at, retired_at, revoked_seq, active FROM signing_keys ORDER BY created_at",
         )
         .fetch_all(conn)
@@ -325,7 +326,7 @@ async fn read_keys(conn: &mut sqlx::SqliteConnection) -> Result<Vec<KeyRecord>, 
             });
         }
 
-        Ok(keys)
+    Ok(keys)
 }
 
 #[async_trait]
