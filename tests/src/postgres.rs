@@ -16,7 +16,7 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Create a new, empty database named after `test`.
+    /// Create a new, empty database named after `test` on the server of [`ENV`].
     pub async fn create(test: &str) -> Option<Self> {
         let Ok(server_url) = std::env::var(ENV) else {
             eprintln!(
@@ -24,20 +24,26 @@ impl TestDatabase {
             );
             return None;
         };
+        Some(
+            Self::create_on(&server_url, test)
+                .await
+                .unwrap_or_else(|e| panic!("{ENV} is set but no database can be made: {e}")),
+        )
+    }
+
+    /// Create a new, empty database named after `label` on the server `server_url` names.
+    pub async fn create_on(server_url: &str, label: &str) -> Result<Self, sqlx::Error> {
         let mut random = [0u8; 4];
-        getrandom::fill(&mut random).expect("randomness");
-        let name = format!("revocast_{test}_{}", u32::from_le_bytes(random));
-        let mut conn = PgConnection::connect(&server_url)
-            .await
-            .unwrap_or_else(|e| panic!("{ENV} is set but PostgreSQL is unreachable: {e}"));
+        getrandom::fill(&mut random).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let name = format!("revocast_{label}_{}", u32::from_le_bytes(random));
+        let mut conn = PgConnection::connect(server_url).await?;
         sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
             .execute(&mut conn)
-            .await
-            .expect("create the test database");
+            .await?;
         conn.close().await.ok();
-        Some(Self {
-            url: with_database(&server_url, &name),
-            server_url,
+        Ok(Self {
+            url: with_database(server_url, &name),
+            server_url: server_url.to_string(),
             name,
         })
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use revocast_agent::{Agent, AgentConfig, Transport};
+use revocast_authority::config::DatabaseUrl;
 use revocast_authority::store::{Mutation, Outcome};
 use revocast_authority::{Authority, Config};
 use revocast_shared::{RevocationId, UnixMillis};
@@ -25,11 +26,18 @@ pub struct AuthorityArgs {
     /// Token revocations (live for an hour) committed before serving.
     #[arg(long, default_value_t = 0)]
     preload: usize,
+    /// Run as a replica on this PostgreSQL database instead of the embedded SQLite file.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 /// Serve an authority on 127.0.0.1:0; print `listening ADDR`; stop when stdin closes.
 pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
-    let config = Config::for_data_dir(&args.data_dir);
+    let mut config = Config::for_data_dir(&args.data_dir);
+    if let Some(url) = &args.database_url {
+        config.database_url =
+            Some(DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url {e}"))?);
+    }
     let authority = Authority::open(config).await?;
     preload(&authority, args.preload).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -91,14 +99,40 @@ pub struct ChildAuthority {
 }
 
 impl ChildAuthority {
+    /// An authority on its own embedded SQLite file, with `preload` revocations.
     pub async fn start(preload: usize) -> anyhow::Result<Self> {
+        Self::start_on(preload, None, None).await
+    }
+
+    /// `n` replicas sharing the PostgreSQL database at `database_url`. The first one
+    /// initialises it; the others use its API keys.
+    pub async fn replicas(database_url: &str, n: usize) -> anyhow::Result<Vec<Self>> {
+        let first = Self::start_on(0, Some(database_url), None).await?;
+        let mut replicas = Vec::with_capacity(n);
+        for _ in 1..n {
+            replicas.push(Self::start_on(0, Some(database_url), Some(&first)).await?);
+        }
+        replicas.insert(0, first);
+        Ok(replicas)
+    }
+
+    async fn start_on(
+        preload: usize,
+        database_url: Option<&str>,
+        keys_from: Option<&ChildAuthority>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("authority")
             .arg("--data-dir")
             .arg(dir.path())
             .arg("--preload")
-            .arg(preload.to_string())
+            .arg(preload.to_string());
+        if let Some(url) = database_url {
+            command.arg("--database-url").arg(url);
+        }
+        let mut child = command
             .env("REVOCAST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -117,10 +151,14 @@ impl ChildAuthority {
                 .trim()
                 .to_string())
         };
+        let (admin_key, subscriber_key) = match keys_from {
+            Some(peer) => (peer.admin_key.clone(), peer.subscriber_key.clone()),
+            None => (read("admin.key")?, read("subscriber.key")?),
+        };
         Ok(Self {
             base: format!("http://{addr}"),
-            admin_key: read("admin.key")?,
-            subscriber_key: read("subscriber.key")?,
+            admin_key,
+            subscriber_key,
             pid: child.id().context("child pid")?,
             _child: child,
             _stdin: stdin,

@@ -24,6 +24,10 @@ struct Cli {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// `ingest` and `propagation`: run two authority replicas on a fresh database made on this
+    /// PostgreSQL server (and dropped afterwards) instead of one on SQLite.
+    #[arg(long, global = true, env = "REVOCAST_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,19 +116,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let database = cli.database_url.as_deref();
     let result: anyhow::Result<Option<Value>> = runtime.block_on(async move {
         let report = match cli.scenario {
             Scenario::Propagation {
                 agents,
                 events,
                 rate,
-            } => scenarios::propagation(agents, events, rate).await?,
+            } => scenarios::propagation(agents, events, rate, database).await?,
             Scenario::Verify { iterations, redis } => scenarios::verify(iterations, &redis).await?,
             Scenario::Memory {
                 subscribers,
                 entries,
             } => scenarios::memory(subscribers, entries).await?,
-            Scenario::Ingest { clients, seconds } => scenarios::ingest(clients, seconds).await?,
+            Scenario::Ingest { clients, seconds } => {
+                scenarios::ingest(clients, seconds, database).await?
+            }
             Scenario::Bootstrap { entries } => scenarios::bootstrap(entries).await?,
             Scenario::Sign { seconds } => scenarios::sign(seconds)?,
             Scenario::Soak {

@@ -12,6 +12,7 @@ use revocast_shared::event::Revocation;
 use revocast_shared::revset::RevocationSet;
 use revocast_shared::token::issue;
 use revocast_shared::{Claims, RevocationId, SigningKey, VerifyingKey};
+use revocast_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,27 +39,71 @@ async fn admin_post(
     Ok(answer)
 }
 
-pub async fn propagation(agents: usize, events: usize, rate: u32) -> anyhow::Result<Value> {
-    let authority = ChildAuthority::start(0).await?;
+/// The authorities a scenario measures: one on its embedded SQLite file, or two replicas on a
+/// fresh PostgreSQL database made on the server `database_url` names (dropped afterwards).
+struct Setup {
+    replicas: Vec<ChildAuthority>,
+    _database: Option<TestDatabase>,
+}
+
+impl Setup {
+    async fn new(database_url: Option<&str>) -> anyhow::Result<Self> {
+        Ok(match database_url {
+            None => Self {
+                replicas: vec![ChildAuthority::start(0).await?],
+                _database: None,
+            },
+            Some(server) => {
+                let database = TestDatabase::create_on(server, "bench")
+                    .await
+                    .context("creating the bench database")?;
+                Self {
+                    replicas: ChildAuthority::replicas(&database.url, 2).await?,
+                    _database: Some(database),
+                }
+            }
+        })
+    }
+
+    fn backend(&self) -> Value {
+        let name = if self._database.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        json!({ "store": name, "replicas": self.replicas.len() })
+    }
+}
+
+/// With `database_url`, revocations go to one replica and the agents follow the other, so the
+/// figure includes the hop through PostgreSQL.
+pub async fn propagation(
+    agents: usize,
+    events: usize,
+    rate: u32,
+    database_url: Option<&str>,
+) -> anyhow::Result<Value> {
+    let setup = Setup::new(database_url).await?;
+    let authority = &setup.replicas[0];
+    let followed = setup.replicas.last().unwrap_or(authority);
     let http = http_client()?;
     // Tokens to revoke, issued before the clock starts.
     let mut tokens = Vec::with_capacity(events * 2);
     for i in 0..events * 2 {
         let answer = admin_post(
             &http,
-            &authority,
+            authority,
             "/v1/tokens",
             json!({ "sub": format!("p{i}") }),
         )
         .await?;
         tokens.push(answer["token"].as_str().context("token")?.to_string());
     }
-    let fleet =
-        ChildAgents::start(&authority.base, &authority.subscriber_key, agents, true).await?;
+    let fleet = ChildAgents::start(&followed.base, &followed.subscriber_key, agents, true).await?;
     let mut sent = Vec::with_capacity(events * 2);
     let mut revoke = async |token: &str| -> anyhow::Result<()> {
         let at = unix_micros();
-        let answer = admin_post(&http, &authority, "/v1/revoke", json!({ "token": token })).await?;
+        let answer = admin_post(&http, authority, "/v1/revoke", json!({ "token": token })).await?;
         sent.push((answer["seq"].as_u64().context("seq")?, at));
         Ok(())
     };
@@ -76,6 +121,7 @@ pub async fn propagation(agents: usize, events: usize, rate: u32) -> anyhow::Res
     let summary = fleet.finish(final_seq, &sent).await?;
     let ms = |key: &str| round3(summary[key].as_u64().unwrap_or(0) as f64 / 1000.0);
     Ok(json!({ "propagation": {
+        "backend": setup.backend(),
         "agents": agents,
         "events": sent.len(),
         "pairs": summary["pairs"],
@@ -361,13 +407,24 @@ async fn ws_connect(url: &str, key: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
-pub async fn ingest(clients: usize, seconds: u64) -> anyhow::Result<Value> {
-    let authority = Arc::new(ChildAuthority::start(0).await?);
+/// With `database_url`, the clients are spread over two replicas.
+pub async fn ingest(
+    clients: usize,
+    seconds: u64,
+    database_url: Option<&str>,
+) -> anyhow::Result<Value> {
+    let setup = Setup::new(database_url).await?;
+    let replicas: Vec<Arc<(String, String)>> = setup
+        .replicas
+        .iter()
+        .map(|r| Arc::new((r.base.clone(), r.admin_key.clone())))
+        .collect();
     let http = http_client()?;
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
-        let (http, authority) = (Arc::clone(&http), Arc::clone(&authority));
+        let http = Arc::clone(&http);
+        let authority = Arc::clone(&replicas[c % replicas.len()]);
         tasks.spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0u64;
@@ -375,8 +432,8 @@ pub async fn ingest(clients: usize, seconds: u64) -> anyhow::Result<Value> {
             while Instant::now() < deadline {
                 let start = Instant::now();
                 let ok = http
-                    .post(format!("{}/v1/revoke/session", authority.base))
-                    .bearer_auth(&authority.admin_key)
+                    .post(format!("{}/v1/revoke/session", authority.0))
+                    .bearer_auth(&authority.1)
                     .json(&json!({ "sid": format!("c{c}-{i}") }))
                     .send()
                     .await
@@ -398,6 +455,7 @@ pub async fn ingest(clients: usize, seconds: u64) -> anyhow::Result<Value> {
     latencies.sort_unstable();
     let ms = |us: u64| round3(us as f64 / 1000.0);
     Ok(json!({ "ingest": {
+        "backend": setup.backend(),
         "clients": clients,
         "seconds": seconds,
         "revocations": latencies.len() as u64 - errors,
