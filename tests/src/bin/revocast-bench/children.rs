@@ -188,12 +188,19 @@ pub struct AgentsArgs {
     /// Do not record when each seq was applied (long runs: the soak).
     #[arg(long)]
     no_record: bool,
+    /// Lean subscribers (raw WebSocket clients checking every `seq`) instead of agents,
+    /// following from this `seq`.
+    #[arg(long)]
+    lean_since: Option<u64>,
 }
 
 /// Start `count` agents, print `ready` once all are synced; then read `final SEQ` and
 /// `sent SEQ MICROS` lines until stdin closes, wait until every agent applied `final`, and
 /// print the latency summary over all (agent, event) pairs as JSON.
 pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
+    if let Some(since) = args.lean_since {
+        return crate::lean::run(&args.authority, &args.key, args.count, since).await;
+    }
     let mut agents = Vec::with_capacity(args.count);
     for _ in 0..args.count {
         let mut config = AgentConfig::new(&args.authority, args.key.clone());
@@ -300,14 +307,39 @@ impl ChildAgents {
         count: usize,
         record: bool,
     ) -> anyhow::Result<Self> {
+        Self::spawn(
+            authority,
+            key,
+            count,
+            if record { &[] } else { &["--no-record"] },
+        )
+        .await
+    }
+
+    /// Start `count` lean subscribers (see `lean.rs`) following `authority` from `since`, and
+    /// wait until all are connected.
+    pub async fn start_lean(
+        authority: &str,
+        key: &str,
+        count: usize,
+        since: u64,
+    ) -> anyhow::Result<Self> {
+        let since = since.to_string();
+        Self::spawn(authority, key, count, &["--lean-since", &since]).await
+    }
+
+    async fn spawn(
+        authority: &str,
+        key: &str,
+        count: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?);
         child
             .args(["agents", "--authority", authority, "--key", key])
             .arg("--count")
-            .arg(count.to_string());
-        if !record {
-            child.arg("--no-record");
-        }
+            .arg(count.to_string())
+            .args(extra);
         let mut child = child
             .env("REVOCAST_LOG", "warn")
             .stdin(Stdio::piped())

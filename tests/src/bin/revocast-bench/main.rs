@@ -8,6 +8,7 @@
 //! (`agents`), so no figure mixes two roles' memory or CPU scheduling in one runtime.
 
 mod children;
+mod lean;
 mod scenarios;
 mod stats;
 
@@ -86,6 +87,10 @@ enum Scenario {
         rate: u32,
         #[arg(long, default_value_t = 120)]
         seconds: u64,
+        /// Lean subscribers (raw WebSocket clients that check every `seq`) instead of full
+        /// agents: measures the authority without the agents' CPU on the same box.
+        #[arg(long)]
+        lean: bool,
     },
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
@@ -138,7 +143,8 @@ fn main() -> ExitCode {
                 subscribers,
                 rate,
                 seconds,
-            } => scenarios::soak(subscribers, rate, seconds).await?,
+                lean,
+            } => scenarios::soak(subscribers, rate, seconds, lean).await?,
             Scenario::Authority(args) => {
                 children::run_authority(args).await?;
                 return Ok(None);
