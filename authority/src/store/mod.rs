@@ -2,9 +2,9 @@
 //! (for replicas) are interchangeable. A store assigns `seq` itself, inside the committing
 //! transaction: that is what keeps the log gap-free and in commit order on any backend.
 //!
-//! - [`log`]: the row mapping and the commit algorithm both backends share.
-//! - [`sqlite`]: one file, one process.
-//! - [`postgres`]: one database shared by several replicas, with a [`Doorbell`] that tells
+//! - `log`: the row mapping and the commit algorithm both backends share.
+//! - `sqlite`: one file, one process.
+//! - `postgres`: one database shared by several replicas, with a [`Doorbell`] that tells
 //!   each replica when another one committed.
 
 mod log;
