@@ -258,3 +258,46 @@ fn rand_hash() -> [u8; 32] {
     getrandom::fill(&mut h).unwrap();
     h
 }
+
+#[tokio::test]
+async fn a_commit_sees_its_own_rows_before_they_are_written() {
+    let Some(db) = Database::create("own_rows").await else {
+        return;
+    };
+    let store = PgStore::open(&db.url).await.unwrap();
+    let token = |n: u8| Mutation::RevokeToken {
+        rid: RevocationId::of_signature(&[n]),
+        sub: "x".into(),
+        exp: 2_000,
+        reason: Some("twice in one batch".into()),
+    };
+    let prune = Mutation::Prune {
+        floor_before: 0,
+        expired_by: 0,
+        limit: 10,
+    };
+    // The second revoke of token 1 finds the first, still held back for the batch's INSERT;
+    // the prune in the middle writes what was held back before it reads.
+    let outcomes = store
+        .commit(
+            UnixMillis::new(1),
+            &[token(1), session(0, 2_000), prune, token(1), token(2)],
+        )
+        .await
+        .unwrap();
+    let seqs: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Appended { event, .. } => format!("new {}", event.seq),
+            Outcome::AlreadyRevoked { seq, .. } => format!("again {seq}"),
+            Outcome::Pruned { deleted, .. } => format!("pruned {deleted}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs, ["new 1", "new 2", "pruned 0", "again 1", "new 3"]);
+    let loaded = store.load(1_000).await.unwrap();
+    assert_eq!(loaded.head, Seq::new(3));
+    assert_eq!(loaded.revocations.len(), 3);
+    store.close().await;
+    db.drop_now().await;
+}

@@ -134,7 +134,13 @@ pub(super) trait LogWriter {
     ) -> Result<Option<(i64, i64)>, StoreError>;
     /// Raise the subject's generation by one and return the new value.
     async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError>;
+    /// Insert a revocation row, or hold it for [`flush`](Self::flush); either way, a later
+    /// [`previous`](Self::previous) in the same commit sees it.
     async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError>;
+    /// Write the rows held back (a backend may gather a commit's rows into one statement).
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// `Some(active)` for a stored key, `None` for an unknown one.
     async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError>;
     async fn has_active_key(&mut self) -> Result<bool, StoreError>;
@@ -261,6 +267,7 @@ pub(super) async fn apply_batch<W: LogWriter>(
         };
         outcomes.push(outcome);
     }
+    w.flush().await?;
     Ok(Applied {
         outcomes,
         head,

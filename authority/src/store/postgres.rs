@@ -181,8 +181,35 @@ async fn read_keys(conn: &mut PgConnection) -> Result<Vec<KeyRecord>, StoreError
         .collect()
 }
 
-/// The PostgreSQL statements of a commit, inside its transaction.
-struct Writer<'t, 'c>(&'t mut Transaction<'c, Postgres>);
+/// The PostgreSQL statements of a commit, inside its transaction. Revocation rows are
+/// gathered and written by one multi-row INSERT at the end: every statement is a round trip
+/// made while holding the log lock that every other replica's commit waits for.
+struct Writer<'t, 'c> {
+    tx: &'t mut Transaction<'c, Postgres>,
+    pending: PendingRows,
+}
+
+impl<'t, 'c> Writer<'t, 'c> {
+    fn new(tx: &'t mut Transaction<'c, Postgres>) -> Self {
+        Self {
+            tx,
+            pending: PendingRows::default(),
+        }
+    }
+}
+
+/// Revocation rows not yet written, column by column (as `UNNEST` takes them).
+#[derive(Default)]
+struct PendingRows {
+    seq: Vec<i64>,
+    kind: Vec<&'static str>,
+    target: Vec<String>,
+    r#gen: Vec<Option<i64>>,
+    expires_at: Vec<Option<i64>>,
+    at_ms: Vec<i64>,
+    token_sub: Vec<Option<String>>,
+    reason: Vec<Option<String>>,
+}
 
 impl LogWriter for Writer<'_, '_> {
     async fn previous(
@@ -190,14 +217,56 @@ impl LogWriter for Writer<'_, '_> {
         kind: OnceKind,
         target: &str,
     ) -> Result<Option<(i64, i64)>, StoreError> {
+        let p = &self.pending;
+        if let Some(i) =
+            (0..p.seq.len()).find(|&i| p.kind[i] == kind.as_str() && p.target[i] == target)
+        {
+            return Ok(Some((p.seq[i], p.at_ms[i])));
+        }
         Ok(sqlx::query_as(
             "SELECT seq, at_ms FROM revocations
              WHERE kind IN ('token', 'key') AND kind = $1 AND target = $2",
         )
         .bind(kind.as_str())
         .bind(target)
-        .fetch_optional(&mut **self.0)
+        .fetch_optional(&mut **self.tx)
         .await?)
+    }
+
+    async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError> {
+        let p = &mut self.pending;
+        p.seq.push(row.seq);
+        p.kind.push(row.kind);
+        p.target.push(row.target);
+        p.r#gen.push(row.r#gen);
+        p.expires_at.push(row.expires_at);
+        p.at_ms.push(row.at_ms);
+        p.token_sub.push(row.token_sub.map(str::to_owned));
+        p.reason.push(row.reason.map(str::to_owned));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.seq.is_empty() {
+            return Ok(());
+        }
+        let p = std::mem::take(&mut self.pending);
+        sqlx::query(
+            "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[],
+                                  $5::bigint[], $6::bigint[], $7::text[], $8::text[])",
+        )
+        .bind(p.seq)
+        .bind(p.kind)
+        .bind(p.target)
+        .bind(p.r#gen)
+        .bind(p.expires_at)
+        .bind(p.at_ms)
+        .bind(p.token_sub)
+        .bind(p.reason)
+        .execute(&mut **self.tx)
+        .await?;
+        Ok(())
     }
 
     async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError> {
@@ -206,33 +275,15 @@ impl LogWriter for Writer<'_, '_> {
              ON CONFLICT (sub) DO UPDATE SET gen = g.gen + 1 RETURNING gen",
         )
         .bind(sub)
-        .fetch_one(&mut **self.0)
+        .fetch_one(&mut **self.tx)
         .await?)
-    }
-
-    async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(row.seq)
-        .bind(row.kind)
-        .bind(row.target)
-        .bind(row.r#gen)
-        .bind(row.expires_at)
-        .bind(row.at_ms)
-        .bind(row.token_sub)
-        .bind(row.reason)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
     }
 
     async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT active FROM signing_keys WHERE kid = $1")
                 .bind(kid)
-                .fetch_optional(&mut **self.0)
+                .fetch_optional(&mut **self.tx)
                 .await?,
         )
     }
@@ -240,7 +291,7 @@ impl LogWriter for Writer<'_, '_> {
     async fn has_active_key(&mut self) -> Result<bool, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE active)")
-                .fetch_one(&mut **self.0)
+                .fetch_one(&mut **self.tx)
                 .await?,
         )
     }
@@ -251,7 +302,7 @@ impl LogWriter for Writer<'_, '_> {
              WHERE active",
         )
         .bind(now)
-        .execute(&mut **self.0)
+        .execute(&mut **self.tx)
         .await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, seed, created_at, active) VALUES ($1, $2, $3, true)",
@@ -259,7 +310,7 @@ impl LogWriter for Writer<'_, '_> {
         .bind(key.kid().to_string())
         .bind(&key.seed().expose_secret()[..])
         .bind(now)
-        .execute(&mut **self.0)
+        .execute(&mut **self.tx)
         .await?;
         Ok(())
     }
@@ -272,7 +323,7 @@ impl LogWriter for Writer<'_, '_> {
         .bind(seq)
         .bind(now)
         .bind(kid)
-        .execute(&mut **self.0)
+        .execute(&mut **self.tx)
         .await?;
         Ok(())
     }
@@ -284,7 +335,9 @@ impl LogWriter for Writer<'_, '_> {
         expired_by: i64,
         limit: u32,
     ) -> Result<Outcome, StoreError> {
-        let tx = &mut **self.0;
+        // It reads and deletes revocations: the rows held back must be there first.
+        self.flush().await?;
+        let tx = &mut **self.tx;
         let (_, _, floor) = read_state(tx).await?;
         // The first revocation newer than the cutoff, walking up from the floor.
         let first_kept: Option<i64> = sqlx::query_scalar(
@@ -370,7 +423,7 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
         let start = seq_of(start)?;
-        let applied = apply_batch(&mut Writer(&mut tx), start, at, batch).await?;
+        let applied = apply_batch(&mut Writer::new(&mut tx), start, at, batch).await?;
         if applied.head != start {
             let head = to_i64(applied.head.get())?;
             sqlx::query("UPDATE log_state SET head_seq = $1 WHERE id = 1")
