@@ -35,11 +35,60 @@ pub enum End {
     Failed,
 }
 
+/// Messages ready to send, in order, held as the shared slices they arrived in (one
+/// [`Published`] per commit, or one page of backlog) with a read position in the first: a
+/// connection holds references to what the hub published, never per-connection copies. A
+/// commit of a thousand events costs a lagging connection one pointer, not 80 KB of copies
+/// in a buffer that would then never shrink.
+#[derive(Default)]
+struct Pending {
+    parts: VecDeque<Published>,
+    /// Messages of `parts[0]` already taken.
+    taken: usize,
+}
+
+impl Pending {
+    fn push(&mut self, part: Published) {
+        if !part.is_empty() {
+            self.parts.push_back(part);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// Take messages from the front, at least one, until the next would pass `max_bytes`.
+    fn take(&mut self, max_bytes: usize) -> Vec<Encoded> {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        while let Some(front) = self.parts.front() {
+            let Some(m) = front.get(self.taken) else {
+                self.parts.pop_front();
+                self.taken = 0;
+                continue;
+            };
+            if !batch.is_empty() && bytes + m.json.len() > max_bytes {
+                break;
+            }
+            bytes += m.json.len();
+            batch.push(m.clone());
+            self.taken += 1;
+        }
+        // Drop what is used up, so `is_empty` means nothing is left to take.
+        while self.parts.front().is_some_and(|f| self.taken >= f.len()) {
+            self.parts.pop_front();
+            self.taken = 0;
+        }
+        batch
+    }
+}
+
 pub struct Feed {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     /// Ready to send, in order.
-    pending: VecDeque<Encoded>,
+    pending: Pending,
     /// What follows `pending` once it is sent, instead of more events.
     end: Option<End>,
     /// The last `seq` handed over (or queued in `pending`).
@@ -64,11 +113,11 @@ impl Feed {
             recent,
             live,
         } = subscription;
-        let mut pending = VecDeque::new();
-        pending.push_back(Encoded::control(&Control::Hello {
+        let mut pending = Pending::default();
+        pending.push(Arc::from([Encoded::control(&Control::Hello {
             epoch: hub.epoch().clone(),
             seq: head,
-        }));
+        })]));
         let mut feed = Self {
             hub,
             store,
@@ -83,7 +132,7 @@ impl Feed {
         } else if let Some(recent) = recent {
             feed.last = head;
             feed.backlog_through = head;
-            feed.pending.extend(recent);
+            feed.pending.push(Arc::from(recent));
         } else {
             feed.backlog_through = head;
         }
@@ -101,7 +150,7 @@ impl Feed {
     pub async fn next(&mut self) -> Result<Vec<Encoded>, End> {
         loop {
             if !self.pending.is_empty() {
-                return Ok(self.take_batch());
+                return Ok(self.pending.take(BATCH_BYTES));
             }
             if let Some(end) = self.end.take() {
                 return Err(end);
@@ -129,19 +178,6 @@ impl Feed {
         }
     }
 
-    fn take_batch(&mut self) -> Vec<Encoded> {
-        let mut bytes = 0;
-        let mut batch = Vec::new();
-        while let Some(m) = self.pending.front() {
-            if !batch.is_empty() && bytes + m.json.len() > BATCH_BYTES {
-                break;
-            }
-            bytes += m.json.len();
-            batch.extend(self.pending.pop_front());
-        }
-        batch
-    }
-
     /// Queue one live slot, checking that its events continue exactly where we are; returns
     /// the JSON bytes queued.
     fn accept_live(&mut self, received: Result<Published, RecvError>) -> Result<usize, End> {
@@ -160,8 +196,8 @@ impl Feed {
                 self.last = seq;
             }
             bytes += message.json.len();
-            self.pending.push_back(message.clone());
         }
+        self.pending.push(published);
         Ok(bytes)
     }
 
@@ -184,10 +220,9 @@ impl Feed {
                     return Err(End::Failed);
                 }
                 // The store checked contiguity from `last`.
-                for event in &events {
-                    self.pending.push_back(Encoded::event(event));
-                }
                 self.last = events[events.len() - 1].seq;
+                self.pending
+                    .push(events.iter().map(Encoded::event).collect::<Published>());
                 Ok(())
             }
             Err(e) => {
@@ -195,5 +230,50 @@ impl Feed {
                 Err(End::Failed)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use revocast_shared::UnixMillis;
+    use revocast_shared::event::{Revocation, RevocationEvent};
+
+    use super::*;
+
+    fn part(seqs: std::ops::RangeInclusive<u64>) -> Published {
+        seqs.map(|seq| {
+            Encoded::event(&RevocationEvent {
+                seq: Seq::new(seq),
+                revocation: Revocation::Session {
+                    sid: "s".repeat(40),
+                    until: 1,
+                },
+                at: UnixMillis::new(0),
+            })
+        })
+        .collect()
+    }
+
+    #[test]
+    fn batches_cross_parts_in_order_and_respect_the_byte_bound() {
+        let mut pending = Pending::default();
+        pending.push(part(1..=3));
+        pending.push(Arc::from([]));
+        pending.push(part(4..=300));
+        let one = part(1..=1)[0].json.len();
+        let mut seen = Vec::new();
+        while !pending.is_empty() {
+            let batch = pending.take(10 * one);
+            assert!(!batch.is_empty());
+            assert!(batch.iter().map(|m| m.json.len()).sum::<usize>() <= 10 * one);
+            seen.extend(batch.iter().filter_map(|m| m.seq.map(Seq::get)));
+        }
+        assert_eq!(seen, (1..=300).collect::<Vec<_>>());
+        // A message larger than the bound still goes, alone; the last one leaves it empty.
+        pending.push(part(301..=302));
+        assert_eq!(pending.take(1).len(), 1);
+        assert!(!pending.is_empty());
+        assert_eq!(pending.take(1).len(), 1);
+        assert!(pending.is_empty());
     }
 }

@@ -122,7 +122,16 @@ impl ChildAuthority {
         keys_from: Option<&ChildAuthority>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut command = Command::new(std::env::current_exe()?);
+        // A profiler to run the authority under, e.g. `heaptrack` or `perf record --`.
+        let mut command = match std::env::var("REVOCAST_BENCH_AUTHORITY_WRAPPER") {
+            Ok(wrapper) if !wrapper.trim().is_empty() => {
+                let mut words = wrapper.split_whitespace();
+                let mut command = Command::new(words.next().unwrap_or_default());
+                command.args(words).arg(std::env::current_exe()?);
+                command
+            }
+            _ => Command::new(std::env::current_exe()?),
+        };
         command
             .arg("authority")
             .arg("--data-dir")
@@ -141,11 +150,7 @@ impl ChildAuthority {
             .context("starting the authority child")?;
         let stdin = child.stdin.take().context("child stdin")?;
         let stdout = child.stdout.take().context("child stdout")?;
-        let addr = first_line(stdout)
-            .await?
-            .strip_prefix("listening ")
-            .context("the authority child did not say where it listens")?
-            .to_string();
+        let addr = listening_addr(stdout).await?;
         let read = |f: &str| -> anyhow::Result<String> {
             Ok(std::fs::read_to_string(dir.path().join(f))?
                 .trim()
@@ -167,14 +172,21 @@ impl ChildAuthority {
     }
 }
 
-async fn first_line(stdout: ChildStdout) -> anyhow::Result<String> {
+/// The address from the authority child's `listening ADDR` line; lines before it (a
+/// profiler's, say) are skipped.
+async fn listening_addr(stdout: ChildStdout) -> anyhow::Result<String> {
     let mut lines = BufReader::new(stdout).lines();
-    match tokio::time::timeout(Duration::from_secs(600), lines.next_line()).await {
-        Ok(Ok(Some(line))) => Ok(line),
-        Ok(Ok(None)) => bail!("the child exited before it was ready"),
-        Ok(Err(e)) => Err(e.into()),
-        Err(_) => bail!("the child was not ready within 10 minutes"),
-    }
+    let find = async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(addr) = line.strip_prefix("listening ") {
+                return Ok(addr.to_string());
+            }
+        }
+        bail!("the authority child exited before it was ready")
+    };
+    tokio::time::timeout(Duration::from_secs(600), find)
+        .await
+        .context("the authority child was not ready within 10 minutes")?
 }
 
 #[derive(Debug, Args)]

@@ -665,5 +665,7 @@ pub async fn soak(
         "authority_rss_warm_mb": mb(warm),
         "authority_rss_end_mb": mb(end),
         "authority_rss_max_mb": mb(rss.iter().copied().max().unwrap_or(0)),
+        // One sample per second, the first before any load.
+        "authority_rss_mb_by_second": rss.iter().map(|b| mb(*b).round()).collect::<Vec<_>>(),
     }}))
 }
