@@ -560,6 +560,8 @@ pub async fn soak(
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut inflight = tokio::task::JoinSet::new();
+    // Revocation latencies, in microseconds.
+    let mut latencies: Vec<u64> = Vec::new();
     let mut n = 0u64;
     while Instant::now() < deadline {
         tokio::select! {
@@ -570,8 +572,10 @@ pub async fn soak(
             }
         }
         // Bounded: a saturated authority slows the offered load instead of piling up tasks.
-        while inflight.len() >= 1024 {
-            inflight.join_next().await;
+        while inflight.len() >= 4096 {
+            if let Some(Ok(Some(us))) = inflight.join_next().await {
+                latencies.push(us);
+            }
         }
         let (http, authority) = (Arc::clone(&http), Arc::clone(&authority));
         let errors = Arc::clone(&errors);
@@ -587,23 +591,30 @@ pub async fn soak(
         let counter = Arc::clone(counter);
         let last_seq = Arc::clone(&last_seq);
         inflight.spawn(async move {
+            let start = Instant::now();
             match admin_post(&http, &authority, path, body).await {
                 Ok(answer) => {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    if let Some(seq) = answer["seq"].as_u64() {
-                        last_seq.fetch_max(seq, Ordering::Relaxed);
-                    }
+                    let seq = answer["seq"].as_u64()?;
+                    last_seq.fetch_max(seq, Ordering::Relaxed);
+                    Some(start.elapsed().as_micros() as u64)
                 }
                 Err(e) => {
                     if errors.fetch_add(1, Ordering::Relaxed) < 5 {
                         eprintln!("soak: {e:#}");
                     }
+                    None
                 }
             }
         });
         n += 1;
     }
-    while inflight.join_next().await.is_some() {}
+    while let Some(done) = inflight.join_next().await {
+        if let Ok(Some(us)) = done {
+            latencies.push(us);
+        }
+    }
+    latencies.sort_unstable();
     let elapsed = started.elapsed().as_secs_f64();
     rss.push(rss_bytes(authority.pid)?);
     let final_seq = last_seq.load(Ordering::Relaxed);
@@ -650,6 +661,8 @@ pub async fn soak(
         "offered_per_second": rate,
         "revocations": revoked.load(Ordering::Relaxed),
         "revocations_per_second": round3(revoked.load(Ordering::Relaxed) as f64 / elapsed),
+        "revoke_p50_ms": round3(percentile(&latencies, 50.0) as f64 / 1000.0),
+        "revoke_p99_ms": round3(percentile(&latencies, 99.0) as f64 / 1000.0),
         "tokens_issued": issued.load(Ordering::Relaxed),
         "verifications": verified.load(Ordering::Relaxed),
         "errors": errors.load(Ordering::Relaxed),
