@@ -29,11 +29,18 @@ pub struct AuthorityArgs {
     /// Run as a replica on this PostgreSQL database instead of the embedded SQLite file.
     #[arg(long)]
     database_url: Option<String>,
+    /// `--max-ttl` of the authority, in seconds (how long revocations stay in force).
+    #[arg(long)]
+    max_ttl: Option<u64>,
 }
 
 /// Serve an authority on 127.0.0.1:0; print `listening ADDR`; stop when stdin closes.
 pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
     let mut config = Config::for_data_dir(&args.data_dir);
+    if let Some(secs) = args.max_ttl {
+        config.max_ttl_secs = i64::try_from(secs.max(1))?;
+        config.default_ttl_secs = config.default_ttl_secs.min(config.max_ttl_secs);
+    }
     if let Some(url) = &args.database_url {
         config.database_url =
             Some(DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url {e}"))?);
@@ -101,16 +108,21 @@ pub struct ChildAuthority {
 impl ChildAuthority {
     /// An authority on its own embedded SQLite file, with `preload` revocations.
     pub async fn start(preload: usize) -> anyhow::Result<Self> {
-        Self::start_on(preload, None, None).await
+        Self::start_on(preload, None, None, &[]).await
+    }
+
+    /// An authority on its own SQLite file whose revocations stay in force `max_ttl` seconds.
+    pub async fn start_with_max_ttl(max_ttl: u64) -> anyhow::Result<Self> {
+        Self::start_on(0, None, None, &["--max-ttl".into(), max_ttl.to_string()]).await
     }
 
     /// `n` replicas sharing the PostgreSQL database at `database_url`. The first one
     /// initialises it; the others use its API keys.
     pub async fn replicas(database_url: &str, n: usize) -> anyhow::Result<Vec<Self>> {
-        let first = Self::start_on(0, Some(database_url), None).await?;
+        let first = Self::start_on(0, Some(database_url), None, &[]).await?;
         let mut replicas = Vec::with_capacity(n);
         for _ in 1..n {
-            replicas.push(Self::start_on(0, Some(database_url), Some(&first)).await?);
+            replicas.push(Self::start_on(0, Some(database_url), Some(&first), &[]).await?);
         }
         replicas.insert(0, first);
         Ok(replicas)
@@ -120,6 +132,7 @@ impl ChildAuthority {
         preload: usize,
         database_url: Option<&str>,
         keys_from: Option<&ChildAuthority>,
+        extra: &[String],
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         // A profiler to run the authority under, e.g. `heaptrack` or `perf record --`.
@@ -141,6 +154,7 @@ impl ChildAuthority {
         if let Some(url) = database_url {
             command.arg("--database-url").arg(url);
         }
+        command.args(extra);
         let mut child = command
             .env("REVOCAST_LOG", "warn")
             .stdin(Stdio::piped())

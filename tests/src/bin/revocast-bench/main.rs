@@ -91,6 +91,10 @@ enum Scenario {
         /// agents: measures the authority without the agents' CPU on the same box.
         #[arg(long)]
         lean: bool,
+        /// The authority's `--max-ttl` in seconds (default 24 h). Short, revocations expire
+        /// during the run, so the set reaches a steady size and memory can be seen to flatten.
+        #[arg(long)]
+        max_ttl: Option<u64>,
     },
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
@@ -144,7 +148,8 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 lean,
-            } => scenarios::soak(subscribers, rate, seconds, lean).await?,
+                max_ttl,
+            } => scenarios::soak(subscribers, rate, seconds, lean, max_ttl).await?,
             Scenario::Authority(args) => {
                 children::run_authority(args).await?;
                 return Ok(None);

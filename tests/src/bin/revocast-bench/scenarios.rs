@@ -527,8 +527,12 @@ pub async fn soak(
     rate: u32,
     seconds: u64,
     lean: bool,
+    max_ttl: Option<u64>,
 ) -> anyhow::Result<Value> {
-    let authority = Arc::new(ChildAuthority::start(0).await?);
+    let authority = Arc::new(match max_ttl {
+        Some(secs) => ChildAuthority::start_with_max_ttl(secs).await?,
+        None => ChildAuthority::start(0).await?,
+    });
     let http = http_client()?;
     let fleet = if lean {
         ChildAgents::start_lean(&authority.base, &authority.subscriber_key, subscribers, 0).await?
@@ -657,6 +661,7 @@ pub async fn soak(
     Ok(json!({ "soak": {
         "subscribers": subscribers,
         "subscriber_kind": if lean { "lean" } else { "agent" },
+        "max_ttl_seconds": max_ttl,
         "seconds": round3(elapsed),
         "offered_per_second": rate,
         "revocations": revoked.load(Ordering::Relaxed),
