@@ -9,6 +9,7 @@ use revocast_shared::event::{Revocation, RevocationEvent};
 use revocast_shared::{Seq, SigningKey, UnixMillis};
 
 use super::{Mutation, Outcome};
+use crate::config::Scope;
 use crate::error::StoreError;
 
 pub(super) fn corrupt(what: impl Into<String>) -> StoreError {
@@ -23,6 +24,13 @@ pub(super) fn seq_of(n: i64) -> Result<Seq, StoreError> {
     u64::try_from(n)
         .map(Seq::new)
         .map_err(|_| corrupt("negative sequence number"))
+}
+
+/// An API key's stored scope.
+pub(super) fn scope_of(column: Option<String>) -> Result<Option<Scope>, StoreError> {
+    column
+        .map(|s| Scope::parse(&s).ok_or_else(|| corrupt(format!("unknown scope {s:?}"))))
+        .transpose()
 }
 
 pub(super) fn generation_of(n: i64) -> Result<u64, StoreError> {

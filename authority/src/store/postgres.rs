@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 
 use super::log::{
     LogWriter, NewRow, OnceKind, RowParts, apply_batch, check_contiguous, corrupt, generation_of,
-    seq_of, to_i64,
+    scope_of, seq_of, to_i64,
 };
 use super::{
     Backlog, Doorbell, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, Ring, SnapshotPart, Store,
@@ -567,9 +567,7 @@ impl Store for PgStore {
                 .bind(&hash[..])
                 .fetch_optional(&self.pool)
                 .await?;
-        scope
-            .map(|s| Scope::parse(&s).ok_or_else(|| corrupt(format!("unknown scope {s:?}"))))
-            .transpose()
+        scope_of(scope)
     }
 
     async fn insert_api_key(

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::log::{
     LogWriter, NewRow, OnceKind, RowParts, apply_batch, check_contiguous, corrupt, generation_of,
-    seq_of, to_i64,
+    scope_of, seq_of, to_i64,
 };
 use super::{Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, Store};
 use crate::config::Scope;
@@ -449,9 +449,7 @@ impl Store for SqliteStore {
             .bind(&hash[..])
             .fetch_optional(&self.pool)
             .await?;
-        scope
-            .map(|s| Scope::parse(&s).ok_or_else(|| corrupt(format!("unknown scope {s:?}"))))
-            .transpose()
+        scope_of(scope)
     }
 
     async fn insert_api_key(
