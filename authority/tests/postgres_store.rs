@@ -45,12 +45,30 @@ impl Database {
         Some(Self { server, name, url })
     }
 
+    /// Drop the database now (the `Drop` impl does it too, for a test that panicked).
     async fn drop_now(self) {
-        let mut conn = PgConnection::connect(&self.server).await.unwrap();
-        sqlx::query(&format!(r#"DROP DATABASE "{}" WITH (FORCE)"#, self.name))
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        drop(self);
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop may run inside the test's runtime; the cleanup needs one of its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&server).await.ok()?;
+                sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        });
+        let _ = cleanup.join();
     }
 }
 
