@@ -115,7 +115,10 @@ impl LogTail {
             if head.next() >= stop {
                 return Ok(applied);
             }
-            let page = match self.store.events_after(head, CATCH_UP_PAGE).await? {
+            // Never past `stop`: before our own commit, its rows need not come back.
+            let limit = u32::try_from(stop.get() - head.next().get())
+                .map_or(CATCH_UP_PAGE, |n| n.min(CATCH_UP_PAGE));
+            let page = match self.store.events_after(head, limit).await? {
                 Backlog::Events(events) => events,
                 Backlog::Pruned { floor } => {
                     // Only if this process fell behind by more than the retention window: its
@@ -125,13 +128,10 @@ impl LogTail {
                     )));
                 }
             };
-            let full = page.len() == CATCH_UP_PAGE as usize;
-            let wanted: Vec<RevocationEvent> =
-                page.into_iter().take_while(|e| e.seq < stop).collect();
-            applied += wanted.len();
-            let stopped_early = !full || wanted.is_empty();
-            self.publish(&wanted);
-            if stopped_early {
+            let full = page.len() == limit as usize;
+            applied += page.len();
+            self.publish(&page);
+            if !full || page.is_empty() {
                 return Ok(applied);
             }
         }

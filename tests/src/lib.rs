@@ -6,9 +6,27 @@ pub mod postgres;
 pub mod proxy;
 pub mod stream_client;
 
+use std::future::Future;
+use std::time::Duration;
+
 use revocast_authority::{AppState, Authority, Config};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
+
+/// Upper bound for anything a test waits for: generous, because CI machines stall.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Poll `condition` until it holds, panicking with `what` after [`PATIENCE`].
+pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// A running authority; it shuts down gracefully when dropped.
 pub struct TestAuthority {
@@ -35,14 +53,18 @@ impl TestAuthority {
         let mut config = Config::for_data_dir(dir.path());
         configure(&mut config);
         let mut a = Self::start_in(dir, config).await;
-        let read = |f: &str| {
-            std::fs::read_to_string(a._dir.path().join(f))
-                .expect("key file")
-                .trim()
-                .to_string()
-        };
-        (a.admin_key, a.subscriber_key) = (read("admin.key"), read("subscriber.key"));
+        (a.admin_key, a.subscriber_key) = a.key_files().expect("key files");
         a
+    }
+
+    /// The `admin.key` and `subscriber.key` this authority wrote, if it did.
+    fn key_files(&self) -> Option<(String, String)> {
+        let read = |f: &str| {
+            std::fs::read_to_string(self._dir.path().join(f))
+                .ok()
+                .map(|k| k.trim().to_string())
+        };
+        Some((read("admin.key")?, read("subscriber.key")?))
     }
 
     /// Start `n` replicas on the PostgreSQL database `db` at once — so they race to initialise
@@ -63,17 +85,10 @@ impl TestAuthority {
             Self::start_in(dir, config)
         });
         let mut replicas = futures_util::future::join_all(starts).await;
-        let keys: Vec<(String, String)> = replicas
-            .iter()
-            .filter_map(|r| {
-                let read = |f: &str| std::fs::read_to_string(r._dir.path().join(f)).ok();
-                Some((read("admin.key")?, read("subscriber.key")?))
-            })
-            .collect();
+        let keys: Vec<(String, String)> = replicas.iter().filter_map(Self::key_files).collect();
         assert_eq!(keys.len(), 1, "exactly one replica writes the key files");
         for r in &mut replicas {
-            r.admin_key = keys[0].0.trim().to_string();
-            r.subscriber_key = keys[0].1.trim().to_string();
+            (r.admin_key, r.subscriber_key) = keys[0].clone();
         }
         replicas
     }

@@ -4,7 +4,6 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::Value;
@@ -14,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Longest wait for any expected message: a bound, not a timing assertion.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+use crate::PATIENCE;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

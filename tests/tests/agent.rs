@@ -3,29 +3,13 @@
 //! verdict cache never serves a revoked token; entries expire; the layer and the sidecar answer
 //! per contract. Waits are bounded polls, never fixed sleeps.
 
-use std::future::Future;
 use std::time::Duration;
 
 use revocast_agent::{Agent, AgentConfig, OnStale, Rejection, Transport, VerifyLayer};
 use revocast_shared::VerifyError;
-use revocast_tests::TestAuthority;
 use revocast_tests::proxy::{FaultyProxy, Mode};
+use revocast_tests::{PATIENCE, TestAuthority, eventually};
 use serde_json::{Value, json};
-
-/// Upper bound for anything we wait for: generous, because CI machines stall.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// Poll `condition` until it holds, panicking with `what` after [`PATIENCE`].
-async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn config(base: &str, a: &TestAuthority) -> AgentConfig {
     let mut c = AgentConfig::new(base, a.subscriber_key.clone());

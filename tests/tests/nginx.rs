@@ -11,10 +11,8 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use revocast_agent::{Agent, AgentConfig};
-use revocast_tests::TestAuthority;
+use revocast_tests::{PATIENCE, TestAuthority};
 use serde_json::json;
-
-const PATIENCE: Duration = Duration::from_secs(30);
 
 fn nginx_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("REVOCAST_NGINX") {

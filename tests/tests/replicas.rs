@@ -5,30 +5,15 @@
 //! unreachable under load. Without the variable every test says it is skipped and passes.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::Duration;
 
 use revocast_agent::{Agent, AgentConfig};
 use revocast_authority::config::DatabaseUrl;
-use revocast_tests::TestAuthority;
 use revocast_tests::postgres::TestDatabase;
 use revocast_tests::proxy::{FaultyProxy, Mode};
 use revocast_tests::stream_client::{Subscriber, Transport};
+use revocast_tests::{PATIENCE, TestAuthority, eventually};
 use serde_json::{Value, json};
-
-/// Upper bound for anything we wait for: generous, because CI machines stall.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// POST with the admin key; the status and the JSON answer.
 async fn post(a: &TestAuthority, path: &str, body: Value) -> (u16, Value) {

@@ -11,11 +11,9 @@ use rcgen::{
 };
 use revocast_agent::{Agent, AgentConfig, TlsOptions, Transport};
 use revocast_authority::tls::{TlsFiles, server_config};
-use revocast_tests::TestAuthority;
+use revocast_tests::{PATIENCE, TestAuthority};
 use serde_json::json;
 use zeroize::Zeroizing;
-
-const PATIENCE: Duration = Duration::from_secs(30);
 
 /// A CA with one server certificate (127.0.0.1, localhost) and one client certificate, as PEM
 /// files in a temporary directory.

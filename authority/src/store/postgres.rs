@@ -113,6 +113,34 @@ struct BacklogRow {
     at_ms: Option<i64>,
 }
 
+impl LogRow {
+    fn into_event(self) -> Result<RevocationEvent, StoreError> {
+        RowParts {
+            seq: self.seq,
+            kind: &self.kind,
+            target: self.target.into(),
+            r#gen: self.r#gen,
+            expires_at: self.expires_at,
+            at_ms: self.at_ms,
+        }
+        .into_event()
+    }
+}
+
+impl BacklogRow {
+    /// The revocation it carries; `None` for the floor-only row of an empty backlog.
+    fn into_log_row(self) -> Option<LogRow> {
+        Some(LogRow {
+            seq: self.seq?,
+            kind: self.kind?,
+            target: self.target?,
+            r#gen: self.r#gen,
+            expires_at: self.expires_at,
+            at_ms: self.at_ms?,
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     kid: String,
@@ -141,23 +169,48 @@ async fn read_chunk(
     .bind(i64::from(limit))
     .fetch_all(conn)
     .await?;
-    rows.into_iter()
-        .map(|row| {
-            RowParts {
-                seq: row.seq,
-                kind: &row.kind,
-                target: row.target.into(),
-                r#gen: row.r#gen,
-                expires_at: row.expires_at,
-                at_ms: row.at_ms,
-            }
-            .into_event()
-        })
-        .collect()
+    rows.into_iter().map(LogRow::into_event).collect()
 }
 
 /// Events per chunk of a full read (start-up load, snapshot).
 const IN_FORCE_CHUNK_LEN: u32 = 4096;
+
+/// Reads every revocation in force at `now`, oldest first, a chunk at a time. Use inside one
+/// snapshot transaction for one consistent view.
+struct InForce {
+    now: i64,
+    after: Seq,
+    done: bool,
+}
+
+impl InForce {
+    fn new(now: i64) -> Self {
+        Self {
+            now,
+            after: Seq::ZERO,
+            done: false,
+        }
+    }
+
+    /// The next non-empty chunk, or `None` when everything was read.
+    async fn next(
+        &mut self,
+        conn: &mut PgConnection,
+    ) -> Result<Option<Vec<RevocationEvent>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = read_chunk(conn, self.after, self.now, IN_FORCE_CHUNK_LEN).await?;
+        self.done = chunk.len() < IN_FORCE_CHUNK_LEN as usize;
+        match chunk.last() {
+            Some(last) => {
+                self.after = last.seq;
+                Ok(Some(chunk))
+            }
+            None => Ok(None),
+        }
+    }
+}
 
 async fn read_keys(conn: &mut PgConnection) -> Result<Vec<KeyRecord>, StoreError> {
     let rows: Vec<KeyRow> = sqlx::query_as(
@@ -383,17 +436,9 @@ impl Store for PgStore {
         let (epoch, head, _) = read_state(&mut tx).await?;
         let keys = read_keys(&mut tx).await?;
         let mut revocations = Vec::new();
-        let mut after = Seq::ZERO;
-        loop {
-            let chunk = read_chunk(&mut tx, after, now, IN_FORCE_CHUNK_LEN).await?;
-            let full = chunk.len() == IN_FORCE_CHUNK_LEN as usize;
-            if let Some(last) = chunk.last() {
-                after = last.seq;
-            }
+        let mut in_force = InForce::new(now);
+        while let Some(chunk) = in_force.next(&mut tx).await? {
             revocations.extend(chunk);
-            if !full {
-                break;
-            }
         }
         let subject_generations =
             sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
@@ -471,24 +516,12 @@ impl Store for PgStore {
         if after < floor {
             return Ok(Backlog::Pruned { floor });
         }
-        let mut events = Vec::with_capacity(rows.len());
-        for row in rows {
-            // With no revocation after `after`, the one row holds only the floor.
-            let (Some(seq), Some(kind), Some(target), Some(at_ms)) =
-                (row.seq, row.kind, row.target, row.at_ms)
-            else {
-                continue;
-            };
-            let parts = RowParts {
-                seq,
-                kind: &kind,
-                target: target.into(),
-                r#gen: row.r#gen,
-                expires_at: row.expires_at,
-                at_ms,
-            };
-            events.push(parts.into_event()?);
-        }
+        // With no revocation after `after`, the one row holds only the floor.
+        let events = rows
+            .into_iter()
+            .filter_map(BacklogRow::into_log_row)
+            .map(LogRow::into_event)
+            .collect::<Result<Vec<_>, _>>()?;
         check_contiguous(after, &events)?;
         Ok(Backlog::Events(events))
     }
@@ -499,18 +532,10 @@ impl Store for PgStore {
         if out.send(SnapshotPart::Head { epoch, seq }).await.is_err() {
             return Ok(());
         }
-        let mut after = Seq::ZERO;
-        loop {
-            let chunk = read_chunk(&mut tx, after, now, IN_FORCE_CHUNK_LEN).await?;
-            let full = chunk.len() == IN_FORCE_CHUNK_LEN as usize;
-            if let Some(last) = chunk.last() {
-                after = last.seq;
-            }
-            if !chunk.is_empty() && out.send(SnapshotPart::Events(chunk)).await.is_err() {
+        let mut in_force = InForce::new(now);
+        while let Some(chunk) = in_force.next(&mut tx).await? {
+            if out.send(SnapshotPart::Events(chunk)).await.is_err() {
                 return Ok(());
-            }
-            if !full {
-                break;
             }
         }
         tx.commit().await?;

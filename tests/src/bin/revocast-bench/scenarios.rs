@@ -43,7 +43,7 @@ async fn admin_post(
 /// fresh PostgreSQL database made on the server `database_url` names (dropped afterwards).
 struct Setup {
     replicas: Vec<ChildAuthority>,
-    _database: Option<TestDatabase>,
+    database: Option<TestDatabase>,
 }
 
 impl Setup {
@@ -51,7 +51,7 @@ impl Setup {
         Ok(match database_url {
             None => Self {
                 replicas: vec![ChildAuthority::start(0).await?],
-                _database: None,
+                database: None,
             },
             Some(server) => {
                 let database = TestDatabase::create_on(server, "bench")
@@ -59,14 +59,14 @@ impl Setup {
                     .context("creating the bench database")?;
                 Self {
                     replicas: ChildAuthority::replicas(&database.url, 2).await?,
-                    _database: Some(database),
+                    database: Some(database),
                 }
             }
         })
     }
 
     fn backend(&self) -> Value {
-        let name = if self._database.is_some() {
+        let name = if self.database.is_some() {
             "postgres"
         } else {
             "sqlite"

@@ -13,64 +13,8 @@ use revocast_authority::store::{
 };
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::{RevocationId, Seq, SigningKey, UnixMillis};
-use sqlx::Connection;
-use sqlx::postgres::PgConnection;
+use revocast_tests::postgres::TestDatabase;
 use tokio::sync::mpsc;
-
-const ENV: &str = "REVOCAST_TEST_DATABASE_URL";
-
-/// A fresh database for one test, dropped at the end.
-struct Database {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(test: &str) -> Option<Self> {
-        let Ok(server) = std::env::var(ENV) else {
-            eprintln!("skipped {test}: set {ENV} to run it against a real PostgreSQL");
-            return None;
-        };
-        let mut random = [0u8; 4];
-        getrandom::fill(&mut random).unwrap();
-        let name = format!("revocast_store_{test}_{}", u32::from_le_bytes(random));
-        let mut conn = PgConnection::connect(&server).await.unwrap();
-        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let (base, _) = server.rsplit_once('/').expect("the URL names a database");
-        let url = format!("{base}/{name}");
-        Some(Self { server, name, url })
-    }
-
-    /// Drop the database now (the `Drop` impl does it too, for a test that panicked).
-    async fn drop_now(self) {
-        drop(self);
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (server, name) = (self.server.clone(), self.name.clone());
-        // Drop may run inside the test's runtime; the cleanup needs one of its own.
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let mut conn = PgConnection::connect(&server).await.ok()?;
-                sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
-                    .execute(&mut conn)
-                    .await
-                    .ok()
-            })
-        });
-        let _ = cleanup.join();
-    }
-}
 
 fn session(i: usize, until: i64) -> Mutation {
     Mutation::RevokeSession {
@@ -102,7 +46,7 @@ async fn collect_snapshot(store: &PgStore, now: i64) -> (Seq, Vec<RevocationEven
 
 #[tokio::test]
 async fn reads_hold_exactly_what_is_in_force_and_the_backlog_refuses_a_hole() {
-    let Some(db) = Database::create("reads").await else {
+    let Some(db) = TestDatabase::create("store_reads").await else {
         return;
     };
     let store = PgStore::open(&db.url).await.unwrap();
@@ -136,7 +80,7 @@ async fn reads_hold_exactly_what_is_in_force_and_the_backlog_refuses_a_hole() {
         [2, 3, 4]
     );
     assert!(seqs_of(store.events_after(Seq::new(n as u64), 3).await.unwrap()).is_empty());
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    let mut conn = db.connect().await;
     sqlx::query("DELETE FROM revocations WHERE seq = 3")
         .execute(&mut conn)
         .await
@@ -167,12 +111,11 @@ async fn reads_hold_exactly_what_is_in_force_and_the_backlog_refuses_a_hole() {
         Backlog::Pruned { .. }
     ));
     store.close().await;
-    db.drop_now().await;
 }
 
 #[tokio::test]
 async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
-    let Some(db) = Database::create("concurrent").await else {
+    let Some(db) = TestDatabase::create("store_concurrent").await else {
         return;
     };
     // Four stores, as four replicas: they migrate, add the first key and the first API keys
@@ -268,7 +211,6 @@ async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
     for s in &stores {
         s.close().await;
     }
-    db.drop_now().await;
 }
 
 fn rand_hash() -> [u8; 32] {
@@ -279,7 +221,7 @@ fn rand_hash() -> [u8; 32] {
 
 #[tokio::test]
 async fn a_commit_sees_its_own_rows_before_they_are_written() {
-    let Some(db) = Database::create("own_rows").await else {
+    let Some(db) = TestDatabase::create("store_own_rows").await else {
         return;
     };
     let store = PgStore::open(&db.url).await.unwrap();
@@ -317,5 +259,4 @@ async fn a_commit_sees_its_own_rows_before_they_are_written() {
     assert_eq!(loaded.head, Seq::new(3));
     assert_eq!(loaded.revocations.len(), 3);
     store.close().await;
-    db.drop_now().await;
 }
