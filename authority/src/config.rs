@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// the store.
     #[arg(long, env = "REVOCAST_STREAM_RECENT_EVENTS", default_value_t = crate::stream::RECENT_EVENTS)]
     pub stream_recent_events: usize,
+    /// After a stream connection has written everything it had, it waits this long before
+    /// writing again, so that under sustained load one write carries every commit of the
+    /// interval. An isolated revocation is sent at once; 0 writes every commit as it comes.
+    #[arg(long, env = "REVOCAST_STREAM_LINGER", default_value = "5ms", value_parser = parse_duration)]
+    pub stream_linger: Duration,
     /// A connection whose peer accepts no bytes for this long is closed.
     #[arg(long, env = "REVOCAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
@@ -194,6 +199,7 @@ pub struct Config {
     pub log_retention: Duration,
     pub subscriber_queue: usize,
     pub stream_recent_events: usize,
+    pub stream_linger: Duration,
     pub write_timeout: Duration,
     /// Per-key requests per second (0 = unlimited): token issuance and revocations.
     pub rate_limit_tokens: u32,
@@ -261,6 +267,10 @@ impl ServeArgs {
         if self.stream_recent_events > 1 << 24 {
             return invalid("--stream-recent-events must be at most 16777216".into());
         }
+        if self.stream_linger > Duration::from_millis(250) {
+            // Above this the linger would eat into the agents' staleness budget.
+            return invalid("--stream-linger must be at most 250ms".into());
+        }
         if self.write_timeout < Duration::from_millis(100) {
             return invalid("--write-timeout must be at least 100ms".into());
         }
@@ -285,6 +295,7 @@ impl ServeArgs {
             log_retention: self.log_retention,
             subscriber_queue: self.subscriber_queue,
             stream_recent_events: self.stream_recent_events,
+            stream_linger: self.stream_linger,
             write_timeout: self.write_timeout,
             rate_limit_tokens: self.rate_limit_tokens,
             rate_limit_revocations: self.rate_limit_revocations,
@@ -353,6 +364,13 @@ mod tests {
         assert!(parse(&["--issuer", "https://"]).is_err());
         assert!(parse(&["--max-body-bytes", "10"]).is_err());
         assert!(parse(&["--heartbeat-interval", "0"]).is_err());
+        assert!(parse(&["--stream-linger", "1s"]).is_err());
+        assert_eq!(
+            parse(&["--stream-linger", "0"])
+                .ok()
+                .map(|c| c.stream_linger),
+            Some(Duration::ZERO)
+        );
         assert!(parse(&["--subscriber-queue", "1"]).is_err());
         assert!(parse(&["--log-retention", "0"]).is_err());
         assert_eq!(

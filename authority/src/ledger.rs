@@ -305,7 +305,7 @@ mod tests {
         // The hub got the two commits as two publications, in seq order.
         let published: Vec<u64> = [live.try_recv().unwrap(), live.try_recv().unwrap()]
             .iter()
-            .flat_map(|p| p.iter().filter_map(|e| e.seq.map(|s| s.get())))
+            .flat_map(|p| p.messages().iter().filter_map(|e| e.seq.map(|s| s.get())))
             .collect();
         assert_eq!(published, (1..=101).collect::<Vec<_>>());
 

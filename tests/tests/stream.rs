@@ -73,6 +73,36 @@ async fn websocket_batches_are_arrays_of_events_in_order() {
 }
 
 #[tokio::test]
+async fn linger_sends_an_isolated_event_at_once_and_holds_back_the_ones_right_after() {
+    let linger = Duration::from_millis(250);
+    let a = TestAuthority::start_with(|c| {
+        c.stream_linger = linger;
+        c.heartbeat_interval = Duration::from_secs(60);
+    })
+    .await;
+    let mut s = connect(&a, Transport::WebSocket, "").await;
+    assert_eq!(hello(&mut s, &a).await, 0);
+    // Idle for longer than the linger: the next event goes out as soon as it is committed.
+    tokio::time::sleep(linger).await;
+    let revoked = std::time::Instant::now();
+    a.revoke_session("first").await;
+    assert_eq!(s.events_through(1).await, vec![1]);
+    // One after another, each answered before the next: three commits, all within the
+    // linger of the first write, so they wait for it to pass and then go out together.
+    revoke_sessions(&a, "then", 3).await;
+    assert_eq!(s.events_through(4).await, vec![2, 3, 4]);
+    // The first write came after `revoked`, the next one no sooner than the linger after it.
+    // A lower bound only: a slow machine can only make it larger. Without the linger this
+    // whole exchange takes a few milliseconds.
+    let took = revoked.elapsed();
+    assert!(
+        took >= linger,
+        "events 2..=4 arrived {took:?} after the first revocation"
+    );
+    s.close().await;
+}
+
+#[tokio::test]
 async fn resume_from_every_position_is_exact() {
     let a = TestAuthority::start().await;
     revoke_sessions(&a, "r", 30).await;

@@ -12,7 +12,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{StreamExt, stream};
+use futures_util::{SinkExt, StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
 use revocast_shared::{Epoch, Seq, UnixMillis};
 use serde::Deserialize;
@@ -24,7 +24,7 @@ use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::metrics::SubscriberGuard;
 use crate::store::SnapshotPart;
-use crate::stream::{Encoded, End, Feed, SubscribeError, sse_chunk, ws_text};
+use crate::stream::{End, FRAME_BYTES, Feed, Frame, SubscribeError};
 
 /// Stream query parameters. `epoch` is an extension: a client that names the epoch its `since`
 /// belongs to gets `reset` instead of a resume when the log has changed.
@@ -68,11 +68,23 @@ async fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Resu
         Arc::clone(&app.store),
         subscription,
         epoch.as_ref(),
+        app.config.stream_linger,
     ))
 }
 
-fn events_in(batch: &[Encoded]) -> u64 {
-    batch.iter().filter(|m| m.seq.is_some()).count() as u64
+fn events_in(batch: &[Frame]) -> u64 {
+    batch.iter().map(Frame::events).sum()
+}
+
+/// A batch's SSE bytes: the shared frame when it is one, else the frames concatenated.
+fn sse_bytes(batch: &[Frame]) -> Bytes {
+    match batch {
+        [one] => one.sse(),
+        many => {
+            let frames: Vec<Bytes> = many.iter().map(Frame::sse).collect();
+            Bytes::from(frames.concat())
+        }
+    }
 }
 
 /// Per-transport counters, looked up once per connection rather than per write.
@@ -122,7 +134,7 @@ pub async fn events(
             Ok(batch) => {
                 counters.sent.inc_by(events_in(&batch));
                 Some((
-                    Ok::<Bytes, Infallible>(sse_chunk(&batch)),
+                    Ok::<Bytes, Infallible>(sse_bytes(&batch)),
                     Some((feed, counters)),
                 ))
             }
@@ -173,8 +185,8 @@ pub async fn websocket(
     let feed = open_feed(&app, since, query.epoch).await?;
     Ok(upgrade
         .read_buffer_size(WS_READ_BUFFER)
-        // Write each batch as soon as it is framed: batching already happened in the feed.
-        .write_buffer_size(0)
+        // A batch's frames are buffered and go out in one write when it is flushed.
+        .write_buffer_size(2 * FRAME_BYTES)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| serve_websocket(socket, feed, app)))
@@ -188,7 +200,7 @@ async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
             step = feed.next() => match step {
                 Ok(batch) => {
                     let events = events_in(&batch);
-                    match tokio::time::timeout(write_timeout, socket.send(Message::Text(ws_text(&batch)))).await {
+                    match tokio::time::timeout(write_timeout, write_batch(&mut socket, &batch)).await {
                         Ok(Ok(())) => {
                             counters.sent.inc_by(events);
                         }
@@ -239,6 +251,15 @@ async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
         reason: reason.into(),
     }));
     let _ = tokio::time::timeout(write_timeout, socket.send(close)).await;
+}
+
+/// Write a batch's frames (each one shared with every other connection) and flush them
+/// together.
+async fn write_batch(socket: &mut WebSocket, batch: &[Frame]) -> Result<(), axum::Error> {
+    for frame in batch {
+        socket.feed(Message::Text(frame.ws())).await?;
+    }
+    socket.flush().await
 }
 
 /// Whether a WebSocket error is, somewhere down its source chain, an I/O timeout.

@@ -3,7 +3,7 @@
 use std::io::Write as _;
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use revocast_shared::Seq;
 use revocast_shared::event::{Control, RevocationEvent};
 use serde::Serialize;
@@ -57,41 +57,6 @@ impl Encoded {
     }
 }
 
-/// The SSE bytes of `batch`: shared as-is when it is one message, else concatenated once.
-pub fn sse_chunk(batch: &[Encoded]) -> Bytes {
-    match batch {
-        [one] => one.sse.clone(),
-        many => {
-            let mut out = BytesMut::with_capacity(many.iter().map(|m| m.sse.len()).sum());
-            for m in many {
-                out.put_slice(&m.sse);
-            }
-            out.freeze()
-        }
-    }
-}
-
-/// The WebSocket text of `batch`: the shared object when it is one message, else one JSON
-/// array of them.
-pub fn ws_text(batch: &[Encoded]) -> Utf8Bytes {
-    match batch {
-        [one] => one.json.clone(),
-        many => {
-            let len: usize = many.iter().map(|m| m.json.len() + 1).sum();
-            let mut out = String::with_capacity(len + 1);
-            out.push('[');
-            for (i, m) in many.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(m.json.as_str());
-            }
-            out.push(']');
-            Utf8Bytes::from(out)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use revocast_shared::event::Revocation;
@@ -130,16 +95,5 @@ mod tests {
             b"event: hello\ndata: {\"type\":\"hello\",\"epoch\":\"ep\",\"seq\":3}\n\n"
         );
         assert_eq!(hello.seq, None);
-    }
-
-    #[test]
-    fn batches_are_arrays_and_single_messages_are_shared() {
-        let one = [Encoded::event(&session(1))];
-        assert_eq!(ws_text(&one).as_str(), one[0].json.as_str());
-        assert_eq!(sse_chunk(&one).as_ptr(), one[0].sse.as_ptr(), "no copy");
-        let two = [Encoded::event(&session(1)), Encoded::event(&session(2))];
-        let parsed: Vec<RevocationEvent> = serde_json::from_str(ws_text(&two).as_str()).unwrap();
-        assert_eq!(parsed, vec![session(1), session(2)]);
-        assert_eq!(sse_chunk(&two).len(), two[0].sse.len() + two[1].sse.len());
     }
 }

@@ -9,16 +9,14 @@
 //! its live feed begins, even while revocations are being committed.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use revocast_shared::event::{Control, RevocationEvent};
 use revocast_shared::{Epoch, Seq, UnixMillis};
 use tokio::sync::broadcast;
 
 use super::encoded::Encoded;
-
-/// What one broadcast slot carries: the events of one commit, or one heartbeat.
-pub type Published = Arc<[Encoded]>;
+use super::part::{Part, Published};
 
 /// Recent events kept encoded in memory, so most resumes never touch the store.
 pub const RECENT_EVENTS: usize = 16_384;
@@ -108,14 +106,20 @@ impl Hub {
             return;
         }
         // Encode before taking the lock.
-        let encoded: Published = events.iter().map(Encoded::event).collect();
+        let encoded: Published = Part::new(events.iter().map(Encoded::event).collect::<Vec<_>>());
         let mut state = self.lock();
         if events[0].seq != state.head.next() {
             // Connections check continuity themselves and drop on a gap, so this is loud but
             // not silent data loss.
             tracing::error!(head = %state.head, first = %events[0].seq, "published events do not continue the head");
         }
-        for e in encoded.iter().rev().take(self.recent_capacity).rev() {
+        for e in encoded
+            .messages()
+            .iter()
+            .rev()
+            .take(self.recent_capacity)
+            .rev()
+        {
             if state.recent.len() >= self.recent_capacity {
                 state.recent.pop_front();
             }
@@ -136,7 +140,7 @@ impl Hub {
             at: UnixMillis::now(),
         });
         if let Some(tx) = &state.tx {
-            let _ = tx.send(Arc::from([beat]));
+            let _ = tx.send(Part::new([beat]));
         }
     }
 
@@ -229,10 +233,10 @@ mod tests {
         hub.heartbeat();
         assert_eq!(s.head, Seq::new(1));
         assert_eq!(seqs(&s.recent.take().unwrap()), vec![1]);
-        assert_eq!(seqs(&s.live.try_recv().unwrap()), vec![2, 3]);
+        assert_eq!(seqs(s.live.try_recv().unwrap().messages()), vec![2, 3]);
         let beat = s.live.try_recv().unwrap();
         assert!(
-            beat[0]
+            beat.messages()[0]
                 .json
                 .as_str()
                 .contains(r#""type":"heartbeat","seq":3"#)

@@ -6,7 +6,9 @@
 mod encoded;
 mod feed;
 mod hub;
+mod part;
 
-pub use encoded::{Encoded, sse_chunk, ws_text};
+pub use encoded::Encoded;
 pub use feed::{End, Feed};
-pub use hub::{Hub, Published, RECENT_EVENTS, SubscribeError, Subscription};
+pub use hub::{Hub, RECENT_EVENTS, SubscribeError, Subscription};
+pub use part::{FRAME_BYTES, Frame, Part, Published};

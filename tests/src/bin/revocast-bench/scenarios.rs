@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::children::{ChildAgents, ChildAuthority, http_client};
-use crate::stats::{percentile, round3, rss_bytes, unix_micros};
+use crate::stats::{percentile, resident, round3, rss_bytes, unix_micros};
 
 async fn admin_post(
     http: &reqwest::Client,
@@ -558,7 +558,7 @@ pub async fn soak(
     let last_seq = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(seconds.max(1));
-    let mut rss = vec![rss_bytes(authority.pid)?];
+    let mut rss = vec![resident(authority.pid)?];
     let mut sample = tokio::time::interval(Duration::from_secs(1));
     sample.tick().await;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
@@ -571,7 +571,7 @@ pub async fn soak(
         tokio::select! {
             _ = tick.tick() => {}
             _ = sample.tick() => {
-                rss.push(rss_bytes(authority.pid)?);
+                rss.push(resident(authority.pid)?);
                 continue;
             }
         }
@@ -620,7 +620,7 @@ pub async fn soak(
     }
     latencies.sort_unstable();
     let elapsed = started.elapsed().as_secs_f64();
-    rss.push(rss_bytes(authority.pid)?);
+    rss.push(resident(authority.pid)?);
     let final_seq = last_seq.load(Ordering::Relaxed);
     let summary = fleet.finish(final_seq, &[]).await?;
     // What the authority holds, to compare with every agent.
@@ -657,7 +657,7 @@ pub async fn soak(
     let mb = |b: u64| round3(b as f64 / (1024.0 * 1024.0));
     // Memory after the first quarter (warmed up) against the end: flat means close to zero.
     let warm = rss[rss.len() / 4];
-    let end = *rss.last().unwrap_or(&0);
+    let end = rss.last().copied().unwrap_or_default();
     Ok(json!({ "soak": {
         "subscribers": subscribers,
         "subscriber_kind": if lean { "lean" } else { "agent" },
@@ -679,11 +679,17 @@ pub async fn soak(
         "subscriber_faults": summary["faults"],
         "agent_reconnects": summary["reconnects"],
         "agent_resyncs": summary["resyncs"],
-        "authority_rss_start_mb": mb(rss[0]),
-        "authority_rss_warm_mb": mb(warm),
-        "authority_rss_end_mb": mb(end),
-        "authority_rss_max_mb": mb(rss.iter().copied().max().unwrap_or(0)),
+        "authority_rss_start_mb": mb(rss[0].total),
+        "authority_rss_warm_mb": mb(warm.total),
+        "authority_rss_end_mb": mb(end.total),
+        "authority_rss_max_mb": mb(rss.iter().map(|r| r.total).max().unwrap_or(0)),
+        // Private memory (heap, stacks) against mapped files, to tell a leak from a cache.
+        "authority_rss_anon_warm_mb": mb(warm.anon),
+        "authority_rss_anon_end_mb": mb(end.anon),
+        "authority_rss_file_warm_mb": mb(warm.file),
+        "authority_rss_file_end_mb": mb(end.file),
         // One sample per second, the first before any load.
-        "authority_rss_mb_by_second": rss.iter().map(|b| mb(*b).round()).collect::<Vec<_>>(),
+        "authority_rss_mb_by_second": rss.iter().map(|r| mb(r.total).round()).collect::<Vec<_>>(),
+        "authority_rss_anon_mb_by_second": rss.iter().map(|r| mb(r.anon).round()).collect::<Vec<_>>(),
     }}))
 }

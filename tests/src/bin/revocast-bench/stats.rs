@@ -33,16 +33,38 @@ pub fn print_table(report: &Value) {
     }
 }
 
+/// Resident memory of one process, from `/proc/PID/status`, split so that growth can be
+/// attributed: heap and other private memory (`anon`) against mapped files and shared memory
+/// (`file`, e.g. SQLite's WAL index).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Resident {
+    pub total: u64,
+    pub anon: u64,
+    pub file: u64,
+}
+
+/// The [`Resident`] memory of process `pid`, in bytes.
+pub fn resident(pid: u32) -> anyhow::Result<Resident> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .ok_or_else(|| anyhow::anyhow!("no {name} for pid {pid}"))?
+            .parse()?;
+        Ok(kib * 1024)
+    };
+    Ok(Resident {
+        total: field("VmRSS:")?,
+        anon: field("RssAnon:")?,
+        file: field("RssFile:")? + field("RssShmem:")?,
+    })
+}
+
 /// Resident memory of process `pid` in bytes, from /proc.
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?
-        .parse()?;
-    Ok(kib * 1024)
+    Ok(resident(pid)?.total)
 }
 
 /// Microseconds since the Unix epoch: a clock both bench processes on one machine share.
