@@ -522,6 +522,12 @@ pub fn sign(seconds: u64) -> anyhow::Result<Value> {
 /// (in another process): revocations at `rate`/s, plus token issuance and introspection at a
 /// tenth of that each. Counts errors, checks that every agent ends at the last `seq` holding
 /// the authority's entry count (nothing lost), and samples the authority's memory.
+/// Requests the soak keeps in flight at most, each on its own HTTP/1.1 connection: a client
+/// fleet's connection pools, not one connection per queued request. (With 4,096, a stall
+/// opened thousands of connections, and their buffers showed up as steps in the authority's
+/// memory that had nothing to do with the stream.)
+const SOAK_MAX_IN_FLIGHT: usize = 256;
+
 pub async fn soak(
     subscribers: usize,
     rate: u32,
@@ -576,7 +582,7 @@ pub async fn soak(
             }
         }
         // Bounded: a saturated authority slows the offered load instead of piling up tasks.
-        while inflight.len() >= 4096 {
+        while inflight.len() >= SOAK_MAX_IN_FLIGHT {
             if let Some(Ok(Some(us))) = inflight.join_next().await {
                 latencies.push(us);
             }
@@ -664,6 +670,7 @@ pub async fn soak(
         "max_ttl_seconds": max_ttl,
         "seconds": round3(elapsed),
         "offered_per_second": rate,
+        "max_in_flight": SOAK_MAX_IN_FLIGHT,
         "revocations": revoked.load(Ordering::Relaxed),
         "revocations_per_second": round3(revoked.load(Ordering::Relaxed) as f64 / elapsed),
         "revoke_p50_ms": round3(percentile(&latencies, 50.0) as f64 / 1000.0),
@@ -688,8 +695,41 @@ pub async fn soak(
         "authority_rss_anon_end_mb": mb(end.anon),
         "authority_rss_file_warm_mb": mb(warm.file),
         "authority_rss_file_end_mb": mb(end.file),
+        // Least-squares slope of the samples after the first third (warm-up): flat is ~0.
+        "authority_rss_slope_mb_per_minute": round3(slope_per_minute(&rss[rss.len() / 3..], |r| mb(r.total))),
+        "authority_rss_anon_slope_mb_per_minute": round3(slope_per_minute(&rss[rss.len() / 3..], |r| mb(r.anon))),
         // One sample per second, the first before any load.
         "authority_rss_mb_by_second": rss.iter().map(|r| mb(r.total).round()).collect::<Vec<_>>(),
         "authority_rss_anon_mb_by_second": rss.iter().map(|r| mb(r.anon).round()).collect::<Vec<_>>(),
     }}))
+}
+
+/// Least-squares slope of `f` over one-second `samples`, per minute; 0 for fewer than two.
+fn slope_per_minute<T>(samples: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    let n = samples.len() as f64;
+    if samples.len() < 2 {
+        return 0.0;
+    }
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = samples.iter().map(&f).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, sample) in samples.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        num += dx * (f(sample) - mean_y);
+        den += dx * dx;
+    }
+    60.0 * num / den
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slope_per_minute;
+
+    #[test]
+    fn slope_is_per_minute_and_zero_when_flat() {
+        let rising: Vec<f64> = (0..120).map(|s| 100.0 + 0.5 * f64::from(s)).collect();
+        assert!((slope_per_minute(&rising, |v| *v) - 30.0).abs() < 1e-9);
+        assert_eq!(slope_per_minute(&[7.0; 10], |v| *v), 0.0);
+        assert_eq!(slope_per_minute(&[1.0], |v| *v), 0.0);
+    }
 }
