@@ -1,7 +1,7 @@
 //! What one connection sends, whatever the transport: `hello`, then the backlog `since+1 ..=
 //! head` (from the hub's memory or, for older positions, from the store page by page), then
 //! the live feed with heartbeats — each event exactly once, in order, with every `seq`
-//! checked. Transports only frame and write the batches [`Feed::next`] returns.
+//! checked. Transports only write the shared frames of the batches [`Feed::next`] returns.
 //!
 //! [`Feed::next`] is cancel-safe: its state changes only after each await completes, so a
 //! transport can `select!` it against reading the socket.
@@ -9,7 +9,7 @@
 //! Linger: a connection that has just written everything it had waits until `linger` has
 //! passed since that write before it takes more from the live feed. An isolated revocation
 //! therefore goes out at once, but under sustained load each connection writes at most once
-//! per `linger`, carrying every commit of that interval in one frame. Fan-out cost is one
+//! per `linger`, carrying every commit of that interval in one write. Fan-out cost is one
 //! write (and, on loopback, the kernel's whole TCP path) per connection per write, so at
 //! 10,000 subscribers this bounds the writes per second by the fleet size instead of by the
 //! commit rate.
