@@ -7,12 +7,13 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::OnceCell;
 use zeroize::Zeroizing;
 
 use crate::config::Scope;
@@ -48,9 +49,15 @@ pub struct KeyDigest(pub [u8; 32]);
 
 /// Resolves presented keys to scopes. Hits are cached; misses always ask the store, so a key
 /// created by `create-key` while the authority runs works at once.
+///
+/// Concurrent misses for one key share one store query. After a restart every agent of a
+/// fleet reconnects at once with the same subscriber key; without this, 10,000 identical
+/// queries queued for the store's few connections, and handshakes waited seconds for them.
 pub struct ApiKeys {
     store: Arc<dyn Store>,
     cache: RwLock<HashMap<[u8; 32], Scope>>,
+    /// Store queries in flight, by digest.
+    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Option<Scope>>>>>,
 }
 
 impl ApiKeys {
@@ -58,6 +65,7 @@ impl ApiKeys {
         Self {
             store,
             cache: RwLock::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
         }
     }
 
@@ -82,14 +90,40 @@ impl ApiKeys {
         if let Some(scope) = cached {
             return Ok(Some((scope, KeyDigest(digest))));
         }
-        let scope = self.store.api_key_scope(&digest).await?;
-        if let Some(scope) = scope {
+        let scope = self.look_up(digest).await?;
+        Ok(scope.map(|scope| (scope, KeyDigest(digest))))
+    }
+
+    /// Ask the store, joining a query for the same digest that is already in flight.
+    async fn look_up(&self, digest: [u8; 32]) -> Result<Option<Scope>, StoreError> {
+        let query = Arc::clone(
+            self.inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(digest)
+                .or_default(),
+        );
+        // One caller runs the query; the others wait for its answer. If it fails, the next
+        // waiter tries again.
+        let answer = query
+            .get_or_try_init(|| self.store.api_key_scope(&digest))
+            .await
+            .copied();
+        if let Ok(Some(scope)) = answer {
             self.cache
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(digest, scope);
         }
-        Ok(scope.map(|scope| (scope, KeyDigest(digest))))
+        // Done: the next miss (an unknown key, or a key created since) asks the store again.
+        let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if inflight
+            .get(&digest)
+            .is_some_and(|current| Arc::ptr_eq(current, &query))
+        {
+            inflight.remove(&digest);
+        }
+        answer
     }
 }
 
@@ -226,7 +260,52 @@ fn write_secret(path: &Path, secret: &str) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
+    use crate::store::SqliteStore;
+    use crate::store::gated::GatedStore;
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_key_share_one_store_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+        let key = create(&sqlite, Scope::Subscribe, None, 0).await.unwrap();
+        let store = Arc::new(GatedStore::closed(sqlite));
+        let keys = Arc::new(ApiKeys::new(store.clone()));
+        // 50 connections present the same uncached key while the first query is held.
+        let lookups: Vec<_> = (0..50)
+            .map(|_| {
+                let (keys, key) = (Arc::clone(&keys), key.clone());
+                tokio::spawn(async move { keys.scope_of(&key).await })
+            })
+            .collect();
+        while store.key_lookups.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        store.lookup_gate.add_permits(100);
+        for lookup in lookups {
+            let (scope, _) = lookup.await.unwrap().unwrap().expect("known key");
+            assert_eq!(scope, Scope::Subscribe);
+        }
+        assert_eq!(
+            store.key_lookups.load(Ordering::SeqCst),
+            1,
+            "one query for 50 misses"
+        );
+        // Cached now; an unknown key still asks the store, every time.
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        assert!(keys.scope_of("rvc_unknown").await.unwrap().is_none());
+        assert!(keys.scope_of("rvc_unknown").await.unwrap().is_none());
+        assert_eq!(store.key_lookups.load(Ordering::SeqCst), 3);
+        assert!(
+            keys.inflight.lock().unwrap().is_empty(),
+            "nothing left in flight"
+        );
+    }
 
     #[test]
     fn keys_are_random_prefixed_and_hash_stably() {

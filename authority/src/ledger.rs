@@ -147,90 +147,12 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-    use tokio::sync::Semaphore;
+    use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::config::Scope;
-    use crate::store::{KeyRecord, Loaded, NewApiKey, SqliteStore};
+    use crate::store::SqliteStore;
+    use crate::store::gated::GatedStore;
     use crate::stream::Hub;
-
-    /// A store whose commits wait for a permit, so a test can hold the ledger mid-commit while
-    /// more requests queue up behind it.
-    struct GatedStore {
-        inner: SqliteStore,
-        gate: Semaphore,
-        entered: AtomicUsize,
-        commits: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Store for GatedStore {
-        async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
-            self.inner.load(now).await
-        }
-        async fn commit(
-            &self,
-            at: UnixMillis,
-            batch: &[Mutation],
-        ) -> Result<Vec<Outcome>, StoreError> {
-            self.entered.fetch_add(1, Ordering::SeqCst);
-            self.gate
-                .acquire()
-                .await
-                .map_err(|_| StoreError::Closed)?
-                .forget();
-            self.commits.fetch_add(1, Ordering::SeqCst);
-            self.inner.commit(at, batch).await
-        }
-        async fn events_after(
-            &self,
-            after: revocast_shared::Seq,
-            limit: u32,
-        ) -> Result<crate::store::Backlog, StoreError> {
-            self.inner.events_after(after, limit).await
-        }
-        async fn snapshot(
-            &self,
-            now: i64,
-            out: mpsc::Sender<crate::store::SnapshotPart>,
-        ) -> Result<(), StoreError> {
-            self.inner.snapshot(now, out).await
-        }
-        async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-            self.inner.load_keys().await
-        }
-        async fn insert_first_api_keys(
-            &self,
-            keys: &[NewApiKey<'_>],
-            now: i64,
-        ) -> Result<bool, StoreError> {
-            self.inner.insert_first_api_keys(keys, now).await
-        }
-        async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
-            self.inner.api_key_scope(hash).await
-        }
-        async fn insert_api_key(
-            &self,
-            h: &[u8; 32],
-            s: Scope,
-            l: Option<&str>,
-            now: i64,
-        ) -> Result<(), StoreError> {
-            self.inner.insert_api_key(h, s, l, now).await
-        }
-        async fn count_api_keys(&self) -> Result<u64, StoreError> {
-            self.inner.count_api_keys().await
-        }
-        async fn ping(&self) -> Result<(), StoreError> {
-            self.inner.ping().await
-        }
-        async fn close(&self) {
-            self.inner.close().await
-        }
-    }
 
     #[tokio::test]
     async fn concurrent_mutations_share_one_commit_and_get_consecutive_seqs() {
@@ -241,12 +163,7 @@ mod tests {
             .commit(UnixMillis::now(), &[Mutation::AddKey { key }])
             .await
             .unwrap();
-        let store = Arc::new(GatedStore {
-            inner: sqlite,
-            gate: Semaphore::new(0),
-            entered: AtomicUsize::new(0),
-            commits: AtomicUsize::new(0),
-        });
+        let store = Arc::new(GatedStore::closed(sqlite));
         let view = Arc::new(View::new(store.load(0).await.unwrap(), 3600).unwrap());
         let hub = Arc::new(Hub::new(view.epoch().clone(), view.head(), 16));
         let mut live = hub.subscribe(None).unwrap().live;
@@ -283,7 +200,7 @@ mod tests {
         while ledger.tx.max_capacity() - ledger.tx.capacity() < 100 {
             tokio::task::yield_now().await;
         }
-        store.gate.add_permits(2);
+        store.commit_gate.add_permits(2);
 
         let seq_of = |o: Outcome| match o {
             Outcome::Appended { event, .. } => event.seq.get(),
@@ -310,7 +227,7 @@ mod tests {
         assert_eq!(published, (1..=101).collect::<Vec<_>>());
 
         // Stopping drains what is queued, then refuses new work.
-        store.gate.add_permits(10);
+        store.commit_gate.add_permits(10);
         let late = ledger.submit(session(200));
         let (late, ()) = tokio::join!(late, task.stop());
         assert!(late.is_ok());

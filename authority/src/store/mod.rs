@@ -7,6 +7,8 @@
 //! - `postgres`: one database shared by several replicas, with a [`Doorbell`] that tells
 //!   each replica when another one committed.
 
+#[cfg(test)]
+pub(crate) mod gated;
 mod log;
 mod postgres;
 mod sqlite;

@@ -1,0 +1,104 @@
+//! A store for unit tests: SQLite underneath, with commits and API-key lookups that wait at
+//! a gate (closed until a test adds permits) and are counted, so a test can hold an operation
+//! mid-way while more queue up behind it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use revocast_shared::UnixMillis;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{
+    Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, SqliteStore, Store,
+};
+use crate::config::Scope;
+use crate::error::StoreError;
+
+pub struct GatedStore {
+    inner: SqliteStore,
+    pub commit_gate: Semaphore,
+    pub lookup_gate: Semaphore,
+    /// Commits that reached the gate, and that passed it.
+    pub entered: AtomicUsize,
+    pub commits: AtomicUsize,
+    /// API-key lookups that reached the gate.
+    pub key_lookups: AtomicUsize,
+}
+
+impl GatedStore {
+    /// Both gates closed.
+    pub fn closed(inner: SqliteStore) -> Self {
+        Self {
+            inner,
+            commit_gate: Semaphore::new(0),
+            lookup_gate: Semaphore::new(0),
+            entered: AtomicUsize::new(0),
+            commits: AtomicUsize::new(0),
+            key_lookups: AtomicUsize::new(0),
+        }
+    }
+}
+
+async fn pass(gate: &Semaphore) -> Result<(), StoreError> {
+    gate.acquire()
+        .await
+        .map_err(|_| StoreError::Closed)?
+        .forget();
+    Ok(())
+}
+
+#[async_trait]
+impl Store for GatedStore {
+    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+        self.inner.load(now).await
+    }
+    async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        pass(&self.commit_gate).await?;
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        self.inner.commit(at, batch).await
+    }
+    async fn events_after(
+        &self,
+        after: revocast_shared::Seq,
+        limit: u32,
+    ) -> Result<Backlog, StoreError> {
+        self.inner.events_after(after, limit).await
+    }
+    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError> {
+        self.inner.snapshot(now, out).await
+    }
+    async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.inner.load_keys().await
+    }
+    async fn insert_first_api_keys(
+        &self,
+        keys: &[NewApiKey<'_>],
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_first_api_keys(keys, now).await
+    }
+    async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
+        self.key_lookups.fetch_add(1, Ordering::SeqCst);
+        pass(&self.lookup_gate).await?;
+        self.inner.api_key_scope(hash).await
+    }
+    async fn insert_api_key(
+        &self,
+        h: &[u8; 32],
+        s: Scope,
+        l: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_api_key(h, s, l, now).await
+    }
+    async fn count_api_keys(&self) -> Result<u64, StoreError> {
+        self.inner.count_api_keys().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
