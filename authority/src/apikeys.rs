@@ -57,8 +57,11 @@ pub struct ApiKeys {
     store: Arc<dyn Store>,
     cache: RwLock<HashMap<[u8; 32], Scope>>,
     /// Store queries in flight, by digest.
-    inflight: Mutex<HashMap<[u8; 32], Arc<OnceCell<Option<Scope>>>>>,
+    inflight: Mutex<HashMap<[u8; 32], Arc<Lookup>>>,
 }
+
+/// One store query for a digest, shared by every caller that missed the cache meanwhile.
+type Lookup = OnceCell<Option<Scope>>;
 
 impl ApiKeys {
     pub fn new(store: Arc<dyn Store>) -> Self {
