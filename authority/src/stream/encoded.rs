@@ -59,21 +59,10 @@ impl Encoded {
 
 #[cfg(test)]
 mod tests {
-    use revocast_shared::event::Revocation;
-    use revocast_shared::{Epoch, UnixMillis};
+    use revocast_shared::Epoch;
 
     use super::*;
-
-    fn session(seq: u64) -> RevocationEvent {
-        RevocationEvent {
-            seq: Seq::new(seq),
-            revocation: Revocation::Session {
-                sid: format!("s{seq}"),
-                until: 100,
-            },
-            at: UnixMillis::new(5_000),
-        }
-    }
+    use crate::stream::testing::session;
 
     #[test]
     fn sse_form_has_id_only_for_events() {

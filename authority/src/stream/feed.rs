@@ -246,9 +246,7 @@ impl Feed {
                 }
                 // The store checked contiguity from `last`.
                 self.last = events[events.len() - 1].seq;
-                self.pending.push(Part::new(
-                    events.iter().map(Encoded::event).collect::<Vec<_>>(),
-                ));
+                self.pending.push(Part::of_events(&events));
                 Ok(())
             }
             Err(e) => {

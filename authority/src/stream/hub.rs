@@ -106,7 +106,7 @@ impl Hub {
             return;
         }
         // Encode before taking the lock.
-        let encoded: Published = Part::new(events.iter().map(Encoded::event).collect::<Vec<_>>());
+        let encoded: Published = Part::of_events(events);
         let mut state = self.lock();
         if events[0].seq != state.head.next() {
             // Connections check continuity themselves and drop on a gap, so this is loud but
@@ -189,20 +189,8 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
-    use revocast_shared::event::Revocation;
-
     use super::*;
-
-    fn event(seq: u64) -> RevocationEvent {
-        RevocationEvent {
-            seq: Seq::new(seq),
-            revocation: Revocation::Session {
-                sid: format!("s{seq}"),
-                until: 1,
-            },
-            at: UnixMillis::new(0),
-        }
-    }
+    use crate::stream::testing::session as event;
 
     fn seqs(v: &[Encoded]) -> Vec<u64> {
         v.iter().filter_map(|e| e.seq.map(Seq::get)).collect()

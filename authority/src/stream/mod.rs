@@ -7,6 +7,8 @@ mod encoded;
 mod feed;
 mod hub;
 mod part;
+#[cfg(test)]
+mod testing;
 
 pub use encoded::Encoded;
 pub use feed::{End, Feed};

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
+use revocast_shared::event::RevocationEvent;
 
 use super::encoded::Encoded;
 
@@ -42,6 +43,11 @@ struct FrameInfo {
 impl Part {
     pub fn new(messages: impl Into<Box<[Encoded]>>) -> Published {
         Self::with_frame_bytes(messages, FRAME_BYTES)
+    }
+
+    /// Revocation events (a commit, a backlog page), each encoded once.
+    pub fn of_events(events: &[RevocationEvent]) -> Published {
+        Self::new(encode(events))
     }
 
     /// Cut `messages` into frames of at most `max_bytes` of JSON (a larger message goes alone).
@@ -86,6 +92,10 @@ impl Part {
     pub fn frames(&self) -> usize {
         self.frames.len()
     }
+}
+
+fn encode(events: &[RevocationEvent]) -> Vec<Encoded> {
+    events.iter().map(Encoded::event).collect()
 }
 
 /// One frame of a [`Part`], as a connection sends it.
@@ -177,25 +187,15 @@ fn ws_text(batch: &[Encoded]) -> Utf8Bytes {
 
 #[cfg(test)]
 mod tests {
-    use revocast_shared::event::{Revocation, RevocationEvent};
-    use revocast_shared::{Seq, UnixMillis};
+    use revocast_shared::Seq;
+    use revocast_shared::event::RevocationEvent;
 
     use super::*;
-
-    fn session(seq: u64) -> RevocationEvent {
-        RevocationEvent {
-            seq: Seq::new(seq),
-            revocation: Revocation::Session {
-                sid: format!("s{seq}"),
-                until: 100,
-            },
-            at: UnixMillis::new(5_000),
-        }
-    }
+    use crate::stream::testing::session;
 
     fn part(seqs: std::ops::RangeInclusive<u64>, frame_bytes: usize) -> Published {
-        let messages: Vec<Encoded> = seqs.map(|s| Encoded::event(&session(s))).collect();
-        Part::with_frame_bytes(messages, frame_bytes)
+        let events: Vec<RevocationEvent> = seqs.map(session).collect();
+        Part::with_frame_bytes(encode(&events), frame_bytes)
     }
 
     #[test]

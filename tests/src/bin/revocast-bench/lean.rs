@@ -4,7 +4,7 @@
 //! tell whether the *authority* keeps up. These clients cost a byte scan per event, and still
 //! prove what matters: each one sees every `seq` exactly once, in order, across reconnects.
 
-use std::sync::OnceLock;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -28,24 +28,18 @@ pub struct Tally {
 /// Event objects begin with their `seq` (PROTOCOL.md); control messages begin with `type`.
 const EVENT_PREFIX: &[u8] = br#"{"seq":"#;
 
-/// The searchers, built once: building one per frame was a visible share of the fleet's CPU.
-fn finders() -> &'static (memmem::Finder<'static>, memmem::Finder<'static>) {
-    static FINDERS: OnceLock<(memmem::Finder<'static>, memmem::Finder<'static>)> = OnceLock::new();
-    FINDERS.get_or_init(|| {
-        (
-            memmem::Finder::new(br#""type":"reset""#),
-            memmem::Finder::new(EVENT_PREFIX),
-        )
-    })
-}
+// The searchers, built once: building one per frame was a visible share of the fleet's CPU.
+static RESET: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(br#""type":"reset""#));
+static EVENT: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(EVENT_PREFIX));
 
 /// Check the events of one text frame (one message or a JSON array of them) against `tally`.
 pub fn check_frame(frame: &[u8], tally: &mut Tally) {
-    let (reset, event) = finders();
-    if reset.find(frame).is_some() {
+    if RESET.find(frame).is_some() {
         tally.faults += 1;
     }
-    for at in event.find_iter(frame) {
+    for at in EVENT.find_iter(frame) {
         let digits = &frame[at + EVENT_PREFIX.len()..];
         let end = digits
             .iter()
