@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::Error;
+use crate::stream::{MAX_LINGER, Pacing};
 use crate::tls::{self, TlsFiles};
 
 /// Tokens may live at most this long whatever `--max-ttl` says: revocation entries are kept
@@ -116,6 +117,16 @@ pub struct ServeArgs {
     /// interval. An isolated revocation is sent at once; 0 writes every commit as it comes.
     #[arg(long, env = "REVOCAST_STREAM_LINGER", default_value = "5ms", value_parser = parse_duration)]
     pub stream_linger: Duration,
+    /// Stream writes per second the authority aims to stay under across all its subscribers.
+    /// Under sustained load each connection then writes at most once per
+    /// max(--stream-linger, subscribers ÷ this), at most 250ms: at 10,000 subscribers and the
+    /// default, four times a second, each write carrying every commit since the last.
+    #[arg(
+        long,
+        env = "REVOCAST_STREAM_WRITES_PER_SECOND",
+        default_value_t = 40_000
+    )]
+    pub stream_writes_per_second: u32,
     /// A connection whose peer accepts no bytes for this long is closed.
     #[arg(long, env = "REVOCAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
@@ -199,7 +210,9 @@ pub struct Config {
     pub log_retention: Duration,
     pub subscriber_queue: usize,
     pub stream_recent_events: usize,
-    pub stream_linger: Duration,
+    /// When a stream connection may write again (from `--stream-linger` and
+    /// `--stream-writes-per-second`).
+    pub stream_pacing: Pacing,
     pub write_timeout: Duration,
     /// Per-key requests per second (0 = unlimited): token issuance and revocations.
     pub rate_limit_tokens: u32,
@@ -267,9 +280,12 @@ impl ServeArgs {
         if self.stream_recent_events > 1 << 24 {
             return invalid("--stream-recent-events must be at most 16777216".into());
         }
-        if self.stream_linger > Duration::from_millis(250) {
+        if self.stream_linger > MAX_LINGER {
             // Above this the linger would eat into the agents' staleness budget.
             return invalid("--stream-linger must be at most 250ms".into());
+        }
+        if self.stream_writes_per_second == 0 {
+            return invalid("--stream-writes-per-second must be at least 1".into());
         }
         if self.write_timeout < Duration::from_millis(100) {
             return invalid("--write-timeout must be at least 100ms".into());
@@ -295,7 +311,10 @@ impl ServeArgs {
             log_retention: self.log_retention,
             subscriber_queue: self.subscriber_queue,
             stream_recent_events: self.stream_recent_events,
-            stream_linger: self.stream_linger,
+            stream_pacing: Pacing {
+                min_linger: self.stream_linger,
+                writes_per_second: self.stream_writes_per_second,
+            },
             write_timeout: self.write_timeout,
             rate_limit_tokens: self.rate_limit_tokens,
             rate_limit_revocations: self.rate_limit_revocations,
@@ -368,9 +387,10 @@ mod tests {
         assert_eq!(
             parse(&["--stream-linger", "0"])
                 .ok()
-                .map(|c| c.stream_linger),
+                .map(|c| c.stream_pacing.min_linger),
             Some(Duration::ZERO)
         );
+        assert!(parse(&["--stream-writes-per-second", "0"]).is_err());
         assert!(parse(&["--subscriber-queue", "1"]).is_err());
         assert!(parse(&["--log-retention", "0"]).is_err());
         assert_eq!(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use revocast_authority::app::prune_log;
+use revocast_authority::stream::Pacing;
 use revocast_shared::UnixMillis;
 use revocast_tests::TestAuthority;
 use revocast_tests::stream_client::{BOTH, Subscriber, Transport, event_seq};
@@ -75,8 +76,25 @@ async fn websocket_batches_are_arrays_of_events_in_order() {
 #[tokio::test]
 async fn linger_sends_an_isolated_event_at_once_and_holds_back_the_ones_right_after() {
     let linger = Duration::from_millis(250);
+    assert_lingers(linger, |pacing| pacing.min_linger = linger).await;
+}
+
+#[tokio::test]
+async fn the_linger_grows_with_the_fleet() {
+    // No minimum, four writes a second for the whole fleet: the one subscriber alone may
+    // write once every 250 ms.
+    assert_lingers(Duration::from_millis(250), |pacing| {
+        pacing.min_linger = Duration::ZERO;
+        pacing.writes_per_second = 4;
+    })
+    .await;
+}
+
+/// With one subscriber and `pacing`: an isolated event goes out at once, and the ones
+/// committed right after it wait until `linger` has passed.
+async fn assert_lingers(linger: Duration, pacing: impl FnOnce(&mut Pacing)) {
     let a = TestAuthority::start_with(|c| {
-        c.stream_linger = linger;
+        pacing(&mut c.stream_pacing);
         c.heartbeat_interval = Duration::from_secs(60);
     })
     .await;

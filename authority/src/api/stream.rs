@@ -68,7 +68,7 @@ async fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Resu
         Arc::clone(&app.store),
         subscription,
         epoch.as_ref(),
-        app.config.stream_linger,
+        app.config.stream_pacing,
     ))
 }
 

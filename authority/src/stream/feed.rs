@@ -6,13 +6,12 @@
 //! [`Feed::next`] is cancel-safe: its state changes only after each await completes, so a
 //! transport can `select!` it against reading the socket.
 //!
-//! Linger: a connection that has just written everything it had waits until `linger` has
+//! Linger: a connection that has just written everything it had waits until the linger has
 //! passed since that write before it takes more from the live feed. An isolated revocation
 //! therefore goes out at once, but under sustained load each connection writes at most once
-//! per `linger`, carrying every commit of that interval in one write. Fan-out cost is one
-//! write (and, on loopback, the kernel's whole TCP path) per connection per write, so at
-//! 10,000 subscribers this bounds the writes per second by the fleet size instead of by the
-//! commit rate.
+//! per linger, carrying every commit of that interval in one write. The linger grows with the
+//! fleet ([`Pacing`]), so the writes per second stay bounded however many subscribers there
+//! are and however fast revocations are committed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,10 +19,11 @@ use std::sync::Arc;
 use revocast_shared::event::Control;
 use revocast_shared::{Epoch, Seq};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::time::{Duration, Instant};
+use tokio::time::Instant;
 
 use super::encoded::Encoded;
 use super::hub::{Hub, Subscription};
+use super::pacing::Pacing;
 use super::part::{FRAME_BYTES, Frame, Part, Published};
 use crate::store::{Backlog, Store};
 
@@ -106,7 +106,7 @@ pub struct Feed {
     backlog_through: Seq,
     live: tokio::sync::broadcast::Receiver<Published>,
     /// Quiet time after writing everything that was pending (see the module docs).
-    linger: Duration,
+    pacing: Pacing,
     /// No live events are taken before this instant.
     quiet_until: Option<Instant>,
 }
@@ -119,7 +119,7 @@ impl Feed {
         store: Arc<dyn Store>,
         subscription: Subscription,
         client_epoch: Option<&Epoch>,
-        linger: Duration,
+        pacing: Pacing,
     ) -> Self {
         let Subscription {
             head,
@@ -140,7 +140,7 @@ impl Feed {
             last: since,
             backlog_through: since,
             live,
-            linger,
+            pacing,
             quiet_until: None,
         };
         if client_epoch.is_some_and(|e| e != feed.hub.epoch()) {
@@ -167,8 +167,11 @@ impl Feed {
         loop {
             if !self.pending.is_empty() {
                 let batch = self.pending.take(BATCH_BYTES);
-                if self.pending.is_empty() && !self.linger.is_zero() {
-                    self.quiet_until = Some(Instant::now() + self.linger);
+                if self.pending.is_empty() {
+                    let linger = self.pacing.linger(self.hub.fleet_size());
+                    if !linger.is_zero() {
+                        self.quiet_until = Some(Instant::now() + linger);
+                    }
                 }
                 return Ok(batch);
             }

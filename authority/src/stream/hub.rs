@@ -9,6 +9,7 @@
 //! its live feed begins, even while revocations are being committed.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use revocast_shared::event::{Control, RevocationEvent};
@@ -24,6 +25,9 @@ pub const RECENT_EVENTS: usize = 16_384;
 pub struct Hub {
     epoch: Epoch,
     recent_capacity: usize,
+    /// Live connections as of the last heartbeat or join: read on every write to pace it,
+    /// so kept outside the lock.
+    fleet: AtomicUsize,
     /// A std Mutex: nothing awaits while it is held, and every critical section is a few
     /// pointer pushes.
     state: Mutex<State>,
@@ -73,6 +77,7 @@ impl Hub {
         Self {
             epoch,
             recent_capacity,
+            fleet: AtomicUsize::new(0),
             state: Mutex::new(State {
                 head,
                 recent: VecDeque::new(),
@@ -92,6 +97,16 @@ impl Hub {
     /// Connections currently following the live feed.
     pub fn subscribers(&self) -> usize {
         self.lock().tx.as_ref().map_or(0, |tx| tx.receiver_count())
+    }
+
+    /// [`subscribers`](Self::subscribers) as of the last heartbeat or join, without a lock.
+    pub fn fleet_size(&self) -> usize {
+        self.fleet.load(Ordering::Relaxed)
+    }
+
+    fn note_fleet(&self, state: &State) {
+        let live = state.tx.as_ref().map_or(0, |tx| tx.receiver_count());
+        self.fleet.store(live, Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -142,6 +157,7 @@ impl Hub {
         if let Some(tx) = &state.tx {
             let _ = tx.send(Part::new([beat]));
         }
+        self.note_fleet(&state);
     }
 
     /// Join the log after `since` (the head if `None`: live events only).
@@ -157,6 +173,7 @@ impl Hub {
             .as_ref()
             .ok_or(SubscribeError::ShuttingDown)?
             .subscribe();
+        self.note_fleet(&state);
         let oldest_held = state.recent.front().and_then(|e| e.seq);
         let recent = if since == head {
             Some(Vec::new())

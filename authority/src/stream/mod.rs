@@ -6,6 +6,7 @@
 mod encoded;
 mod feed;
 mod hub;
+mod pacing;
 mod part;
 #[cfg(test)]
 mod testing;
@@ -13,4 +14,5 @@ mod testing;
 pub use encoded::Encoded;
 pub use feed::{End, Feed};
 pub use hub::{Hub, RECENT_EVENTS, SubscribeError, Subscription};
+pub use pacing::{MAX_LINGER, Pacing};
 pub use part::{FRAME_BYTES, Frame, Part, Published};
