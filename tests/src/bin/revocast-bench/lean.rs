@@ -3,16 +3,21 @@
 //! cores as the authority need more CPU than the box has (see BENCHMARKS.md), so they cannot
 //! tell whether the *authority* keeps up. These clients cost a byte scan per event, and still
 //! prove what matters: each one sees every `seq` exactly once, in order, across reconnects.
+//!
+//! They speak just enough RFC 6455 to read the authority's stream (the upgrade, then
+//! unmasked, unfragmented server frames) instead of going through tungstenite: that library
+//! zero-fills its read buffer before every read and validates every text frame as UTF-8,
+//! which together were a third of this process's CPU — CPU the authority, on the same two
+//! cores, is being measured with. The agent and the tests use the real client.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use bytes::{Buf, BytesMut};
 use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// What one lean subscriber saw.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,16 +32,16 @@ pub struct Tally {
 
 /// Event objects begin with their `seq` (PROTOCOL.md); control messages begin with `type`.
 const EVENT_PREFIX: &[u8] = br#"{"seq":"#;
+/// The authority sends `reset` as a message of its own, never inside a batch.
+const RESET_PREFIX: &[u8] = br#"{"type":"reset""#;
 
-// The searchers, built once: building one per frame was a visible share of the fleet's CPU.
-static RESET: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(br#""type":"reset""#));
+// Built once: building one per frame was a visible share of the fleet's CPU.
 static EVENT: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(EVENT_PREFIX));
 
 /// Check the events of one text frame (one message or a JSON array of them) against `tally`.
 pub fn check_frame(frame: &[u8], tally: &mut Tally) {
-    if RESET.find(frame).is_some() {
+    if frame.starts_with(RESET_PREFIX) {
         tally.faults += 1;
     }
     for at in EVENT.find_iter(frame) {
@@ -58,6 +63,116 @@ pub fn check_frame(frame: &[u8], tally: &mut Tally) {
     }
 }
 
+/// One frame from the server, parsed from the front of a buffer.
+#[derive(Debug, PartialEq, Eq)]
+enum ServerFrame {
+    /// A whole text message: its payload is `payload` bytes after `header` bytes.
+    Text { header: usize, payload: usize },
+    /// Ping, pong or binary: skip `header + payload` bytes.
+    Other { header: usize, payload: usize },
+    /// Close, a fragment or a masked frame: this client stops here and reconnects.
+    End,
+}
+
+/// Parse the frame at the front of `buf`; `None` until its header is complete.
+fn parse_frame(buf: &[u8]) -> Option<ServerFrame> {
+    let [first, second, ..] = *buf else {
+        return None;
+    };
+    let (fin, opcode) = (first & 0x80 != 0, first & 0x0f);
+    if second & 0x80 != 0 || !fin || opcode == 0 || opcode == 8 {
+        return Some(ServerFrame::End);
+    }
+    let (header, payload) = match second & 0x7f {
+        126 => (4, usize::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?))),
+        127 => {
+            let len = u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?);
+            (10, usize::try_from(len).ok()?)
+        }
+        len => (2, usize::from(len)),
+    };
+    Some(if opcode == 1 {
+        ServerFrame::Text { header, payload }
+    } else {
+        ServerFrame::Other { header, payload }
+    })
+}
+
+/// Open `/v1/stream?since=…` on `addr` (host:port) and return the connection with whatever
+/// followed the `101` response in its first read.
+async fn connect(addr: &str, key: &str, since: u64) -> std::io::Result<(TcpStream, BytesMut)> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let request = format!(
+        "GET /v1/stream?since={since} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {key}\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await?;
+    let mut buf = BytesMut::with_capacity(READ_BYTES);
+    loop {
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(end) = memmem::find(&buf, b"\r\n\r\n") {
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                return Err(std::io::Error::other("the upgrade was refused"));
+            }
+            buf.advance(end + 4);
+            return Ok((tcp, buf));
+        }
+        if buf.len() > 8 * 1024 {
+            return Err(std::io::Error::other("oversized response head"));
+        }
+    }
+}
+
+/// Read size. At 10,000 subscribers × 1,000 events/s the fleet reads ~1 GB/s, so reads must
+/// not be small; the authority writes at most a batch (~16 KiB) at a time anyway.
+const READ_BYTES: usize = 32 * 1024;
+
+/// Check every text frame of one connection until it ends or `stop` is reached.
+async fn read_frames(
+    tcp: &mut TcpStream,
+    buf: &mut BytesMut,
+    tally: &mut Tally,
+    stop: &mut tokio::sync::watch::Receiver<Option<u64>>,
+) -> Result<(), ()> {
+    loop {
+        while let Some(frame) = parse_frame(buf) {
+            let (header, payload, text) = match frame {
+                ServerFrame::Text { header, payload } => (header, payload, true),
+                ServerFrame::Other { header, payload } => (header, payload, false),
+                ServerFrame::End => return Err(()),
+            };
+            if buf.len() < header + payload {
+                buf.reserve(header + payload - buf.len());
+                break;
+            }
+            if text {
+                check_frame(&buf[header..header + payload], tally);
+            }
+            buf.advance(header + payload);
+        }
+        if stop.borrow().is_some_and(|f| tally.last >= f) {
+            return Ok(());
+        }
+        if buf.capacity() - buf.len() < READ_BYTES / 2 {
+            buf.reserve(READ_BYTES);
+        }
+        tokio::select! {
+            read = tcp.read_buf(buf) => match read {
+                Ok(0) | Err(_) => return Err(()),
+                Ok(_) => {}
+            },
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
 /// Follow `base`'s WebSocket stream from `since` until `stop` says a `seq` this subscriber
 /// has reached; reconnect (resuming by `seq`) whenever the connection ends.
 pub async fn follow(
@@ -71,28 +186,16 @@ pub async fn follow(
         last: since,
         ..Tally::default()
     };
-    let url = format!("{}/v1/stream", base.replacen("http", "ws", 1));
-    // Reads of up to 16 KiB: at 10,000 subscribers × 1,000 events/s the fleet reads ~1 GB/s,
-    // and small reads would spend on syscalls the CPU the authority is being measured with.
-    // Not larger: tungstenite zero-fills the free part of its read buffer before every read,
-    // and with 64 KiB that memset was 18 % of this process's CPU; the authority writes at most
-    // ~16 KiB at a time anyway.
-    let mut config = WebSocketConfig::default();
-    config.read_buffer_size = 16 * 1024;
+    let Some(addr) = base.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
+        // Plain HTTP only: the soak measures fan-out, not TLS.
+        tally.faults += 1;
+        return tally;
+    };
     loop {
         if stop.borrow().is_some_and(|f| tally.last >= f) {
             return tally;
         }
-        let Ok(mut request) = format!("{url}?since={}", tally.last).into_client_request() else {
-            tally.faults += 1;
-            return tally;
-        };
-        if let Ok(value) = format!("Bearer {key}").parse() {
-            request.headers_mut().insert("authorization", value);
-        }
-        let attempt =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await;
-        let Ok((mut ws, _)) = attempt else {
+        let Ok((mut tcp, mut buf)) = connect(addr, &key, tally.last).await else {
             tally.reconnects += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -100,22 +203,11 @@ pub async fn follow(
         if let Some(first) = first_connect.take() {
             first.add_permits(1);
         }
-        loop {
-            tokio::select! {
-                message = ws.next() => match message {
-                    Some(Ok(Message::Text(text))) => check_frame(text.as_bytes(), &mut tally),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break,
-                },
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        return tally;
-                    }
-                },
-            }
-            if stop.borrow().is_some_and(|f| tally.last >= f) {
-                return tally;
-            }
+        if read_frames(&mut tcp, &mut buf, &mut tally, &mut stop)
+            .await
+            .is_ok()
+        {
+            return tally;
         }
         tally.reconnects += 1;
     }
@@ -189,5 +281,31 @@ mod tests {
         check_frame(br#"{"seq":7,"type":"session"}"#, &mut t);
         check_frame(br#"{"type":"reset","epoch":"e","seq":9}"#, &mut t);
         assert_eq!((t.last, t.faults), (7, 3));
+    }
+
+    #[test]
+    fn server_frames_parse_by_their_length_form() {
+        assert_eq!(parse_frame(b"\x81"), None);
+        assert_eq!(
+            parse_frame(b"\x81\x05hello"),
+            Some(ServerFrame::Text { header: 2, payload: 5 })
+        );
+        assert_eq!(
+            parse_frame(b"\x81\x7e\x01\x00"),
+            Some(ServerFrame::Text { header: 4, payload: 256 })
+        );
+        assert_eq!(parse_frame(b"\x81\x7e\x01"), None);
+        assert_eq!(
+            parse_frame(b"\x81\x7f\0\0\0\0\0\x01\0\0"),
+            Some(ServerFrame::Text { header: 10, payload: 65_536 })
+        );
+        assert_eq!(
+            parse_frame(b"\x89\x00"),
+            Some(ServerFrame::Other { header: 2, payload: 0 })
+        );
+        // Close, a fragment, a continuation and a masked frame all end the connection.
+        for end in [&b"\x88\x00"[..], b"\x01\x01a", b"\x80\x01a", b"\x81\x81abcdx"] {
+            assert_eq!(parse_frame(end), Some(ServerFrame::End), "{end:?}");
+        }
     }
 }
