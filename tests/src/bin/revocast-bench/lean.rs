@@ -84,7 +84,10 @@ fn parse_frame(buf: &[u8]) -> Option<ServerFrame> {
         return Some(ServerFrame::End);
     }
     let (header, payload) = match second & 0x7f {
-        126 => (4, usize::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?))),
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
+        ),
         127 => {
             let len = u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?);
             (10, usize::try_from(len).ok()?)
@@ -186,7 +189,10 @@ pub async fn follow(
         last: since,
         ..Tally::default()
     };
-    let Some(addr) = base.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
+    let Some(addr) = base
+        .strip_prefix("http://")
+        .map(|a| a.trim_end_matches('/'))
+    else {
         // Plain HTTP only: the soak measures fan-out, not TLS.
         tally.faults += 1;
         return tally;
@@ -288,23 +294,40 @@ mod tests {
         assert_eq!(parse_frame(b"\x81"), None);
         assert_eq!(
             parse_frame(b"\x81\x05hello"),
-            Some(ServerFrame::Text { header: 2, payload: 5 })
+            Some(ServerFrame::Text {
+                header: 2,
+                payload: 5
+            })
         );
         assert_eq!(
             parse_frame(b"\x81\x7e\x01\x00"),
-            Some(ServerFrame::Text { header: 4, payload: 256 })
+            Some(ServerFrame::Text {
+                header: 4,
+                payload: 256
+            })
         );
         assert_eq!(parse_frame(b"\x81\x7e\x01"), None);
         assert_eq!(
             parse_frame(b"\x81\x7f\0\0\0\0\0\x01\0\0"),
-            Some(ServerFrame::Text { header: 10, payload: 65_536 })
+            Some(ServerFrame::Text {
+                header: 10,
+                payload: 65_536
+            })
         );
         assert_eq!(
             parse_frame(b"\x89\x00"),
-            Some(ServerFrame::Other { header: 2, payload: 0 })
+            Some(ServerFrame::Other {
+                header: 2,
+                payload: 0
+            })
         );
         // Close, a fragment, a continuation and a masked frame all end the connection.
-        for end in [&b"\x88\x00"[..], b"\x01\x01a", b"\x80\x01a", b"\x81\x81abcdx"] {
+        for end in [
+            &b"\x88\x00"[..],
+            b"\x01\x01a",
+            b"\x80\x01a",
+            b"\x81\x81abcdx",
+        ] {
             assert_eq!(parse_frame(end), Some(ServerFrame::End), "{end:?}");
         }
     }
