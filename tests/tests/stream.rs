@@ -557,3 +557,107 @@ async fn subscribers_are_counted_by_transport() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The authority's own WebSocket server side (api/websocket.rs), driven by tungstenite's
+/// client: pings are answered, a close is returned, and a message over the limit or a broken
+/// upgrade is refused.
+#[tokio::test]
+async fn websocket_answers_pings_and_close_and_refuses_what_breaks_its_limits() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let a = TestAuthority::start().await;
+    let open = || async {
+        let url = format!("{}/v1/stream", a.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", a.subscriber_key).parse().unwrap(),
+        );
+        let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.status(), 101);
+        let hello = ws.next().await.unwrap().unwrap();
+        assert!(hello.to_text().unwrap().contains(r#""type":"hello""#));
+        ws
+    };
+    // Until a close: the frames that are not text (pongs, the close itself).
+    async fn until_close(
+        ws: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    ) -> (Vec<Message>, Option<CloseFrame>) {
+        let mut seen = Vec::new();
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Close(frame) => return (seen, frame),
+                Message::Text(_) => {}
+                other => seen.push(other),
+            }
+        }
+        (seen, None)
+    }
+
+    // A ping is answered with its payload, text from the client is read and dropped, and the
+    // stream goes on; the client's close comes back with its code.
+    let mut ws = open().await;
+    ws.send(Message::Ping(vec![7, 8, 9].into())).await.unwrap();
+    ws.send(Message::Text("ignored".into())).await.unwrap();
+    a.revoke_session("after-ping").await;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })))
+    .await
+    .unwrap();
+    let (seen, close) = until_close(&mut ws).await;
+    assert_eq!(seen, vec![Message::Pong(vec![7, 8, 9].into())]);
+    assert_eq!(close.map(|c| c.code), Some(CloseCode::Normal));
+
+    // Over 4 KiB: closed with 1009, Message Too Big.
+    let mut ws = open().await;
+    ws.send(Message::Binary(vec![0u8; 5000].into()))
+        .await
+        .unwrap();
+    let (_, close) = until_close(&mut ws).await;
+    assert_eq!(close.map(|c| c.code), Some(CloseCode::Size));
+
+    // Upgrades that are not: a 4xx in the contract's shape, never a switch.
+    let bad_keys = [Some("short"), Some("not base64!"), None];
+    for key in bad_keys {
+        let mut req = a
+            .http
+            .get(format!("{}/v1/stream", a.base))
+            .bearer_auth(&a.subscriber_key)
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13");
+        if let Some(key) = key {
+            req = req.header("sec-websocket-key", key);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 400, "key {key:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request", "{body}");
+        assert!(
+            body["error_description"]
+                .as_str()
+                .is_some_and(|m| m.contains("Sec-WebSocket-Key")),
+            "{body}"
+        );
+    }
+    let resp = a
+        .http
+        .get(format!("{}/v1/stream", a.base))
+        .bearer_auth(&a.subscriber_key)
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

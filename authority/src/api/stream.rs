@@ -8,11 +8,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt, stream};
+use futures_util::{StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
 use revocast_shared::{Epoch, Seq, UnixMillis};
 use serde::Deserialize;
@@ -24,7 +22,9 @@ use crate::error::ApiError;
 use crate::extract::QueryParams;
 use crate::metrics::SubscriberGuard;
 use crate::store::SnapshotPart;
-use crate::stream::{End, FRAME_BYTES, Feed, Frame, SubscribeError};
+use crate::stream::{End, Feed, Frame, SubscribeError};
+
+use super::websocket::{self, Inbound, ReadEnd, Socket, Upgrade, close_code};
 
 /// Stream query parameters. `epoch` is an extension: a client that names the epoch its `since`
 /// belongs to gets `reset` instead of a resume when the log has changed.
@@ -34,12 +34,6 @@ pub struct StreamQuery {
     since: Option<String>,
     epoch: Option<String>,
 }
-
-/// Largest message a subscriber may send us (it has nothing to say but pings and close).
-const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
-/// tokio-tungstenite's default read buffer is 128 KiB per connection; subscribers send almost
-/// nothing, so a small one keeps idle connections cheap.
-const WS_READ_BUFFER: usize = 1024;
 
 fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
     u64::from_str(value.trim())
@@ -170,11 +164,8 @@ pub async fn websocket(
     _: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|rejection| {
-        ApiError::new(rejection.status(), "invalid_request", rejection.body_text())
-    })?;
     let since = query
         .since
         .as_deref()
@@ -183,16 +174,10 @@ pub async fn websocket(
     // Joined before the upgrade, so `since` beyond the head is a plain 400 and nothing
     // published during the handshake is missed.
     let feed = open_feed(&app, since, query.epoch).await?;
-    Ok(upgrade
-        .read_buffer_size(WS_READ_BUFFER)
-        // A batch's frames are buffered and go out in one write when it is flushed.
-        .write_buffer_size(2 * FRAME_BYTES)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| serve_websocket(socket, feed, app)))
+    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, app)))
 }
 
-async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
+async fn serve_websocket(mut socket: Socket, mut feed: Feed, app: AppState) {
     let counters = Counters::new(&app, "websocket");
     let write_timeout = app.config.write_timeout;
     let end = loop {
@@ -200,11 +185,12 @@ async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
             step = feed.next() => match step {
                 Ok(batch) => {
                     let events = events_in(&batch);
-                    match tokio::time::timeout(write_timeout, write_batch(&mut socket, &batch)).await {
+                    let frames: Vec<Bytes> = batch.iter().map(Frame::ws).collect();
+                    match tokio::time::timeout(write_timeout, socket.send_frames(&frames)).await {
                         Ok(Ok(())) => {
                             counters.sent.inc_by(events);
                         }
-                        Ok(Err(e)) if !is_timeout(&e) => {
+                        Ok(Err(e)) if e.kind() != std::io::ErrorKind::TimedOut => {
                             tracing::debug!(error = %e, "subscriber write failed");
                             return;
                         }
@@ -218,17 +204,31 @@ async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
                 }
                 Err(end) => break end,
             },
-            incoming = socket.recv() => match incoming {
-                // Pings are answered by the library; anything else a subscriber says is ignored.
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
+            incoming = socket.recv() => {
+                // Anything a subscriber may say is answered here; data messages are read
+                // and dropped by `recv` itself.
+                let (code, reason) = match incoming {
+                    Ok(Inbound::Ping(payload)) => {
+                        match tokio::time::timeout(write_timeout, socket.pong(&payload)).await {
+                            Ok(Ok(())) => continue,
+                            _ => return,
+                        }
+                    }
+                    Ok(Inbound::Close(code)) => (code.unwrap_or(close_code::NORMAL), ""),
+                    Err(ReadEnd::Refused(code, reason)) => (code, reason),
+                    Err(ReadEnd::Gone) => return,
+                };
+                let _ = tokio::time::timeout(write_timeout, socket.close(code, reason)).await;
+                return;
+            }
         }
     };
     let (code, reason) = match end {
         End::Reset(reset) => {
-            if socket.send(Message::Text(reset.json)).await.is_err() {
-                return;
+            let frame = websocket::text_frame(reset.json.as_bytes());
+            match tokio::time::timeout(write_timeout, socket.send_frames(&[frame])).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
             (close_code::NORMAL, "reset: resync from /v1/snapshot")
         }
@@ -246,34 +246,7 @@ async fn serve_websocket(mut socket: WebSocket, mut feed: Feed, app: AppState) {
             "stream failed: reconnect with since=your last seq",
         ),
     };
-    let close = Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }));
-    let _ = tokio::time::timeout(write_timeout, socket.send(close)).await;
-}
-
-/// Write a batch's frames (each one shared with every other connection) and flush them
-/// together.
-async fn write_batch(socket: &mut WebSocket, batch: &[Frame]) -> Result<(), axum::Error> {
-    for frame in batch {
-        socket.feed(Message::Text(frame.ws())).await?;
-    }
-    socket.flush().await
-}
-
-/// Whether a WebSocket error is, somewhere down its source chain, an I/O timeout.
-fn is_timeout(error: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = cause {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
+    let _ = tokio::time::timeout(write_timeout, socket.close(code, reason)).await;
 }
 
 /// How a snapshot is framed: the contract's one JSON document, or (an extension, chosen with

@@ -4,20 +4,19 @@
 //! Fan-out costs per (connection, message) what every connection repeats. So a [`Part`] is
 //! split into frames of at most [`FRAME_BYTES`] once, when it is made, and each frame's
 //! WebSocket text and SSE bytes are built by the first connection that sends it and shared by
-//! the rest: per connection, sending a commit is one reference count and one copy into the
-//! socket, however many events it holds.
+//! the rest: per connection, sending a commit is one reference count and the kernel's copy
+//! into the socket, however many events it holds.
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::{BufMut, Bytes, BytesMut};
 use revocast_shared::event::RevocationEvent;
 
 use super::encoded::Encoded;
+use crate::api::websocket;
 
-/// Frames stop growing past this many bytes of JSON. It bounds what a connection's WebSocket
-/// write buffer grows to, and that buffer never shrinks: at 10,000 busy connections each KiB
-/// here is ~10 MB of the authority's memory.
+/// Frames stop growing past this many bytes of JSON: a commit or backlog page larger than
+/// this goes out as several WebSocket messages (or SSE writes) rather than one unbounded one.
 pub const FRAME_BYTES: usize = 16 * 1024;
 
 /// What one broadcast slot carries, and what a connection queues: shared, never copied.
@@ -36,7 +35,7 @@ struct FrameInfo {
     bytes: usize,
     /// How many of them are revocation events (the rest are control messages).
     events: u64,
-    ws: OnceLock<Utf8Bytes>,
+    ws: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
 }
 
@@ -133,11 +132,12 @@ impl Frame {
         self.info().events
     }
 
-    /// The WebSocket text: the message's own JSON object when it is alone, else a JSON array.
-    pub fn ws(&self) -> Utf8Bytes {
+    /// The whole WebSocket text frame, header included: the message's own JSON object when
+    /// it is alone, else a JSON array of them.
+    pub fn ws(&self) -> Bytes {
         self.info()
             .ws
-            .get_or_init(|| ws_text(self.messages()))
+            .get_or_init(|| ws_frame(self.messages()))
             .clone()
     }
 
@@ -164,25 +164,30 @@ fn sse_chunk(batch: &[Encoded]) -> Bytes {
     }
 }
 
-/// The WebSocket text of `batch`: the shared object when it is one message, else one JSON
-/// array of them.
-fn ws_text(batch: &[Encoded]) -> Utf8Bytes {
+/// The WebSocket text frame of `batch`: its one message's JSON object, or one JSON array of
+/// them.
+fn ws_frame(batch: &[Encoded]) -> Bytes {
+    let text: usize = match batch {
+        [one] => one.json.len(),
+        many => many.iter().map(|m| m.json.len() + 1).sum::<usize>() + 1,
+    };
+    let (header, used) = websocket::frame_header(websocket::OP_TEXT, text);
+    let mut out = BytesMut::with_capacity(used + text);
+    out.put_slice(&header[..used]);
     match batch {
-        [one] => one.json.clone(),
+        [one] => out.put_slice(one.json.as_bytes()),
         many => {
-            let len: usize = many.iter().map(|m| m.json.len() + 1).sum();
-            let mut out = String::with_capacity(len + 1);
-            out.push('[');
+            out.put_u8(b'[');
             for (i, m) in many.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.put_u8(b',');
                 }
-                out.push_str(m.json.as_str());
+                out.put_slice(m.json.as_bytes());
             }
-            out.push(']');
-            Utf8Bytes::from(out)
+            out.put_u8(b']');
         }
     }
+    out.freeze()
 }
 
 #[cfg(test)]
@@ -193,6 +198,16 @@ mod tests {
     use super::*;
     use crate::stream::testing::session;
 
+    /// The text of a whole server frame.
+    fn text(frame: &Bytes) -> &str {
+        let at = match frame[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        std::str::from_utf8(&frame[at..]).unwrap()
+    }
+
     fn part(seqs: std::ops::RangeInclusive<u64>, frame_bytes: usize) -> Published {
         let events: Vec<RevocationEvent> = seqs.map(session).collect();
         Part::with_frame_bytes(encode(&events), frame_bytes)
@@ -202,7 +217,8 @@ mod tests {
     fn single_messages_are_shared_and_several_are_arrays() {
         let one = part(1..=1, FRAME_BYTES);
         let frame = Frame::of(&one, 0).unwrap();
-        assert_eq!(frame.ws().as_str(), one.messages()[0].json.as_str());
+        assert_eq!(frame.ws()[0], 0x81, "a final text frame");
+        assert_eq!(text(&frame.ws()), one.messages()[0].json.as_str());
         assert_eq!(
             frame.sse().as_ptr(),
             one.messages()[0].sse.as_ptr(),
@@ -212,7 +228,7 @@ mod tests {
 
         let two = part(1..=2, FRAME_BYTES);
         let frame = Frame::of(&two, 0).unwrap();
-        let parsed: Vec<RevocationEvent> = serde_json::from_str(frame.ws().as_str()).unwrap();
+        let parsed: Vec<RevocationEvent> = serde_json::from_str(text(&frame.ws())).unwrap();
         assert_eq!(parsed, vec![session(1), session(2)]);
         let m = two.messages();
         assert_eq!(frame.sse().len(), m[0].sse.len() + m[1].sse.len());
