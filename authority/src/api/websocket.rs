@@ -612,4 +612,44 @@ mod tests {
         let whole = client(0x89, b"abc");
         assert_eq!(feed(&whole[..whole.len() - 1]), (vec![], None));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// Whatever a client sends, in whatever pieces it arrives: the parser never panics,
+        /// answers the same as when it all arrives at once, and holds at most one frame's
+        /// worth of bytes once it has parsed what it has.
+        #[test]
+        fn any_bytes_in_any_pieces_parse_the_same_and_never_panic(
+            frames in proptest::collection::vec(
+                (0u8..=255, proptest::collection::vec(0u8..=255, 0..300)),
+                0..8,
+            ),
+            noise in proptest::collection::vec(0u8..=255, 0..64),
+            cut in 1usize..64,
+        ) {
+            // Mostly well-formed masked frames with arbitrary first bytes, then noise.
+            let mut bytes: Vec<u8> = frames.iter().flat_map(|(first, p)| client(*first, p)).collect();
+            bytes.extend(&noise);
+            let whole = feed(&bytes);
+            let mut reader = Reader::default();
+            let mut answers = Vec::new();
+            let mut end = None;
+            'pieces: for piece in bytes.chunks(cut) {
+                reader.inbound.extend_from_slice(piece);
+                loop {
+                    match reader.parse() {
+                        Ok(Some(inbound)) => answers.push(inbound),
+                        Ok(None) => break,
+                        Err(e) => {
+                            end = Some(e);
+                            break 'pieces;
+                        }
+                    }
+                }
+                proptest::prop_assert!(reader.inbound.len() <= 14 + MAX_CLIENT_MESSAGE + cut);
+            }
+            proptest::prop_assert_eq!((answers, end), whole);
+        }
+    }
 }
