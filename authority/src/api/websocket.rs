@@ -304,6 +304,7 @@ impl Socket {
             }
         }
     }
+
     /// Write `frames` (whole server frames, shared with other connections) in as few writes
     /// as the transport allows, and flush.
     pub async fn send_frames(&mut self, frames: &[Bytes]) -> std::io::Result<()> {
@@ -328,18 +329,13 @@ impl Socket {
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
-            // Advance past what was written.
-            while written > 0 {
-                let left = frames[index].len() - offset;
-                if written >= left {
-                    written -= left;
-                    index += 1;
-                    offset = 0;
-                } else {
-                    offset += written;
-                    written = 0;
-                }
+            // Advance past what was written (and past any empty frame).
+            while index < frames.len() && written >= frames[index].len() - offset {
+                written -= frames[index].len() - offset;
+                index += 1;
+                offset = 0;
             }
+            offset += written;
         }
         self.io.flush().await
     }
@@ -349,10 +345,15 @@ impl Socket {
         self.send_frames(&[frame(OP_PONG, payload)]).await
     }
 
-    /// Send a close frame with `code` and `reason` (at most 123 bytes).
+    /// Send a close frame with `code` and `reason` (cut to the 123 bytes a control frame
+    /// leaves for it, on a character boundary), then end our side of the connection.
     pub async fn close(&mut self, code: u16, reason: &str) -> std::io::Result<()> {
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
         let mut payload = code.to_be_bytes().to_vec();
-        payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+        payload.extend_from_slice(&reason.as_bytes()[..end]);
         self.send_frames(&[frame(OP_CLOSE, &payload)]).await?;
         self.io.shutdown().await
     }
