@@ -332,18 +332,39 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl Config {
-    /// Defaults for a data directory, as if started with only `--data-dir` (tests use this).
+    /// Defaults for a data directory, as if started with only `--data-dir`, whatever
+    /// `REVOCAST_*` variables the environment holds: a test must not pick up a developer's
+    /// `REVOCAST_DATABASE_URL` and write to that database.
     pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
-        let args = Cli::parse_from(["revocast-authority"]).serve;
+        Self::defaults(data_dir.into(), false)
+            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+    }
+
+    /// Like [`for_data_dir`](Self::for_data_dir), with the `REVOCAST_*` variables of the
+    /// environment applied as the binary applies them (the benchmark's authorities use this,
+    /// so a run can be tuned like a deployment).
+    pub fn for_data_dir_with_env(data_dir: impl Into<PathBuf>) -> Result<Config, Error> {
+        Self::defaults(data_dir.into(), true)
+    }
+
+    fn defaults(data_dir: PathBuf, env: bool) -> Result<Config, Error> {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut command = Cli::command();
+        if !env {
+            command = command.mut_args(|arg| arg.env(None::<&'static str>));
+        }
+        let args = command
+            .try_get_matches_from(["revocast-authority"])
+            .and_then(|matches| Cli::from_arg_matches(&matches))
+            .map_err(|e| Error::Config(e.to_string()))?
+            .serve;
         let mut config = ServeArgs {
-            data_dir: data_dir.into(),
+            data_dir,
             listen: "127.0.0.1:0".parse().unwrap_or(args.listen),
             ..args
         };
         config.issuer = Some("http://revocast.test".into());
-        config
-            .validate()
-            .unwrap_or_else(|e| unreachable!("defaults are valid: {e}"))
+        config.validate()
     }
 }
 
@@ -372,6 +393,42 @@ mod tests {
         let c = parse(&["--default-ttl", "900", "--max-ttl", "2h"]).unwrap();
         assert_eq!((c.default_ttl_secs, c.max_ttl_secs), (900, 7200));
         assert!(Cli::try_parse_from(["x", "--max-ttl", "soon"]).is_err());
+    }
+
+    /// The name of the test below, as the test binary knows it.
+    const HOSTILE_ENVIRONMENT: &str = "config::tests::defaults_under_a_hostile_environment";
+
+    #[test]
+    fn test_defaults_ignore_the_environment() {
+        // Run the test below in a child process (this test binary) whose environment would
+        // change the defaults, or break them, if it were read.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", HOSTILE_ENVIRONMENT, "--ignored"])
+            .env("REVOCAST_STREAM_WRITES_PER_SECOND", "7")
+            .env("REVOCAST_MAX_TTL", "not a duration")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[test]
+    #[ignore = "run by test_defaults_ignore_the_environment, in a child process"]
+    fn defaults_under_a_hostile_environment() {
+        if std::env::var("REVOCAST_STREAM_WRITES_PER_SECOND").as_deref() != Ok("7") {
+            // Run by hand (`--include-ignored`) rather than by the test above: nothing to do.
+            return;
+        }
+        let config = Config::for_data_dir("/nonexistent");
+        assert_eq!(config.stream_pacing.writes_per_second, 40_000);
+        assert_eq!(config.max_ttl_secs, 24 * 3600);
+        // The benchmark's variant reads it, and says what is wrong instead of panicking.
+        let err = Config::for_data_dir_with_env("/nonexistent").unwrap_err();
+        assert!(err.to_string().contains("not a duration"), "{err}");
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub struct AuthorityArgs {
 
 /// Serve an authority on 127.0.0.1:0; print `listening ADDR`; stop when stdin closes.
 pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
-    let mut config = Config::for_data_dir(&args.data_dir);
+    // `REVOCAST_*` variables tune the benchmark's authority as they would a deployment.
+    let mut config = Config::for_data_dir_with_env(&args.data_dir)?;
     if let Some(secs) = args.max_ttl {
         config.max_ttl_secs = i64::try_from(secs.max(1))?;
         config.default_ttl_secs = config.default_ttl_secs.min(config.max_ttl_secs);
