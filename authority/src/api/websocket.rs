@@ -185,13 +185,19 @@ pub enum Inbound {
 }
 
 /// Why reading from a subscriber ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadEnd {
     /// It broke the protocol or our limits: close with this code and reason.
     Refused(u16, &'static str),
     /// The connection is gone (closed without a close frame, or failed).
     Gone,
 }
+
+/// A message (or one frame of it) over [`MAX_CLIENT_MESSAGE`].
+const TOO_BIG_MESSAGE: ReadEnd = ReadEnd::Refused(
+    close_code::TOO_BIG,
+    "messages to the stream are at most 4096 bytes",
+);
 
 /// A switched connection.
 pub struct Socket {
@@ -262,10 +268,7 @@ fn parse_client_frame(buf: &[u8]) -> Result<Option<ClientFrame>, ReadEnd> {
         ));
     }
     if payload > MAX_CLIENT_MESSAGE as u64 {
-        return Err(ReadEnd::Refused(
-            close_code::TOO_BIG,
-            "messages to the stream are at most 4096 bytes",
-        ));
+        return Err(TOO_BIG_MESSAGE);
     }
     let Some(mask) = buf.get(at..at + 4) else {
         return Ok(None);
@@ -400,10 +403,7 @@ impl Reader {
             (opcode, None) => (opcode, Vec::new()),
         };
         if body.len() + payload.len() > MAX_CLIENT_MESSAGE {
-            return Err(ReadEnd::Refused(
-                close_code::TOO_BIG,
-                "messages to the stream are at most 4096 bytes",
-            ));
+            return Err(TOO_BIG_MESSAGE);
         }
         body.extend_from_slice(payload);
         if !fin {

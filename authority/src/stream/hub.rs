@@ -41,6 +41,12 @@ struct State {
     tx: Option<broadcast::Sender<Published>>,
 }
 
+impl State {
+    fn receivers(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.receiver_count())
+    }
+}
+
 /// A new connection's position in the log.
 pub struct Subscription {
     /// The head when it joined: its backlog is `since+1 ..= head`, its live feed `head+1 ..`.
@@ -96,7 +102,7 @@ impl Hub {
 
     /// Connections currently following the live feed.
     pub fn subscribers(&self) -> usize {
-        self.lock().tx.as_ref().map_or(0, |tx| tx.receiver_count())
+        self.lock().receivers()
     }
 
     /// [`subscribers`](Self::subscribers) as of the last heartbeat or join, without a lock.
@@ -105,8 +111,7 @@ impl Hub {
     }
 
     fn note_fleet(&self, state: &State) {
-        let live = state.tx.as_ref().map_or(0, |tx| tx.receiver_count());
-        self.fleet.store(live, Ordering::Relaxed);
+        self.fleet.store(state.receivers(), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -167,26 +167,22 @@ fn sse_chunk(batch: &[Encoded]) -> Bytes {
 /// The WebSocket text frame of `batch`: its one message's JSON object, or one JSON array of
 /// them.
 fn ws_frame(batch: &[Encoded]) -> Bytes {
-    let text: usize = match batch {
-        [one] => one.json.len(),
-        many => many.iter().map(|m| m.json.len() + 1).sum::<usize>() + 1,
+    let many = match batch {
+        [one] => return websocket::text_frame(one.json.as_bytes()),
+        many => many,
     };
+    let text = many.iter().map(|m| m.json.len() + 1).sum::<usize>() + 1;
     let (header, used) = websocket::frame_header(websocket::OP_TEXT, text);
     let mut out = BytesMut::with_capacity(used + text);
     out.put_slice(&header[..used]);
-    match batch {
-        [one] => out.put_slice(one.json.as_bytes()),
-        many => {
-            out.put_u8(b'[');
-            for (i, m) in many.iter().enumerate() {
-                if i > 0 {
-                    out.put_u8(b',');
-                }
-                out.put_slice(m.json.as_bytes());
-            }
-            out.put_u8(b']');
+    out.put_u8(b'[');
+    for (i, m) in many.iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
         }
+        out.put_slice(m.json.as_bytes());
     }
+    out.put_u8(b']');
     out.freeze()
 }
 

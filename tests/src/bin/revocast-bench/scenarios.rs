@@ -518,10 +518,6 @@ pub fn sign(seconds: u64) -> anyhow::Result<Value> {
     }}))
 }
 
-/// Mixed traffic for `seconds` against an authority holding `subscribers` agent connections
-/// (in another process): revocations at `rate`/s, plus token issuance and introspection at a
-/// tenth of that each. Counts errors, checks that every agent ends at the last `seq` holding
-/// the authority's entry count (nothing lost), and samples the authority's memory.
 /// Requests the soak keeps in flight at most, each on its own HTTP/1.1 connection: a client
 /// fleet's connection pools, not one connection per queued request. (With 4,096, a stall
 /// opened thousands of connections, and their buffers showed up as steps in the authority's
@@ -529,6 +525,10 @@ pub fn sign(seconds: u64) -> anyhow::Result<Value> {
 /// under this load need ~250 in flight, so 256 capped the offered rate itself at ~950/s.
 const SOAK_MAX_IN_FLIGHT: usize = 512;
 
+/// Mixed traffic for `seconds` against an authority holding `subscribers` agent connections
+/// (in another process): revocations at `rate`/s, plus token issuance and introspection at a
+/// tenth of that each. Counts errors, checks that every agent ends at the last `seq` holding
+/// the authority's entry count (nothing lost), and samples the authority's memory.
 pub async fn soak(
     subscribers: usize,
     rate: u32,
