@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use revocast_shared::UnixSeconds;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::OnceCell;
@@ -135,7 +136,7 @@ pub async fn create(
     store: &dyn Store,
     scope: Scope,
     label: Option<&str>,
-    now: i64,
+    now: UnixSeconds,
 ) -> Result<Zeroizing<String>, Error> {
     let key = generate()?;
     store.insert_api_key(&hash(&key), scope, label, now).await?;
@@ -149,7 +150,11 @@ pub async fn create(
 /// (atomically, only if none exist) and only that one writes the files. The secrets go to
 /// `*.key.new` files first, so that a crash right after the keys were stored cannot lose them:
 /// the next start finishes the job (`finish_pending`).
-pub async fn bootstrap(store: &dyn Store, data_dir: &Path, now: i64) -> Result<(), Error> {
+pub async fn bootstrap(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: UnixSeconds,
+) -> Result<(), Error> {
     if store.count_api_keys().await? > 0 {
         return finish_pending(store, data_dir).await;
     }
@@ -273,7 +278,9 @@ mod tests {
     async fn concurrent_misses_for_one_key_share_one_store_query() {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
-        let key = create(&sqlite, Scope::Subscribe, None, 0).await.unwrap();
+        let key = create(&sqlite, Scope::Subscribe, None, UnixSeconds::new(0))
+            .await
+            .unwrap();
         let store = Arc::new(GatedStore::closed(sqlite));
         let keys = Arc::new(ApiKeys::new(store.clone()));
         // 50 connections present the same uncached key while the first query is held.

@@ -15,7 +15,9 @@ use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
 use crate::net::{Peer, TunedListener};
-use crate::store::{Doorbell, Mutation, Outcome, PgStore, SqliteStore, Store};
+use crate::store::{
+    self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, SqliteStore, Store,
+};
 use crate::stream::Hub;
 use crate::tail::{self, LogTail};
 use crate::view::View;
@@ -59,35 +61,28 @@ impl Authority {
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, Error> {
         let now = UnixMillis::now();
         let doorbell = store.doorbell().await?;
-        let mut loaded = store.load(now.as_secs()).await?;
+        let mut loaded = store.load(now.to_seconds()).await?;
         if !loaded.keys.iter().any(|k| k.active) {
             // First start: create the signing key durably before anything can be signed with
             // it. Replicas starting together race here; the store lets exactly one key in.
             let key = Arc::new(SigningKey::generate()?);
-            let outcome = store
-                .commit(
-                    now,
-                    &[Mutation::InitKey {
-                        key: Arc::clone(&key),
-                    }],
-                )
-                .await?;
-            if matches!(outcome.first(), Some(Outcome::KeyAdded)) {
+            if let KeyInit::Added(key) = store::commit_one(store.as_ref(), now, InitKey { key }).await? {
                 tracing::info!(kid = %key.kid(), "generated signing key");
             }
-            loaded = store.load(now.as_secs()).await?;
+            loaded = store.load(now.to_seconds()).await?;
         }
-        apikeys::bootstrap(store.as_ref(), &config.data_dir, now.as_secs()).await?;
+        apikeys::bootstrap(store.as_ref(), &config.data_dir, now.to_seconds()).await?;
 
-        let view = Arc::new(View::new(loaded, config.max_ttl_secs)?);
         let metrics = Arc::new(Metrics::new());
-        metrics.head_seq.set(gauge_value(view.head().get()));
+        metrics.head_seq.set(gauge_value(loaded.head.get()));
+        // The hub owns the head from here on: it moves with the hub's ring.
         let hub = Arc::new(Hub::with_recent_capacity(
-            view.epoch().clone(),
-            view.head(),
+            loaded.epoch.clone(),
+            loaded.head,
             config.subscriber_queue,
             config.stream_recent_events,
         ));
+        let view = Arc::new(View::new(loaded, config.max_ttl_secs)?);
         let tail = Arc::new(LogTail::new(
             Arc::clone(&store),
             Arc::clone(&view),
@@ -101,7 +96,7 @@ impl Authority {
             Arc::clone(&tail),
             Arc::clone(&metrics),
         );
-        tracing::info!(epoch = %view.epoch(), head = %view.head(), kid = %view.active_kid(), "state loaded");
+        tracing::info!(epoch = %view.epoch(), head = %hub.head(), kid = %view.active_kid(), "state loaded");
         let app = Arc::new(App {
             validation: Validation::new(0).issuer(config.issuer.clone()),
             api_keys: ApiKeys::new(Arc::clone(&store)),
@@ -205,13 +200,10 @@ async fn purge_expired(app: AppState) {
     loop {
         tick.tick().await;
         let now = UnixMillis::now();
-        let dropped = app.view.purge_expired(now.as_secs());
+        let dropped = app.tail.purge_expired(now.to_seconds());
         if dropped > 0 {
             tracing::debug!(dropped, "expired revocation entries dropped from memory");
         }
-        app.metrics
-            .revocation_entries
-            .set(gauge_value(app.view.revocation_entries() as u64));
         prune_log(&app, now, retention_ms).await;
     }
 }
@@ -219,13 +211,15 @@ async fn purge_expired(app: AppState) {
 /// Prune the log through the ledger (the single writer), chunk by chunk.
 pub async fn prune_log(app: &App, now: UnixMillis, retention_ms: i64) {
     loop {
-        let prune = Mutation::Prune {
-            floor_before: now.as_millis().saturating_sub(retention_ms),
-            expired_by: now.as_secs() - app.config.expiry_grace_secs,
+        let prune = Prune {
+            floor_before: now.saturating_sub_millis(retention_ms),
+            expired_by: now
+                .to_seconds()
+                .saturating_sub_secs(app.config.expiry_grace_secs),
             limit: PRUNE_CHUNK,
         };
         match app.ledger.submit(prune).await {
-            Ok(Outcome::Pruned {
+            Ok(Pruned {
                 floor,
                 deleted,
                 more,
@@ -236,10 +230,6 @@ pub async fn prune_log(app: &App, now: UnixMillis, retention_ms: i64) {
                 if !more {
                     return;
                 }
-            }
-            Ok(other) => {
-                tracing::error!(outcome = ?other, "unexpected prune outcome");
-                return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "log pruning failed; retrying at the next tick");

@@ -41,6 +41,9 @@ pub enum StoreError {
     TimedOut,
     #[error("the commit queue is closed (shutting down)")]
     Closed,
+    /// A rule the store keeps broke inside this process (a bug, not bad data).
+    #[error("internal invariant broken: {0}")]
+    Invariant(&'static str),
 }
 
 /// An HTTP error in the contract's shape.

@@ -1,6 +1,7 @@
 //! The ledger: the single writer of durable state, with group commit.
 //!
-//! Handlers submit [`Mutation`]s over a bounded channel and wait for their [`Outcome`]. The
+//! Handlers submit commands ([`RevokeToken`](crate::store::RevokeToken), …) over a bounded
+//! channel and wait for the outcome of that command's own type ([`Command::Outcome`]). The
 //! ledger task takes whatever has queued up (up to [`MAX_BATCH`]), commits it in one
 //! transaction — one fsync for the whole group — hands the new events to the [`LogTail`] (which
 //! mirrors them into the view and the stream hub in `seq` order), and only then answers. So a
@@ -10,12 +11,13 @@
 use std::sync::Arc;
 
 use revocast_shared::UnixMillis;
+use revocast_shared::event::RevocationEvent;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::StoreError;
 use crate::metrics::{Metrics, gauge_value};
-use crate::store::{Mutation, Outcome, Store};
+use crate::store::{Command, Mutation, Outcome, Store};
 use crate::tail::LogTail;
 use crate::view::View;
 
@@ -56,14 +58,19 @@ impl Ledger {
         (Ledger { tx }, LedgerTask { stop, handle })
     }
 
-    /// Commit `mutation` durably and return its outcome.
-    pub async fn submit(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+    /// Commit `command` durably and return its outcome: a
+    /// [`TokenRevocation`](crate::store::TokenRevocation) for a
+    /// [`RevokeToken`](crate::store::RevokeToken), and so on.
+    pub async fn submit<C: Command>(&self, command: C) -> Result<C::Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send(Request { mutation, reply })
+            .send(Request {
+                mutation: command.into(),
+                reply,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        C::outcome(answer.await.map_err(|_| StoreError::Closed)??)
     }
 }
 
@@ -113,25 +120,15 @@ async fn run(
             .unwrap_or_else(|_| Err(StoreError::TimedOut));
         match committed {
             Ok(outcomes) => {
-                let mut appended = Vec::new();
-                for (mutation, outcome) in mutations.iter().zip(&outcomes) {
-                    view.apply_key_change(mutation, outcome, at.as_secs());
-                    match outcome {
-                        Outcome::Appended { event, .. } => appended.push(event.clone()),
-                        Outcome::Pruned { floor, deleted, .. } => {
-                            metrics.log_floor.set(gauge_value(floor.get()));
-                            metrics.log_rows_pruned.inc_by(*deleted);
-                        }
-                        _ => {}
-                    }
-                }
+                let appended = mirror(&outcomes, at, &view, &metrics);
                 tail.committed(&appended).await;
-                metrics
-                    .revocation_entries
-                    .set(gauge_value(view.revocation_entries() as u64));
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let mut outcomes = outcomes.into_iter();
+                for reply in replies {
+                    let outcome = outcomes.next().ok_or(StoreError::Invariant(
+                        "the store answered fewer outcomes than it was given mutations",
+                    ));
                     // The requester may have gone away (client disconnected); the commit stands.
-                    let _ = reply.send(Ok(outcome));
+                    let _ = reply.send(outcome);
                 }
             }
             Err(e) => {
@@ -145,13 +142,37 @@ async fn run(
     tracing::debug!("ledger stopped");
 }
 
+/// Mirror what a commit at `at` did besides appending to the log — a new active signing key
+/// into the view, pruning into the metrics — and return the events it appended, for the tail.
+fn mirror(
+    outcomes: &[Outcome],
+    at: UnixMillis,
+    view: &View,
+    metrics: &Metrics,
+) -> Vec<RevocationEvent> {
+    let mut appended = Vec::new();
+    for outcome in outcomes {
+        if let Some(key) = outcome.activated() {
+            view.activate_key(key, at.to_seconds());
+        }
+        if let Outcome::Prune(pruned) = outcome {
+            metrics.log_floor.set(gauge_value(pruned.floor.get()));
+            metrics.log_rows_pruned.inc_by(pruned.deleted);
+        }
+        appended.extend(outcome.appended());
+    }
+    appended
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
 
+    use revocast_shared::UnixSeconds;
+
     use super::*;
-    use crate::store::SqliteStore;
     use crate::store::gated::GatedStore;
+    use crate::store::{AddKey, RevokeSession, SessionRevoked, SqliteStore};
     use crate::stream::Hub;
 
     #[tokio::test]
@@ -160,12 +181,13 @@ mod tests {
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
         let key = Arc::new(revocast_shared::SigningKey::generate().unwrap());
         sqlite
-            .commit(UnixMillis::now(), &[Mutation::AddKey { key }])
+            .commit(UnixMillis::now(), &[AddKey { key }.into()])
             .await
             .unwrap();
         let store = Arc::new(GatedStore::closed(sqlite));
-        let view = Arc::new(View::new(store.load(0).await.unwrap(), 3600).unwrap());
-        let hub = Arc::new(Hub::new(view.epoch().clone(), view.head(), 16));
+        let loaded = store.load(UnixSeconds::new(0)).await.unwrap();
+        let hub = Arc::new(Hub::new(loaded.epoch.clone(), loaded.head, 16));
+        let view = Arc::new(View::new(loaded, 3600).unwrap());
         let mut live = hub.subscribe(None).unwrap().live;
         let metrics = Arc::new(Metrics::new());
         let tail = Arc::new(LogTail::new(
@@ -177,9 +199,9 @@ mod tests {
         ));
         let (ledger, task) = Ledger::spawn(store.clone(), Arc::clone(&view), tail, metrics);
 
-        let session = |i: usize| Mutation::RevokeSession {
+        let session = |i: usize| RevokeSession {
             sid: format!("s{i}"),
-            until: i64::MAX,
+            until: UnixSeconds::new(i64::MAX),
             reason: None,
         };
         // The first request is taken alone and held inside its commit…
@@ -202,10 +224,7 @@ mod tests {
         }
         store.commit_gate.add_permits(2);
 
-        let seq_of = |o: Outcome| match o {
-            Outcome::Appended { event, .. } => event.seq.get(),
-            other => panic!("unexpected {other:?}"),
-        };
+        let seq_of = |o: SessionRevoked| o.seq.get();
         assert_eq!(seq_of(first.await.unwrap().unwrap()), 1);
         let mut seqs = Vec::new();
         for r in rest {
@@ -218,7 +237,7 @@ mod tests {
             2,
             "101 revocations, two commits"
         );
-        assert_eq!(view.head().get(), 101);
+        assert_eq!(hub.head().get(), 101);
         // The hub got the two commits as two publications, in seq order.
         let published: Vec<u64> = [live.try_recv().unwrap(), live.try_recv().unwrap()]
             .iter()

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use revocast_authority::config::{Cli, Command};
 use revocast_authority::{Authority, apikeys, shutdown};
-use revocast_shared::UnixMillis;
+use revocast_shared::UnixSeconds;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
                     store.as_ref(),
                     scope,
                     label.as_deref(),
-                    UnixMillis::now().as_secs(),
+                    UnixSeconds::now(),
                 )
                 .await?;
                 store.close().await;

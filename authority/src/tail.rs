@@ -6,6 +6,7 @@
 //! database other replicas commit too: their events are read from the store by `seq` — before
 //! our own when our commit jumped past them, and by [`follow`] when the doorbell rings or the
 //! poll timer fires. One async lock orders both paths, so the hub always sees `head + 1` next.
+//! The head is the hub's (see [`Hub::head`]): it moves with the hub's ring, atomically.
 //!
 //! Fail closed: on a shared database this process can only vouch for its head while it can
 //! read the log. [`LogTail::is_current`] says whether it did recently; the heartbeat task sends
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use revocast_shared::event::RevocationEvent;
-use revocast_shared::{Seq, UnixMillis};
+use revocast_shared::{Seq, UnixSeconds};
 
 use crate::error::StoreError;
 use crate::metrics::{Metrics, gauge_value};
@@ -65,13 +66,13 @@ impl LogTail {
             return;
         };
         let _order = self.order.lock().await;
-        if first.seq > self.view.head().next()
+        if first.seq > self.hub.head().next()
             && let Err(e) = self.read_until(first.seq).await
         {
             tracing::warn!(error = %e, "cannot read the log before our own commit; it will be published at the next catch-up");
             return;
         }
-        let head = self.view.head();
+        let head = self.hub.head();
         let fresh: Vec<RevocationEvent> = events.iter().filter(|e| e.seq > head).cloned().collect();
         self.publish(&fresh);
     }
@@ -84,6 +85,18 @@ impl LogTail {
             *confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
         Ok(applied)
+    }
+
+    /// The log's head as applied here: the last event published to the hub.
+    pub fn head(&self) -> Seq {
+        self.hub.head()
+    }
+
+    /// Drop revocation entries whose time has passed from the view, returning how many went.
+    pub fn purge_expired(&self, now: UnixSeconds) -> usize {
+        let dropped = self.view.purge_expired(now);
+        self.count_entries();
+        dropped
     }
 
     /// Re-read the signing keys, after another replica rotated or revoked one.
@@ -111,7 +124,7 @@ impl LogTail {
     async fn read_until(&self, stop: Seq) -> Result<usize, StoreError> {
         let mut applied = 0;
         loop {
-            let head = self.view.head();
+            let head = self.hub.head();
             if head.next() >= stop {
                 return Ok(applied);
             }
@@ -142,7 +155,7 @@ impl LogTail {
         if events.is_empty() {
             return;
         }
-        let now = UnixMillis::now().as_secs();
+        let now = UnixSeconds::now();
         for event in events {
             self.view.apply_event(event, now);
             self.metrics
@@ -151,9 +164,16 @@ impl LogTail {
                 .inc();
         }
         self.hub.publish(events);
+        self.metrics.head_seq.set(gauge_value(self.hub.head().get()));
+        self.count_entries();
+    }
+
+    /// The one place the revocation-entries gauge is set: after each change to the view's
+    /// revocation set (events applied, expired entries dropped).
+    fn count_entries(&self) {
         self.metrics
-            .head_seq
-            .set(gauge_value(self.view.head().get()));
+            .revocation_entries
+            .set(gauge_value(self.view.revocation_entries() as u64));
     }
 }
 
@@ -166,7 +186,7 @@ pub async fn follow(tail: Arc<LogTail>, mut bell: Box<dyn Doorbell>, poll: Durat
     loop {
         let keys = tokio::select! {
             ring = bell.ring() => match ring {
-                Ring::Log(seq) if seq <= tail.view.head() => continue,
+                Ring::Log(seq) if seq <= tail.head() => continue,
                 Ring::Log(_) => false,
                 Ring::Keys | Ring::Reconnected => true,
             },

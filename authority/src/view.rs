@@ -1,7 +1,8 @@
 //! The authority's in-memory mirror of its durable state: keys, the revocation set and subject
 //! generations. Requests read it; the [`LogTail`](crate::tail::LogTail) writes it in `seq` order,
 //! and the ledger waits for that before answering, so an answered revocation is already visible
-//! to every later request on this process.
+//! to every later request on this process. (The log's head is the stream
+//! [`Hub`](crate::stream::Hub)'s: it must move atomically with the hub's ring.)
 //!
 //! A std `RwLock`, because nothing awaits while it is held and every critical section is a few
 //! hash lookups. Signature checks run outside the lock.
@@ -12,23 +13,23 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use revocast_shared::event::{Revocation, RevocationEvent};
 use revocast_shared::revset::RevocationSet;
 use revocast_shared::{
-    Epoch, JwkSet, KeyId, Seq, SigningKey, UnverifiedToken, Validation, VerifiedToken, VerifyError,
+    Epoch, JwkSet, KeyId, SigningKey, UnixSeconds, UnverifiedToken, Validation, VerifiedToken,
+    VerifyError,
 };
 
-use crate::error::Error;
-use crate::store::{KeyRecord, Loaded, Mutation, Outcome};
+use crate::error::StoreError;
+use crate::store::{KeyRecord, Loaded};
 
 /// A key the authority has ever signed with.
 struct KeyEntry {
     key: Arc<SigningKey>,
-    /// When it stopped being the active key (Unix seconds); it keeps verifying until its tokens
-    /// have expired, i.e. `retired_at + max_ttl`.
-    retired_at: Option<i64>,
+    /// When it stopped being the active key; it keeps verifying until its tokens have expired,
+    /// i.e. `retired_at + max_ttl`.
+    retired_at: Option<UnixSeconds>,
     revoked: bool,
 }
 
 struct Inner {
-    head: Seq,
     revset: RevocationSet,
     /// Current generation of every subject ever revoked (tokens are issued with it).
     subject_generations: HashMap<String, u64>,
@@ -52,7 +53,7 @@ pub enum IssueRefusal {
 
 impl View {
     /// Build from what the store loaded. `loaded.keys` must hold an active key.
-    pub fn new(loaded: Loaded, max_ttl_secs: i64) -> Result<Self, Error> {
+    pub fn new(loaded: Loaded, max_ttl_secs: i64) -> Result<Self, StoreError> {
         let (keys, active) = key_entries(loaded.keys)?;
         let mut revset = RevocationSet::new();
         for event in &loaded.revocations {
@@ -62,7 +63,6 @@ impl View {
             epoch: loaded.epoch,
             max_ttl_secs,
             inner: RwLock::new(Inner {
-                head: loaded.head,
                 revset,
                 subject_generations: loaded.subject_generations.into_iter().collect(),
                 keys,
@@ -85,10 +85,6 @@ impl View {
         &self.epoch
     }
 
-    pub fn head(&self) -> Seq {
-        self.read().head
-    }
-
     pub fn active_kid(&self) -> KeyId {
         self.read().active
     }
@@ -102,10 +98,10 @@ impl View {
         &self,
         sub: &str,
         sid: Option<&str>,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<(Arc<SigningKey>, u64), IssueRefusal> {
         let inner = self.read();
-        if sid.is_some_and(|sid| inner.revset.is_session_revoked(sid, now)) {
+        if sid.is_some_and(|sid| inner.revset.is_session_revoked(sid, now.get())) {
             return Err(IssueRefusal::SessionRevoked);
         }
         let r#gen = inner.subject_generations.get(sub).copied().unwrap_or(0);
@@ -119,7 +115,7 @@ impl View {
         &self,
         token: &str,
         validation: &Validation,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<VerifiedToken, VerifyError> {
         let unverified = UnverifiedToken::parse(token)?;
         let key = {
@@ -130,7 +126,7 @@ impl View {
                 .ok_or(VerifyError::UnknownKey)?;
             entry.key.verifying_key().clone()
         };
-        unverified.verify(&key, validation, now)
+        unverified.verify(&key, validation, now.get())
     }
 
     /// Genuine and not revoked.
@@ -138,7 +134,7 @@ impl View {
         &self,
         token: &str,
         validation: &Validation,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<VerifiedToken, VerifyError> {
         let verified = self.authenticate(token, validation, now)?;
         self.read().revset.check(&verified)?;
@@ -151,7 +147,7 @@ impl View {
 
     /// Published keys: not revoked, and either active or retired recently enough that tokens
     /// it signed may still be alive.
-    pub fn jwks(&self, now: i64) -> JwkSet {
+    pub fn jwks(&self, now: UnixSeconds) -> JwkSet {
         let inner = self.read();
         let mut keys: Vec<_> = inner
             .keys
@@ -159,7 +155,7 @@ impl View {
             .filter(|e| {
                 !e.revoked
                     && e.retired_at
-                        .is_none_or(|t| t.saturating_add(self.max_ttl_secs) > now)
+                        .is_none_or(|t| t.saturating_add_secs(self.max_ttl_secs) > now)
             })
             .map(|e| e.key.verifying_key().to_jwk())
             .collect();
@@ -170,9 +166,8 @@ impl View {
     /// Mirror one revocation of the log. Called in `seq` order only, by the [`LogTail`].
     ///
     /// [`LogTail`]: crate::tail::LogTail
-    pub fn apply_event(&self, event: &RevocationEvent, now: i64) {
+    pub fn apply_event(&self, event: &RevocationEvent, now: UnixSeconds) {
         let mut inner = self.write();
-        inner.head = inner.head.max(event.seq);
         inner.revset.apply(&event.revocation);
         match &event.revocation {
             Revocation::Subject { sub, r#gen, .. } => {
@@ -189,20 +184,10 @@ impl View {
         }
     }
 
-    /// Mirror what a committed mutation of this process did to the signing keys: a new active
-    /// key, or the replacement of a revoked active key. (Keys changed by another replica come
-    /// through [`replace_keys`](Self::replace_keys).)
-    pub fn apply_key_change(&self, mutation: &Mutation, outcome: &Outcome, now: i64) {
-        let new_active = match (mutation, outcome) {
-            (Mutation::AddKey { key } | Mutation::InitKey { key }, Outcome::KeyAdded) => key,
-            (
-                Mutation::RevokeKey { replacement, .. },
-                Outcome::Appended {
-                    activated: Some(_), ..
-                },
-            ) => replacement,
-            _ => return,
-        };
+    /// Mirror a commit of this process that made `new_active` the active signing key at `now`
+    /// (a rotation, or the replacement of a revoked active key): the previous one retires.
+    /// (Keys changed by another replica come through [`replace_keys`](Self::replace_keys).)
+    pub fn activate_key(&self, new_active: &Arc<SigningKey>, now: UnixSeconds) {
         let mut inner = self.write();
         let previous = inner.active;
         if let Some(entry) = inner.keys.get_mut(&previous) {
@@ -221,12 +206,8 @@ impl View {
 
     /// Take the signing keys as stored, after another replica changed them. Keys are only ever
     /// added, retired or revoked, never deleted, so the stored set is always a superset.
-    pub fn replace_keys(&self, records: Vec<KeyRecord>) -> Result<(), Error> {
-        let active = records
-            .iter()
-            .find(|r| r.active)
-            .map(|r| r.kid)
-            .ok_or_else(|| Error::Config("no active signing key".into()))?;
+    pub fn replace_keys(&self, records: Vec<KeyRecord>) -> Result<(), StoreError> {
+        let active = active_kid(&records)?;
         // Expand only keys not seen before (expansion is the costly part), outside the lock.
         let known: Vec<KeyId> = self.read().keys.keys().copied().collect();
         let mut new = Vec::new();
@@ -252,18 +233,16 @@ impl View {
     }
 
     /// Drop revocation entries whose time has passed.
-    pub fn purge_expired(&self, now: i64) -> usize {
-        self.write().revset.purge_expired(now)
+    pub fn purge_expired(&self, now: UnixSeconds) -> usize {
+        self.write().revset.purge_expired(now.get())
     }
 }
 
 /// Expand stored keys and find the active one.
-fn key_entries(records: Vec<KeyRecord>) -> Result<(HashMap<KeyId, KeyEntry>, KeyId), Error> {
-    let active = records
-        .iter()
-        .find(|r| r.active)
-        .map(|r| r.kid)
-        .ok_or_else(|| Error::Config("no active signing key".into()))?;
+fn key_entries(
+    records: Vec<KeyRecord>,
+) -> Result<(HashMap<KeyId, KeyEntry>, KeyId), StoreError> {
+    let active = active_kid(&records)?;
     let keys = records
         .into_iter()
         .map(expand)
@@ -271,11 +250,20 @@ fn key_entries(records: Vec<KeyRecord>) -> Result<(HashMap<KeyId, KeyEntry>, Key
     Ok((keys, active))
 }
 
+/// The active key of the stored ones: exactly one is, unless the stored data is corrupt.
+fn active_kid(records: &[KeyRecord]) -> Result<KeyId, StoreError> {
+    records
+        .iter()
+        .find(|r| r.active)
+        .map(|r| r.kid)
+        .ok_or_else(|| StoreError::Corrupt("no active signing key".into()))
+}
+
 /// Expand a stored key from its seed, checking the seed against its kid.
-fn expand(record: KeyRecord) -> Result<(KeyId, KeyEntry), Error> {
+fn expand(record: KeyRecord) -> Result<(KeyId, KeyEntry), StoreError> {
     let key = SigningKey::from_seed(record.seed);
     if key.kid() != record.kid {
-        return Err(Error::Config(format!(
+        return Err(StoreError::Corrupt(format!(
             "stored key {} does not match its seed",
             record.kid
         )));

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use revocast_authority::{AppState, Authority, Config, Scope, apikeys};
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::token::issue;
-use revocast_shared::{Claims, SigningKey, UnixMillis, VerifyingKey};
+use revocast_shared::{Claims, SigningKey, UnixMillis, UnixSeconds, VerifyingKey};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -176,7 +176,7 @@ async fn issue_verify_revoke_and_revoke_again() {
         (again["seq"].clone(), again["revoked_at"].clone()),
         (first["seq"].clone(), first["revoked_at"].clone())
     );
-    assert_eq!(s.app.view.head().get(), 1, "nothing written twice");
+    assert_eq!(s.app.hub.head().get(), 1, "nothing written twice");
 
     // Another token with identical claims is a different token.
     let other = s.token_for("alice").await;
@@ -226,7 +226,7 @@ async fn revoking_expired_or_foreign_tokens_is_refused() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_error_shape(&v, "invalid_token");
     }
-    assert_eq!(s.app.view.head().get(), 0, "nothing was logged");
+    assert_eq!(s.app.hub.head().get(), 0, "nothing was logged");
 }
 
 #[tokio::test]
@@ -397,7 +397,12 @@ async fn concurrent_revocations_get_gap_free_seqs() {
 async fn oauth_revoke_and_introspect() {
     let s = start().await;
     let token = s.token_for("dave").await;
-    let introspector = apikeys::create(s.app.store.as_ref(), Scope::Introspect, Some("test"), 0)
+    let introspector = apikeys::create(
+        s.app.store.as_ref(),
+        Scope::Introspect,
+        Some("test"),
+        UnixSeconds::new(0),
+    )
         .await
         .unwrap();
 
@@ -455,7 +460,12 @@ async fn oauth_revoke_and_introspect() {
 #[tokio::test]
 async fn every_route_checks_its_scope() {
     let s = start().await;
-    let introspector = apikeys::create(s.app.store.as_ref(), Scope::Introspect, None, 0)
+    let introspector = apikeys::create(
+        s.app.store.as_ref(),
+        Scope::Introspect,
+        None,
+        UnixSeconds::new(0),
+    )
         .await
         .unwrap();
     let token = s.token_for("e").await;
@@ -648,7 +658,7 @@ async fn bad_input_gets_a_clear_400_in_the_contract_shape() {
     let (status, v) = s.get("/v1/tokens").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_error_shape(&v, "method_not_allowed");
-    assert_eq!(s.app.view.head().get(), 0);
+    assert_eq!(s.app.hub.head().get(), 0);
 }
 
 #[tokio::test]
@@ -829,7 +839,7 @@ async fn bad_forms_and_deep_objects_get_a_clear_400() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_error_shape(&resp.json().await.unwrap(), "invalid_request");
     assert_eq!(
-        s.app.view.head().get(),
+        s.app.hub.head().get(),
         0,
         "nothing was revoked by any of it"
     );

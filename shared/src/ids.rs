@@ -179,12 +179,61 @@ impl UnixMillis {
         self.0.div_euclid(1000)
     }
 
+    /// The same instant in whole seconds, rounded down.
+    pub const fn to_seconds(self) -> UnixSeconds {
+        UnixSeconds(self.as_secs())
+    }
+
+    /// `ms` milliseconds earlier, saturating.
+    pub const fn saturating_sub_millis(self, ms: i64) -> Self {
+        Self(self.0.saturating_sub(ms))
+    }
+
     /// The current wall-clock time.
     pub fn now() -> Self {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Self(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A point in time as whole seconds since the Unix epoch: a token's `exp`, a revocation's
+/// `until`, a key's `created_at`. On the wire a plain integer, as JWT's NumericDate.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct UnixSeconds(i64);
+
+impl UnixSeconds {
+    pub const fn new(secs: i64) -> Self {
+        Self(secs)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+
+    /// The current wall-clock time, rounded down to the second.
+    pub fn now() -> Self {
+        UnixMillis::now().to_seconds()
+    }
+
+    /// `secs` seconds later (earlier if negative), saturating.
+    pub const fn saturating_add_secs(self, secs: i64) -> Self {
+        Self(self.0.saturating_add(secs))
+    }
+
+    /// `secs` seconds earlier, saturating.
+    pub const fn saturating_sub_secs(self, secs: i64) -> Self {
+        Self(self.0.saturating_sub(secs))
+    }
+}
+
+impl fmt::Display for UnixSeconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -237,6 +286,22 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(t.as_secs(), 1_767_222_000);
         assert!(serde_json::from_str::<UnixMillis>("1e300").is_err());
+    }
+
+    #[test]
+    fn seconds_round_down_and_serialize_as_integers() {
+        assert_eq!(
+            UnixMillis::new(1_767_222_000_999).to_seconds(),
+            UnixSeconds::new(1_767_222_000)
+        );
+        assert_eq!(UnixMillis::new(-1).to_seconds(), UnixSeconds::new(-1));
+        let t = UnixSeconds::new(1_767_222_000);
+        assert_eq!(serde_json::to_string(&t).unwrap(), "1767222000");
+        assert_eq!(serde_json::from_str::<UnixSeconds>("1767222000").unwrap(), t);
+        assert_eq!(
+            UnixSeconds::new(i64::MAX).saturating_add_secs(1),
+            UnixSeconds::new(i64::MAX)
+        );
     }
 
     #[test]

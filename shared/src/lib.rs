@@ -22,7 +22,7 @@ pub mod revset;
 pub mod token;
 
 pub use error::{Error, VerifyError};
-pub use ids::{Epoch, KeyId, RevocationId, Seq, UnixMillis};
+pub use ids::{Epoch, KeyId, RevocationId, Seq, UnixMillis, UnixSeconds};
 pub use keys::{Jwk, JwkSet, SigningKey, VerifyingKey};
 pub use token::{Claims, UnverifiedToken, Validation, VerifiedToken};
 

@@ -217,7 +217,7 @@ impl TestAuthority {
             self.app.store.as_ref(),
             scope,
             None,
-            revocast_shared::UnixMillis::now().as_secs(),
+            revocast_shared::UnixSeconds::now(),
         )
         .await
         .expect("create key")

@@ -9,25 +9,26 @@ use std::sync::Arc;
 use revocast_authority::config::Scope;
 use revocast_authority::error::StoreError;
 use revocast_authority::store::{
-    Backlog, Mutation, NewApiKey, Outcome, PgStore, SnapshotPart, Store,
+    Backlog, InitKey, KeyInit, Mutation, NewApiKey, Outcome, PgStore, Prune, Pruned,
+    RevokeSession, RevokeToken, SnapshotPart, Store, TokenRevocation,
 };
 use revocast_shared::event::RevocationEvent;
-use revocast_shared::{RevocationId, Seq, SigningKey, UnixMillis};
+use revocast_shared::{RevocationId, Seq, SigningKey, UnixMillis, UnixSeconds};
 use revocast_tests::postgres::TestDatabase;
 use tokio::sync::mpsc;
 
 fn session(i: usize, until: i64) -> Mutation {
-    Mutation::RevokeSession {
+    Mutation::RevokeSession(RevokeSession {
         // Quotes, newlines and non-ASCII survive the round trip.
         sid: format!("s\"{i}\n\u{e9}"),
-        until,
+        until: UnixSeconds::new(until),
         reason: None,
-    }
+    })
 }
 
 async fn collect_snapshot(store: &PgStore, now: i64) -> (Seq, Vec<RevocationEvent>, bool) {
     let (tx, mut rx) = mpsc::channel(4);
-    let reader = store.snapshot(now, tx);
+    let reader = store.snapshot(UnixSeconds::new(now), tx);
     let collect = async {
         let (mut head, mut events, mut ended) = (Seq::ZERO, Vec::new(), false);
         while let Some(part) = rx.recv().await {
@@ -62,7 +63,7 @@ async fn reads_hold_exactly_what_is_in_force_and_the_backlog_refuses_a_hole() {
         .map(|i| Seq::new(i as u64 + 1))
         .collect();
 
-    let loaded = store.load(1_000).await.unwrap();
+    let loaded = store.load(UnixSeconds::new(1_000)).await.unwrap();
     assert_eq!(loaded.head, Seq::new(n as u64));
     let seqs: Vec<Seq> = loaded.revocations.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, expected);
@@ -94,16 +95,16 @@ async fn reads_hold_exactly_what_is_in_force_and_the_backlog_refuses_a_hole() {
     let pruned = store
         .commit(
             UnixMillis::new(10_000),
-            &[Mutation::Prune {
-                floor_before: 5_000,
-                expired_by: 1_000,
+            &[Mutation::Prune(Prune {
+                floor_before: UnixMillis::new(5_000),
+                expired_by: UnixSeconds::new(1_000),
                 limit: 100_000,
-            }],
+            })],
         )
         .await
         .unwrap();
     assert!(
-        matches!(pruned[0], Outcome::Pruned { floor, .. } if floor == Seq::new(n as u64)),
+        matches!(pruned[0], Outcome::Prune(Pruned { floor, .. }) if floor == Seq::new(n as u64)),
         "{pruned:?}"
     );
     assert!(matches!(
@@ -131,7 +132,7 @@ async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
         async move {
             let key = Arc::new(SigningKey::generate().unwrap());
             let outcome = s
-                .commit(UnixMillis::now(), &[Mutation::InitKey { key }])
+                .commit(UnixMillis::now(), &[Mutation::InitKey(InitKey { key })])
                 .await
                 .unwrap();
             let api = NewApiKey {
@@ -139,8 +140,11 @@ async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
                 scope: Scope::Admin,
                 label: None,
             };
-            let first = s.insert_first_api_keys(&[api], 0).await.unwrap();
-            (matches!(outcome[0], Outcome::KeyAdded), first)
+            let first = s
+                .insert_first_api_keys(&[api], UnixSeconds::new(0))
+                .await
+                .unwrap();
+            (matches!(outcome[0], Outcome::InitKey(KeyInit::Added(_))), first)
         }
     });
     let results = futures_util::future::join_all(init).await;
@@ -162,17 +166,21 @@ async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
                 let mut seqs = Vec::new();
                 for c in 0..25 {
                     let batch: Vec<Mutation> = (0..=(c % 4))
-                        .map(|i| Mutation::RevokeToken {
-                            rid: RevocationId::of_signature(format!("{s}-{w}-{c}-{i}").as_bytes()),
-                            sub: "x".into(),
-                            exp: i64::MAX / 2,
-                            reason: None,
+                        .map(|i| {
+                            Mutation::RevokeToken(RevokeToken {
+                                rid: RevocationId::of_signature(
+                                    format!("{s}-{w}-{c}-{i}").as_bytes(),
+                                ),
+                                sub: "x".into(),
+                                exp: UnixSeconds::new(i64::MAX / 2),
+                                reason: None,
+                            })
                         })
                         .collect();
                     for outcome in store.commit(UnixMillis::now(), &batch).await.unwrap() {
-                        match outcome {
-                            Outcome::Appended { event, .. } => seqs.push(event.seq.get()),
-                            other => panic!("{other:?}"),
+                        match outcome.appended() {
+                            Some(event) => seqs.push(event.seq.get()),
+                            None => panic!("{outcome:?}"),
                         }
                     }
                 }
@@ -198,16 +206,19 @@ async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
     let again = stores[3]
         .commit(
             UnixMillis::now(),
-            &[Mutation::RevokeToken {
+            &[Mutation::RevokeToken(RevokeToken {
                 rid: RevocationId::of_signature(b"0-0-0-0"),
                 sub: "x".into(),
-                exp: i64::MAX / 2,
+                exp: UnixSeconds::new(i64::MAX / 2),
                 reason: None,
-            }],
+            })],
         )
         .await
         .unwrap();
-    assert!(matches!(again[0], Outcome::AlreadyRevoked { .. }));
+    assert!(matches!(
+        again[0],
+        Outcome::RevokeToken(TokenRevocation::AlreadyRevoked(_))
+    ));
     for s in &stores {
         s.close().await;
     }
@@ -225,17 +236,19 @@ async fn a_commit_sees_its_own_rows_before_they_are_written() {
         return;
     };
     let store = PgStore::open(&db.url).await.unwrap();
-    let token = |n: u8| Mutation::RevokeToken {
-        rid: RevocationId::of_signature(&[n]),
-        sub: "x".into(),
-        exp: 2_000,
-        reason: Some("twice in one batch".into()),
+    let token = |n: u8| {
+        Mutation::RevokeToken(RevokeToken {
+            rid: RevocationId::of_signature(&[n]),
+            sub: "x".into(),
+            exp: UnixSeconds::new(2_000),
+            reason: Some("twice in one batch".into()),
+        })
     };
-    let prune = Mutation::Prune {
-        floor_before: 0,
-        expired_by: 0,
+    let prune = Mutation::Prune(Prune {
+        floor_before: UnixMillis::new(0),
+        expired_by: UnixSeconds::new(0),
         limit: 10,
-    };
+    });
     // The second revoke of token 1 finds the first, still held back for the batch's INSERT;
     // the prune in the middle writes what was held back before it reads.
     let outcomes = store
@@ -247,15 +260,17 @@ async fn a_commit_sees_its_own_rows_before_they_are_written() {
         .unwrap();
     let seqs: Vec<String> = outcomes
         .iter()
-        .map(|o| match o {
-            Outcome::Appended { event, .. } => format!("new {}", event.seq),
-            Outcome::AlreadyRevoked { seq, .. } => format!("again {seq}"),
-            Outcome::Pruned { deleted, .. } => format!("pruned {deleted}"),
-            other => format!("{other:?}"),
+        .map(|o| match (o, o.appended()) {
+            (_, Some(event)) => format!("new {}", event.seq),
+            (Outcome::RevokeToken(TokenRevocation::AlreadyRevoked(earlier)), _) => {
+                format!("again {}", earlier.seq)
+            }
+            (Outcome::Prune(Pruned { deleted, .. }), _) => format!("pruned {deleted}"),
+            (other, None) => format!("{other:?}"),
         })
         .collect();
     assert_eq!(seqs, ["new 1", "new 2", "pruned 0", "again 1", "new 3"]);
-    let loaded = store.load(1_000).await.unwrap();
+    let loaded = store.load(UnixSeconds::new(1_000)).await.unwrap();
     assert_eq!(loaded.head, Seq::new(3));
     assert_eq!(loaded.revocations.len(), 3);
     store.close().await;

@@ -149,7 +149,7 @@ async fn three_replicas_share_one_gap_free_log_in_commit_order() {
     }
     for r in &replicas {
         eventually("every replica's view reached the head", || async {
-            r.app.view.head().get() == total
+            r.app.hub.head().get() == total
         })
         .await;
     }
@@ -202,7 +202,7 @@ async fn tokens_keys_and_generations_are_shared_by_every_replica() {
     eventually("A knows bob's new generation", || async {
         a.app
             .view
-            .issuing("bob", None, 0)
+            .issuing("bob", None, revocast_shared::UnixSeconds::new(0))
             .is_ok_and(|(_, g)| g == r#gen)
     })
     .await;
@@ -294,7 +294,7 @@ async fn an_agent_fails_over_to_a_live_replica_and_loses_nothing() {
     a.stop().await;
     acked.extend(on_b.await.unwrap());
 
-    let head = b.app.view.head().get();
+    let head = b.app.hub.head().get();
     eventually("the agent applied the head through B", || async {
         agent.status().applied.get() == head
     })
@@ -372,7 +372,7 @@ async fn replicas_ride_out_a_database_restart() {
             }
         }
     }
-    let head = b.app.view.head().get().max(a.app.view.head().get());
+    let head = b.app.hub.head().get().max(a.app.hub.head().get());
     let (stored, stored_head) = stored_log(&db).await;
     assert_eq!(
         stored,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use revocast_authority::app::prune_log;
 use revocast_authority::stream::Pacing;
-use revocast_shared::UnixMillis;
+use revocast_shared::{UnixMillis, UnixSeconds};
 use revocast_tests::TestAuthority;
 use revocast_tests::stream_client::{BOTH, Subscriber, Transport, event_seq};
 use serde_json::{Value, json};
@@ -208,7 +208,7 @@ async fn bad_positions_and_credentials_are_refused() {
         a.app.store.as_ref(),
         revocast_authority::Scope::Introspect,
         None,
-        UnixMillis::now().as_secs(),
+        UnixSeconds::now(),
     )
     .await
     .unwrap();

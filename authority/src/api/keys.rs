@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::error::ApiError;
 use crate::limit::{Limited, Revocations};
-use crate::store::{Mutation, Outcome};
+use crate::store::{AddKey, KeyRevocation, Logged, RevokeKey};
 
 async fn new_key() -> Result<Arc<SigningKey>, ApiError> {
     blocking(SigningKey::generate)
@@ -29,15 +29,9 @@ pub async fn rotate(
 ) -> Result<Json<Value>, ApiError> {
     let key = new_key().await?;
     let kid = key.kid();
-    match app.ledger.submit(Mutation::AddKey { key }).await? {
-        Outcome::KeyAdded => {
-            tracing::info!(%kid, "signing key rotated");
-            Ok(Json(json!({ "kid": kid })))
-        }
-        other => Err(ApiError::internal(&std::io::Error::other(format!(
-            "unexpected outcome {other:?}"
-        )))),
-    }
+    app.ledger.submit(AddKey { key }).await?;
+    tracing::info!(%kid, "signing key rotated");
+    Ok(Json(json!({ "kid": kid })))
 }
 
 /// Every token signed by the key is rejected from now on and the key leaves the JWKS. If it was
@@ -59,19 +53,19 @@ pub async fn revoke(
     }
     // Generated whether or not it is needed: which key is active is decided in the commit.
     let replacement = new_key().await?;
-    match app
-        .ledger
-        .submit(Mutation::RevokeKey { kid, replacement })
-        .await?
-    {
-        Outcome::Appended { event, activated } => {
-            tracing::warn!(%kid, seq = %event.seq, replacement = ?activated, "signing key revoked");
-            Ok(Json(json!({ "kid": kid, "seq": event.seq })))
+    match app.ledger.submit(RevokeKey { kid, replacement }).await? {
+        KeyRevocation::Revoked {
+            logged: Logged { seq, .. },
+            activated,
+            ..
+        } => {
+            let activated = activated.map(|key| key.kid());
+            tracing::warn!(%kid, %seq, replacement = ?activated, "signing key revoked");
+            Ok(Json(json!({ "kid": kid, "seq": seq })))
         }
-        Outcome::AlreadyRevoked { seq, .. } => Ok(Json(json!({ "kid": kid, "seq": seq }))),
-        Outcome::UnknownKey => Err(unknown()),
-        Outcome::KeyAdded | Outcome::KeyExists | Outcome::Pruned { .. } => Err(ApiError::internal(
-            &std::io::Error::other("unexpected outcome"),
-        )),
+        KeyRevocation::AlreadyRevoked(Logged { seq, .. }) => {
+            Ok(Json(json!({ "kid": kid, "seq": seq })))
+        }
+        KeyRevocation::UnknownKey => Err(unknown()),
     }
 }

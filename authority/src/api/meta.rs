@@ -4,14 +4,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use revocast_shared::UnixMillis;
+use revocast_shared::UnixSeconds;
 use serde_json::{Value, json};
 
 use crate::app::AppState;
 use crate::error::ApiError;
 
 pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
-    let set = app.view.jwks(UnixMillis::now().as_secs());
+    let set = app.view.jwks(UnixSeconds::now());
     // Short caching: agents refetch on an unknown `kid` anyway, and revoked keys must leave.
     ([(header::CACHE_CONTROL, "public, max-age=60")], Json(set))
 }
@@ -41,7 +41,7 @@ pub async fn healthz() -> Json<Value> {
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     app.store.ping().await?;
     Ok(Json(
-        json!({ "status": "ready", "epoch": app.view.epoch(), "seq": app.view.head() }),
+        json!({ "status": "ready", "epoch": app.view.epoch(), "seq": app.tail.head() }),
     ))
 }
 

@@ -3,8 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use revocast_shared::event::Revocation;
-use revocast_shared::{UnixMillis, VerifiedToken, VerifyError};
+use revocast_shared::{UnixMillis, UnixSeconds, VerifiedToken, VerifyError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -14,7 +13,9 @@ use crate::auth::{Admin, Authorized};
 use crate::error::ApiError;
 use crate::extract::{FormBody, JsonBody};
 use crate::limit::{Limited, Revocations};
-use crate::store::{Mutation, Outcome};
+use crate::store::{
+    Logged, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +42,7 @@ async fn revoke_token(
     let verified = blocking(move || {
         worker
             .view
-            .authenticate(&token, &worker.validation, UnixMillis::now().as_secs())
+            .authenticate(&token, &worker.validation, UnixSeconds::now())
     })
     .await?
     .map_err(|e| match e {
@@ -53,31 +54,22 @@ async fn revoke_token(
             .with_code("invalid_token"),
     })?;
     let claims = verified.claims();
-    let mutation = Mutation::RevokeToken {
-        rid: verified.rid(),
-        sub: claims.sub.clone(),
-        exp: claims.exp,
-        reason,
-    };
-    match app.ledger.submit(mutation).await? {
-        Outcome::Appended { event, .. } => Ok(TokenRevoked {
-            token: verified,
-            already: false,
-            seq: event.seq,
-            at: event.at,
-        }),
-        Outcome::AlreadyRevoked { seq, at } => Ok(TokenRevoked {
-            token: verified,
-            already: true,
-            seq,
-            at,
-        }),
-        other => Err(ApiError::internal(&unexpected(other))),
-    }
-}
-
-fn unexpected(outcome: Outcome) -> std::io::Error {
-    std::io::Error::other(format!("unexpected ledger outcome {outcome:?}"))
+    let revocation = app
+        .ledger
+        .submit(RevokeToken {
+            rid: verified.rid(),
+            sub: claims.sub.clone(),
+            exp: UnixSeconds::new(claims.exp),
+            reason,
+        })
+        .await?;
+    let Logged { seq, at } = revocation.logged();
+    Ok(TokenRevoked {
+        token: verified,
+        already: revocation.is_already_revoked(),
+        seq,
+        at,
+    })
 }
 
 pub async fn token(
@@ -138,23 +130,20 @@ pub async fn subject(
 ) -> Result<Json<Value>, ApiError> {
     check_id("sub", &req.sub)?;
     check_reason(req.reason.as_deref())?;
-    let until = UnixMillis::now().as_secs() + app.config.max_ttl_secs;
-    let mutation = Mutation::RevokeSubject {
-        sub: req.sub,
-        until,
-        reason: req.reason,
-    };
-    match app.ledger.submit(mutation).await? {
-        Outcome::Appended { event, .. } => match event.revocation {
-            Revocation::Subject { sub, r#gen, .. } => Ok(Json(
-                json!({ "sub": sub, "gen": r#gen, "revoked_at": event.at, "seq": event.seq }),
-            )),
-            other => Err(ApiError::internal(&std::io::Error::other(format!(
-                "unexpected event {other:?}"
-            )))),
-        },
-        other => Err(ApiError::internal(&unexpected(other))),
-    }
+    let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
+    let SubjectRevoked {
+        sub, r#gen, seq, at, ..
+    } = app
+        .ledger
+        .submit(RevokeSubject {
+            sub: req.sub,
+            until,
+            reason: req.reason,
+        })
+        .await?;
+    Ok(Json(
+        json!({ "sub": sub, "gen": r#gen, "revoked_at": at, "seq": seq }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -172,20 +161,14 @@ pub async fn session(
 ) -> Result<Json<Value>, ApiError> {
     check_id("sid", &req.sid)?;
     check_reason(req.reason.as_deref())?;
-    let until = UnixMillis::now().as_secs() + app.config.max_ttl_secs;
-    let sid = req.sid.clone();
-    match app
+    let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
+    let SessionRevoked { sid, seq, at, .. } = app
         .ledger
-        .submit(Mutation::RevokeSession {
+        .submit(RevokeSession {
             sid: req.sid,
             until,
             reason: req.reason,
         })
-        .await?
-    {
-        Outcome::Appended { event, .. } => Ok(Json(
-            json!({ "sid": sid, "revoked_at": event.at, "seq": event.seq }),
-        )),
-        other => Err(ApiError::internal(&unexpected(other))),
-    }
+        .await?;
+    Ok(Json(json!({ "sid": sid, "revoked_at": at, "seq": seq })))
 }

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
-use revocast_shared::{Epoch, Seq, UnixMillis};
+use revocast_shared::{Epoch, Seq, UnixSeconds};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -324,7 +324,7 @@ pub async fn snapshot(
     let (tx, mut rx) = mpsc::channel(2);
     let store = Arc::clone(&app.store);
     // Entries just past expiry stay in: agents may still accept their tokens within leeway.
-    let now = UnixMillis::now().as_secs() - app.config.expiry_grace_secs;
+    let now = UnixSeconds::now().saturating_sub_secs(app.config.expiry_grace_secs);
     tokio::spawn(async move {
         if let Err(e) = store.snapshot(now, tx).await {
             tracing::error!(error = %e, "reading the snapshot failed");

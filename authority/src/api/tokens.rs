@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use revocast_shared::token::{Audience, RESERVED_CLAIMS, issue as sign};
-use revocast_shared::{Claims, UnixMillis};
+use revocast_shared::{Claims, UnixSeconds};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -70,7 +70,7 @@ pub async fn issue(
         )));
     }
 
-    let now = UnixMillis::now().as_secs();
+    let now = UnixSeconds::now();
     let (key, r#gen) = app
         .view
         .issuing(&req.sub, req.sid.as_deref(), now)
@@ -84,8 +84,8 @@ pub async fn issue(
     let claims = Claims {
         iss: app.config.issuer.clone(),
         sub: req.sub,
-        iat: now,
-        exp: now + ttl,
+        iat: now.get(),
+        exp: now.get() + ttl,
         nbf: None,
         aud: req.aud,
         jti: Claims::random_jti().map_err(|e| ApiError::internal(&e))?,

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use revocast_shared::{UnixMillis, VerifiedToken, VerifyError};
+use revocast_shared::{UnixSeconds, VerifiedToken, VerifyError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ async fn check(
     let verdict = blocking(move || {
         worker
             .view
-            .verify(&token, &worker.validation, UnixMillis::now().as_secs())
+            .verify(&token, &worker.validation, UnixSeconds::now())
     })
     .await?;
     app.metrics.count_verification(

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use revocast_shared::UnixMillis;
+use revocast_shared::{UnixMillis, UnixSeconds};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
@@ -49,7 +49,7 @@ async fn pass(gate: &Semaphore) -> Result<(), StoreError> {
 
 #[async_trait]
 impl Store for GatedStore {
-    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+    async fn load(&self, now: UnixSeconds) -> Result<Loaded, StoreError> {
         self.inner.load(now).await
     }
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
@@ -65,7 +65,11 @@ impl Store for GatedStore {
     ) -> Result<Backlog, StoreError> {
         self.inner.events_after(after, limit).await
     }
-    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError> {
+    async fn snapshot(
+        &self,
+        now: UnixSeconds,
+        out: mpsc::Sender<SnapshotPart>,
+    ) -> Result<(), StoreError> {
         self.inner.snapshot(now, out).await
     }
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -74,7 +78,7 @@ impl Store for GatedStore {
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<bool, StoreError> {
         self.inner.insert_first_api_keys(keys, now).await
     }
@@ -88,7 +92,7 @@ impl Store for GatedStore {
         h: &[u8; 32],
         s: Scope,
         l: Option<&str>,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<(), StoreError> {
         self.inner.insert_api_key(h, s, l, now).await
     }

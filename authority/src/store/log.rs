@@ -1,14 +1,22 @@
-//! What both backends share: the mapping between a revocation and its log row, and the one
-//! commit algorithm. A backend supplies the statements ([`LogWriter`]) and the transaction
-//! around them (read and lock the head, then write it back); [`apply_batch`] decides what each
-//! mutation does, so SQLite and PostgreSQL cannot drift apart in what a revoke means.
+//! What both backends share: the mapping between a revocation and its log row, the one
+//! commit algorithm, and the chunked read of what is in force. A backend supplies the
+//! statements ([`LogWriter`], [`ReadLog`]) and the transaction around them (read and lock the
+//! head, then write it back); [`apply_batch`] decides what each mutation does, so SQLite and
+//! PostgreSQL cannot drift apart in what a revoke means.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use revocast_shared::event::{Revocation, RevocationEvent};
-use revocast_shared::{Seq, SigningKey, UnixMillis};
+use revocast_shared::{Seq, SigningKey, UnixMillis, UnixSeconds};
+use tokio::sync::mpsc;
 
-use super::{Mutation, Outcome};
+use super::SnapshotPart;
+use super::mutation::{
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune, Pruned,
+    RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
+    TokenRevocation,
+};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -116,6 +124,92 @@ pub(super) fn check_contiguous(after: Seq, events: &[RevocationEvent]) -> Result
     Ok(())
 }
 
+/// Reads of the log, inside the backend's open (read) transaction.
+pub(super) trait ReadLog {
+    /// Up to `limit` revocations after `after`, oldest first, of those in force at
+    /// `in_force_at` (every one if `None`), their `seq`s increasing.
+    async fn read_chunk(
+        &mut self,
+        after: Seq,
+        in_force_at: Option<UnixSeconds>,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError>;
+}
+
+/// Events per chunk of a full read (start-up load, snapshot).
+pub(super) const IN_FORCE_CHUNK_LEN: u32 = 4096;
+
+/// Reads every revocation still in force at `now`, oldest first, in chunks of up to
+/// [`IN_FORCE_CHUNK_LEN`] events. Use inside one transaction for one consistent view.
+pub(super) struct InForce {
+    now: UnixSeconds,
+    after: Seq,
+    done: bool,
+}
+
+impl InForce {
+    pub fn new(now: UnixSeconds) -> Self {
+        Self {
+            now,
+            after: Seq::ZERO,
+            done: false,
+        }
+    }
+
+    /// The next non-empty chunk, or `None` when everything was read.
+    pub async fn next<R: ReadLog>(
+        &mut self,
+        log: &mut R,
+    ) -> Result<Option<Vec<RevocationEvent>>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let chunk = log
+            .read_chunk(self.after, Some(self.now), IN_FORCE_CHUNK_LEN)
+            .await?;
+        self.done = chunk.len() < IN_FORCE_CHUNK_LEN as usize;
+        match chunk.last() {
+            Some(last) => {
+                self.after = last.seq;
+                Ok(Some(chunk))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Every revocation in force at `now`, in `seq` order.
+pub(super) async fn read_in_force<R: ReadLog>(
+    log: &mut R,
+    now: UnixSeconds,
+) -> Result<Vec<RevocationEvent>, StoreError> {
+    let mut revocations = Vec::new();
+    let mut in_force = InForce::new(now);
+    while let Some(chunk) = in_force.next(log).await? {
+        revocations.extend(chunk);
+    }
+    Ok(revocations)
+}
+
+/// Send every revocation in force at `now` to `out`, chunk by chunk, then [`SnapshotPart::End`].
+/// Returns `false` if `out` closed first.
+pub(super) async fn send_in_force<R: ReadLog>(
+    log: &mut R,
+    now: UnixSeconds,
+    out: &mpsc::Sender<SnapshotPart>,
+) -> Result<bool, StoreError> {
+    let mut in_force = InForce::new(now);
+    while let Some(chunk) = in_force.next(log).await? {
+        if out.send(SnapshotPart::Events(chunk)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(out.send(SnapshotPart::End).await.is_ok())
+}
+
 /// The kinds revoked at most once (see the `revocations_once` index).
 #[derive(Clone, Copy)]
 pub(super) enum OnceKind {
@@ -153,16 +247,27 @@ pub(super) trait LogWriter {
     async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError>;
     async fn has_active_key(&mut self) -> Result<bool, StoreError>;
     /// Retire the active key (if any) and insert `key` as the active one.
-    async fn activate_key(&mut self, key: &SigningKey, now: i64) -> Result<(), StoreError>;
-    async fn mark_key_revoked(&mut self, kid: &str, seq: i64, now: i64) -> Result<(), StoreError>;
-    /// See [`Mutation::Prune`]; `head` is the log's head inside this transaction.
-    async fn prune(
+    async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds)
+    -> Result<(), StoreError>;
+    async fn mark_key_revoked(
         &mut self,
-        head: Seq,
-        floor_before: i64,
-        expired_by: i64,
+        kid: &str,
+        seq: i64,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+    async fn log_floor(&mut self) -> Result<Seq, StoreError>;
+    async fn set_log_floor(&mut self, floor: Seq) -> Result<(), StoreError>;
+    /// The first revocation after `floor` committed after `cutoff`.
+    async fn first_after(&mut self, floor: Seq, cutoff: UnixMillis)
+    -> Result<Option<i64>, StoreError>;
+    /// Delete up to `limit` rows at or below `floor` whose expiry is at or before
+    /// `expired_by`; returns how many went.
+    async fn delete_expired(
+        &mut self,
+        expired_by: UnixSeconds,
+        floor: Seq,
         limit: u32,
-    ) -> Result<Outcome, StoreError>;
+    ) -> Result<u64, StoreError>;
 }
 
 /// What [`apply_batch`] did besides the outcomes: the backend writes the head back (and, on a
@@ -173,153 +278,205 @@ pub(super) struct Applied {
     pub keys_changed: bool,
 }
 
-/// Apply `batch` in order on top of the log's `head`, all at time `at`.
+/// Apply `batch` in order on top of the log's `head`, all at time `at`. Each kind of mutation
+/// has its function below, which answers with that kind's outcome.
 pub(super) async fn apply_batch<W: LogWriter>(
     w: &mut W,
-    mut head: Seq,
+    head: Seq,
     at: UnixMillis,
     batch: &[Mutation],
 ) -> Result<Applied, StoreError> {
-    let now = at.as_secs();
+    let mut log = Tip { head, at };
     let mut keys_changed = false;
     let mut outcomes = Vec::with_capacity(batch.len());
     for mutation in batch {
         let outcome = match mutation {
-            Mutation::RevokeToken {
-                rid,
-                sub,
-                exp,
-                reason,
-            } => match w.previous(OnceKind::Token, &rid.to_string()).await? {
-                Some(earlier) => already_revoked(earlier)?,
-                None => {
-                    let revocation = Revocation::Token {
-                        rid: *rid,
-                        exp: *exp,
-                    };
-                    let event =
-                        append(w, &mut head, at, revocation, Some(sub), reason.as_deref()).await?;
-                    Outcome::Appended {
-                        event,
-                        activated: None,
-                    }
-                }
-            },
-            Mutation::RevokeSubject { sub, until, reason } => {
-                let r#gen = generation_of(w.raise_generation(sub).await?)?;
-                let revocation = Revocation::Subject {
-                    sub: sub.clone(),
-                    r#gen,
-                    until: *until,
-                };
-                let event = append(w, &mut head, at, revocation, None, reason.as_deref()).await?;
-                Outcome::Appended {
-                    event,
-                    activated: None,
-                }
+            Mutation::RevokeToken(m) => Outcome::RevokeToken(revoke_token(w, &mut log, m).await?),
+            Mutation::RevokeSubject(m) => {
+                Outcome::RevokeSubject(revoke_subject(w, &mut log, m).await?)
             }
-            Mutation::RevokeSession { sid, until, reason } => {
-                let revocation = Revocation::Session {
-                    sid: sid.clone(),
-                    until: *until,
-                };
-                let event = append(w, &mut head, at, revocation, None, reason.as_deref()).await?;
-                Outcome::Appended {
-                    event,
-                    activated: None,
-                }
+            Mutation::RevokeSession(m) => {
+                Outcome::RevokeSession(revoke_session(w, &mut log, m).await?)
             }
-            Mutation::RevokeKey { kid, replacement } => {
-                let kid_s = kid.to_string();
-                match w.key_state(&kid_s).await? {
-                    None => Outcome::UnknownKey,
-                    Some(was_active) => match w.previous(OnceKind::Key, &kid_s).await? {
-                        Some(earlier) => already_revoked(earlier)?,
-                        None => {
-                            let event =
-                                append(w, &mut head, at, Revocation::Key { kid: *kid }, None, None)
-                                    .await?;
-                            if was_active {
-                                w.activate_key(replacement, now).await?;
-                            }
-                            w.mark_key_revoked(&kid_s, to_i64(event.seq.get())?, now)
-                                .await?;
-                            keys_changed = true;
-                            Outcome::Appended {
-                                event,
-                                activated: was_active.then(|| replacement.kid()),
-                            }
-                        }
-                    },
-                }
-            }
-            Mutation::AddKey { key } => {
-                w.activate_key(key, now).await?;
-                keys_changed = true;
-                Outcome::KeyAdded
-            }
-            Mutation::InitKey { key } => {
-                if w.has_active_key().await? {
-                    Outcome::KeyExists
-                } else {
-                    w.activate_key(key, now).await?;
-                    keys_changed = true;
-                    Outcome::KeyAdded
-                }
-            }
-            Mutation::Prune {
-                floor_before,
-                expired_by,
-                limit,
-            } => w.prune(head, *floor_before, *expired_by, *limit).await?,
+            Mutation::RevokeKey(m) => Outcome::RevokeKey(revoke_key(w, &mut log, m).await?),
+            Mutation::AddKey(m) => Outcome::AddKey(add_key(w, &log, m).await?),
+            Mutation::InitKey(m) => Outcome::InitKey(init_key(w, &log, m).await?),
+            Mutation::Prune(m) => Outcome::Prune(prune(w, &log, m).await?),
         };
+        keys_changed |= outcome.changed_keys();
         outcomes.push(outcome);
     }
     w.flush().await?;
     Ok(Applied {
         outcomes,
-        head,
+        head: log.head,
         keys_changed,
     })
 }
 
-/// Append one revocation at `head + 1`, returning its event.
-async fn append<W: LogWriter>(
-    w: &mut W,
-    head: &mut Seq,
+/// The log as a commit in progress sees it: its head so far, and the commit's time.
+struct Tip {
+    head: Seq,
     at: UnixMillis,
-    revocation: Revocation,
-    token_sub: Option<&str>,
-    reason: Option<&str>,
-) -> Result<RevocationEvent, StoreError> {
-    let seq = head.next();
-    let (target, r#gen) = match &revocation {
-        Revocation::Token { rid, .. } => (rid.to_string(), None),
-        Revocation::Subject { sub, r#gen, .. } => (sub.clone(), Some(to_i64(*r#gen)?)),
-        Revocation::Session { sid, .. } => (sid.clone(), None),
-        Revocation::Key { kid } => (kid.to_string(), None),
+}
+
+async fn revoke_token<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeToken,
+) -> Result<TokenRevocation, StoreError> {
+    if let Some(earlier) = w.previous(OnceKind::Token, &m.rid.to_string()).await? {
+        return Ok(TokenRevocation::AlreadyRevoked(logged_of(earlier)?));
+    }
+    let revocation = Revocation::Token {
+        rid: m.rid,
+        exp: m.exp.get(),
     };
-    w.insert_revocation(NewRow {
-        seq: to_i64(seq.get())?,
-        kind: revocation.kind(),
-        target,
-        r#gen,
-        expires_at: revocation.expires_at(),
-        at_ms: at.as_millis(),
-        token_sub,
-        reason,
+    let logged = append(w, log, revocation, Some(&m.sub), m.reason.as_deref()).await?;
+    Ok(TokenRevocation::Revoked {
+        rid: m.rid,
+        exp: m.exp,
+        logged,
     })
-    .await?;
-    *head = seq;
-    Ok(RevocationEvent {
+}
+
+async fn revoke_subject<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeSubject,
+) -> Result<SubjectRevoked, StoreError> {
+    let r#gen = generation_of(w.raise_generation(&m.sub).await?)?;
+    let revocation = Revocation::Subject {
+        sub: m.sub.clone(),
+        r#gen,
+        until: m.until.get(),
+    };
+    let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
+    Ok(SubjectRevoked {
+        sub: m.sub.clone(),
+        r#gen,
+        until: m.until,
         seq,
-        revocation,
         at,
     })
 }
 
-fn already_revoked((seq, at_ms): (i64, i64)) -> Result<Outcome, StoreError> {
-    Ok(Outcome::AlreadyRevoked {
+async fn revoke_session<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeSession,
+) -> Result<SessionRevoked, StoreError> {
+    let revocation = Revocation::Session {
+        sid: m.sid.clone(),
+        until: m.until.get(),
+    };
+    let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
+    Ok(SessionRevoked {
+        sid: m.sid.clone(),
+        until: m.until,
+        seq,
+        at,
+    })
+}
+
+async fn revoke_key<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeKey,
+) -> Result<KeyRevocation, StoreError> {
+    let kid = m.kid.to_string();
+    let Some(was_active) = w.key_state(&kid).await? else {
+        return Ok(KeyRevocation::UnknownKey);
+    };
+    if let Some(earlier) = w.previous(OnceKind::Key, &kid).await? {
+        return Ok(KeyRevocation::AlreadyRevoked(logged_of(earlier)?));
+    }
+    let logged = append(w, log, Revocation::Key { kid: m.kid }, None, None).await?;
+    let now = log.at.to_seconds();
+    if was_active {
+        w.activate_key(&m.replacement, now).await?;
+    }
+    w.mark_key_revoked(&kid, to_i64(logged.seq.get())?, now)
+        .await?;
+    Ok(KeyRevocation::Revoked {
+        kid: m.kid,
+        logged,
+        activated: was_active.then(|| Arc::clone(&m.replacement)),
+    })
+}
+
+async fn add_key<W: LogWriter>(w: &mut W, log: &Tip, m: &AddKey) -> Result<KeyAdded, StoreError> {
+    w.activate_key(&m.key, log.at.to_seconds()).await?;
+    Ok(KeyAdded {
+        key: Arc::clone(&m.key),
+    })
+}
+
+async fn init_key<W: LogWriter>(w: &mut W, log: &Tip, m: &InitKey) -> Result<KeyInit, StoreError> {
+    if w.has_active_key().await? {
+        return Ok(KeyInit::Exists);
+    }
+    w.activate_key(&m.key, log.at.to_seconds()).await?;
+    Ok(KeyInit::Added(Arc::clone(&m.key)))
+}
+
+/// See [`Prune`].
+async fn prune<W: LogWriter>(w: &mut W, log: &Tip, m: &Prune) -> Result<Pruned, StoreError> {
+    // It reads and deletes revocations: rows held back must be written first.
+    w.flush().await?;
+    let floor = w.log_floor().await?;
+    // The first revocation newer than the cutoff, walking up from the floor: the scan covers
+    // only what was committed since the last prune.
+    let new_floor = match w.first_after(floor, m.floor_before).await? {
+        Some(seq) => seq_of(seq - 1)?,
+        None => log.head,
+    }
+    .max(floor);
+    if new_floor != floor {
+        w.set_log_floor(new_floor).await?;
+    }
+    let deleted = w.delete_expired(m.expired_by, new_floor, m.limit).await?;
+    Ok(Pruned {
+        floor: new_floor,
+        deleted,
+        more: deleted >= u64::from(m.limit),
+    })
+}
+
+/// Append one revocation at `head + 1`.
+async fn append<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    revocation: Revocation,
+    token_sub: Option<&str>,
+    reason: Option<&str>,
+) -> Result<Logged, StoreError> {
+    let seq = log.head.next();
+    let expires_at = revocation.expires_at();
+    let kind = revocation.kind();
+    let (target, r#gen) = match revocation {
+        Revocation::Token { rid, .. } => (rid.to_string(), None),
+        Revocation::Subject { sub, r#gen, .. } => (sub, Some(to_i64(r#gen)?)),
+        Revocation::Session { sid, .. } => (sid, None),
+        Revocation::Key { kid } => (kid.to_string(), None),
+    };
+    w.insert_revocation(NewRow {
+        seq: to_i64(seq.get())?,
+        kind,
+        target,
+        r#gen,
+        expires_at,
+        at_ms: log.at.as_millis(),
+        token_sub,
+        reason,
+    })
+    .await?;
+    log.head = seq;
+    Ok(Logged { seq, at: log.at })
+}
+
+fn logged_of((seq, at_ms): (i64, i64)) -> Result<Logged, StoreError> {
+    Ok(Logged {
         seq: seq_of(seq)?,
         at: UnixMillis::new(at_ms),
     })

@@ -2,7 +2,8 @@
 //! (for replicas) are interchangeable. A store assigns `seq` itself, inside the committing
 //! transaction: that is what keeps the log gap-free and in commit order on any backend.
 //!
-//! - `log`: the row mapping and the commit algorithm both backends share.
+//! - `mutation`: the commands a commit is made of, each with the type of its outcome.
+//! - `log`: the row mapping, the commit algorithm and the chunked reads both backends share.
 //! - `sqlite`: one file, one process.
 //! - `postgres`: one database shared by several replicas, with a [`Doorbell`] that tells
 //!   each replica when another one committed.
@@ -10,91 +11,26 @@
 #[cfg(test)]
 pub(crate) mod gated;
 mod log;
+mod mutation;
 mod postgres;
 mod sqlite;
-
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
-use revocast_shared::{Epoch, KeyId, RevocationId, Seq, SigningKey, UnixMillis};
+use revocast_shared::{Epoch, KeyId, Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
+pub use mutation::{
+    AddKey, Command, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune,
+    Pruned, RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
+    TokenRevocation,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::config::Scope;
 use crate::error::StoreError;
-
-/// One change to commit. Revocations are appended to the log; a key addition is not a
-/// revocation and takes no `seq`.
-#[derive(Debug, Clone)]
-pub enum Mutation {
-    RevokeToken {
-        rid: RevocationId,
-        sub: String,
-        exp: i64,
-        reason: Option<String>,
-    },
-    /// Raise the subject's generation by one; the event carries the new minimum.
-    RevokeSubject {
-        sub: String,
-        until: i64,
-        reason: Option<String>,
-    },
-    RevokeSession {
-        sid: String,
-        until: i64,
-        reason: Option<String>,
-    },
-    /// Revoke `kid`. If it is the active signing key, `replacement` becomes active instead.
-    RevokeKey {
-        kid: KeyId,
-        replacement: Arc<SigningKey>,
-    },
-    /// Add `key` as the active signing key; the previous one is retired (still verifies).
-    AddKey { key: Arc<SigningKey> },
-    /// Add `key` as the active signing key only if there is none: the first start. Replicas
-    /// starting together on an empty database race for it, and exactly one key wins.
-    InitKey { key: Arc<SigningKey> },
-    /// Log retention: raise the log floor to the last revocation committed at or before
-    /// `floor_before` (Unix ms), then delete up to `limit` rows at or below the floor whose
-    /// expiry is at or before `expired_by` (Unix seconds). Rows above the floor are kept, so
-    /// every resume from `since >= floor` stays exact.
-    Prune {
-        floor_before: i64,
-        expired_by: i64,
-        limit: u32,
-    },
-}
-
-/// What committing one [`Mutation`] did.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// A new revocation was appended. For a key revocation, `activated` names the replacement
-    /// key if the revoked key was the active one.
-    Appended {
-        event: RevocationEvent,
-        activated: Option<KeyId>,
-    },
-    /// The token or key had been revoked before: nothing was written.
-    AlreadyRevoked {
-        seq: Seq,
-        at: UnixMillis,
-    },
-    /// A key revocation named a key the store does not have.
-    UnknownKey,
-    KeyAdded,
-    /// An `InitKey` found an active key already.
-    KeyExists,
-    /// `deleted` rows went; `more` says another prune would find further expired rows.
-    Pruned {
-        floor: Seq,
-        deleted: u64,
-        more: bool,
-    },
-}
 
 /// A piece of `/v1/snapshot`, as [`Store::snapshot`] produces it: the head first, then the
 /// revocations in force in `seq` order, in chunks.
@@ -151,8 +87,8 @@ pub trait Doorbell: Send {
 pub struct KeyRecord {
     pub kid: KeyId,
     pub seed: SigningSeed,
-    pub created_at: i64,
-    pub retired_at: Option<i64>,
+    pub created_at: UnixSeconds,
+    pub retired_at: Option<UnixSeconds>,
     pub revoked: bool,
     pub active: bool,
 }
@@ -170,8 +106,8 @@ pub struct Loaded {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Read the state the authority keeps in memory, at time `now` (Unix seconds).
-    async fn load(&self, now: i64) -> Result<Loaded, StoreError>;
+    /// Read the state the authority keeps in memory, at time `now`.
+    async fn load(&self, now: UnixSeconds) -> Result<Loaded, StoreError>;
 
     /// Commit `batch` atomically and durably (fsync before returning), all at time `at`, and
     /// report each mutation's outcome in order. On error nothing of the batch is committed.
@@ -183,7 +119,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Send the snapshot to `out`: the head, then every revocation in force at `now` as of that
     /// head, read in one consistent transaction. Stops early, without error, if `out` closes.
-    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError>;
+    async fn snapshot(
+        &self,
+        now: UnixSeconds,
+        out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError>;
 
     /// Every stored signing key, oldest first. Replicas re-read them when another replica
     /// rotated or revoked one.
@@ -194,7 +133,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<bool, StoreError>;
 
     /// For a store other processes write too: the doorbell that rings when they commit.
@@ -211,7 +150,7 @@ pub trait Store: Send + Sync + 'static {
         hash: &[u8; 32],
         scope: Scope,
         label: Option<&str>,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<(), StoreError>;
 
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
@@ -221,4 +160,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// Release connections and flush what the backend buffers.
     async fn close(&self);
+}
+
+/// Commit `command` on its own, outside the ledger (the first start, before the ledger runs),
+/// and return its outcome.
+pub async fn commit_one<C: Command>(
+    store: &dyn Store,
+    at: UnixMillis,
+    command: C,
+) -> Result<C::Outcome, StoreError> {
+    let mut outcomes = store.commit(at, &[command.into()]).await?;
+    match (outcomes.pop(), outcomes.is_empty()) {
+        (Some(outcome), true) => C::outcome(outcome),
+        _ => Err(StoreError::Invariant(
+            "a commit of one mutation answered another number of outcomes",
+        )),
+    }
 }

@@ -18,14 +18,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
-use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis};
+use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis, UnixSeconds};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
 
 use super::log::{
-    LogWriter, NewRow, OnceKind, RowParts, apply_batch, check_contiguous, corrupt, generation_of,
-    scope_of, seq_of, to_i64,
+    LogWriter, NewRow, OnceKind, ReadLog, RowParts, apply_batch, check_contiguous, corrupt,
+    generation_of, read_in_force, scope_of, send_in_force, seq_of, to_i64,
 };
 use super::{
     Backlog, Doorbell, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, Ring, SnapshotPart, Store,
@@ -151,64 +151,24 @@ struct KeyRow {
     active: bool,
 }
 
-/// Up to `limit` revocations after `after`, oldest first, of those in force at `in_force_at`
-/// (`i64::MIN` for all).
-async fn read_chunk(
-    conn: &mut PgConnection,
-    after: Seq,
-    in_force_at: i64,
-    limit: u32,
-) -> Result<Vec<RevocationEvent>, StoreError> {
-    let rows: Vec<LogRow> = sqlx::query_as(
-        "SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
-         WHERE seq > $1 AND (expires_at IS NULL OR expires_at > $2)
-         ORDER BY seq LIMIT $3",
-    )
-    .bind(to_i64(after.get())?)
-    .bind(in_force_at)
-    .bind(i64::from(limit))
-    .fetch_all(conn)
-    .await?;
-    rows.into_iter().map(LogRow::into_event).collect()
-}
-
-/// Events per chunk of a full read (start-up load, snapshot).
-const IN_FORCE_CHUNK_LEN: u32 = 4096;
-
-/// Reads every revocation in force at `now`, oldest first, a chunk at a time. Use inside one
-/// snapshot transaction for one consistent view.
-struct InForce {
-    now: i64,
-    after: Seq,
-    done: bool,
-}
-
-impl InForce {
-    fn new(now: i64) -> Self {
-        Self {
-            now,
-            after: Seq::ZERO,
-            done: false,
-        }
-    }
-
-    /// The next non-empty chunk, or `None` when everything was read.
-    async fn next(
+impl ReadLog for PgConnection {
+    async fn read_chunk(
         &mut self,
-        conn: &mut PgConnection,
-    ) -> Result<Option<Vec<RevocationEvent>>, StoreError> {
-        if self.done {
-            return Ok(None);
-        }
-        let chunk = read_chunk(conn, self.after, self.now, IN_FORCE_CHUNK_LEN).await?;
-        self.done = chunk.len() < IN_FORCE_CHUNK_LEN as usize;
-        match chunk.last() {
-            Some(last) => {
-                self.after = last.seq;
-                Ok(Some(chunk))
-            }
-            None => Ok(None),
-        }
+        after: Seq,
+        in_force_at: Option<UnixSeconds>,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        let rows: Vec<LogRow> = sqlx::query_as(
+            "SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
+             WHERE seq > $1 AND (expires_at IS NULL OR expires_at > $2)
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(to_i64(after.get())?)
+        .bind(in_force_at.map_or(i64::MIN, UnixSeconds::get))
+        .bind(i64::from(limit))
+        .fetch_all(self)
+        .await?;
+        rows.into_iter().map(LogRow::into_event).collect()
     }
 }
 
@@ -225,8 +185,8 @@ async fn read_keys(conn: &mut PgConnection) -> Result<Vec<KeyRecord>, StoreError
                 kid: KeyId::from_str(&row.kid).map_err(|_| corrupt("bad kid"))?,
                 seed: SigningSeed::from_slice(&row.seed)
                     .ok_or_else(|| corrupt("seed is not 32 bytes"))?,
-                created_at: row.created_at,
-                retired_at: row.retired_at,
+                created_at: UnixSeconds::new(row.created_at),
+                retired_at: row.retired_at.map(UnixSeconds::new),
                 revoked: row.revoked_seq.is_some(),
                 active: row.active,
             })
@@ -349,12 +309,12 @@ impl LogWriter for Writer<'_, '_> {
         )
     }
 
-    async fn activate_key(&mut self, key: &SigningKey, now: i64) -> Result<(), StoreError> {
+    async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET active = false, retired_at = COALESCE(retired_at, $1)
              WHERE active",
         )
-        .bind(now)
+        .bind(now.get())
         .execute(&mut **self.tx)
         .await?;
         sqlx::query(
@@ -362,84 +322,83 @@ impl LogWriter for Writer<'_, '_> {
         )
         .bind(key.kid().to_string())
         .bind(&key.seed().expose_secret()[..])
-        .bind(now)
+        .bind(now.get())
         .execute(&mut **self.tx)
         .await?;
         Ok(())
     }
 
-    async fn mark_key_revoked(&mut self, kid: &str, seq: i64, now: i64) -> Result<(), StoreError> {
+    async fn mark_key_revoked(
+        &mut self,
+        kid: &str,
+        seq: i64,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET revoked_seq = $1, retired_at = COALESCE(retired_at, $2)
              WHERE kid = $3",
         )
         .bind(seq)
-        .bind(now)
+        .bind(now.get())
         .bind(kid)
         .execute(&mut **self.tx)
         .await?;
         Ok(())
     }
 
-    async fn prune(
+    async fn log_floor(&mut self) -> Result<Seq, StoreError> {
+        let (_, _, floor) = read_state(&mut **self.tx).await?;
+        Ok(floor)
+    }
+
+    async fn set_log_floor(&mut self, floor: Seq) -> Result<(), StoreError> {
+        sqlx::query("UPDATE log_state SET log_floor = $1 WHERE id = 1")
+            .bind(to_i64(floor.get())?)
+            .execute(&mut **self.tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn first_after(
         &mut self,
-        head: Seq,
-        floor_before: i64,
-        expired_by: i64,
-        limit: u32,
-    ) -> Result<Outcome, StoreError> {
-        // It reads and deletes revocations: the rows held back must be there first.
-        self.flush().await?;
-        let tx = &mut **self.tx;
-        let (_, _, floor) = read_state(tx).await?;
-        // The first revocation newer than the cutoff, walking up from the floor.
-        let first_kept: Option<i64> = sqlx::query_scalar(
+        floor: Seq,
+        cutoff: UnixMillis,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
             "SELECT seq FROM revocations WHERE seq > $1 AND at_ms > $2 ORDER BY seq LIMIT 1",
         )
         .bind(to_i64(floor.get())?)
-        .bind(floor_before)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let new_floor = match first_kept {
-            Some(seq) => seq_of(seq - 1)?,
-            None => head,
-        }
-        .max(floor);
-        if new_floor != floor {
-            sqlx::query("UPDATE log_state SET log_floor = $1 WHERE id = 1")
-                .bind(to_i64(new_floor.get())?)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let deleted = sqlx::query(
+        .bind(cutoff.as_millis())
+        .fetch_optional(&mut **self.tx)
+        .await?)
+    }
+
+    async fn delete_expired(
+        &mut self,
+        expired_by: UnixSeconds,
+        floor: Seq,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
             "DELETE FROM revocations WHERE seq IN (
                  SELECT seq FROM revocations WHERE expires_at <= $1 AND seq <= $2 LIMIT $3)",
         )
-        .bind(expired_by)
-        .bind(to_i64(new_floor.get())?)
+        .bind(expired_by.get())
+        .bind(to_i64(floor.get())?)
         .bind(i64::from(limit))
-        .execute(&mut *tx)
+        .execute(&mut **self.tx)
         .await?
-        .rows_affected();
-        Ok(Outcome::Pruned {
-            floor: new_floor,
-            deleted,
-            more: deleted >= u64::from(limit),
-        })
+        .rows_affected())
     }
 }
 
 #[async_trait]
 impl Store for PgStore {
-    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+    async fn load(&self, now: UnixSeconds) -> Result<Loaded, StoreError> {
         let mut tx = begin_snapshot(&self.pool).await?;
         let (epoch, head, _) = read_state(&mut tx).await?;
         let keys = read_keys(&mut tx).await?;
-        let mut revocations = Vec::new();
-        let mut in_force = InForce::new(now);
-        while let Some(chunk) = in_force.next(&mut tx).await? {
-            revocations.extend(chunk);
-        }
+        let revocations = read_in_force(&mut *tx, now).await?;
         let subject_generations =
             sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
                 .fetch_all(&mut *tx)
@@ -526,20 +485,16 @@ impl Store for PgStore {
         Ok(Backlog::Events(events))
     }
 
-    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError> {
+    async fn snapshot(
+        &self,
+        now: UnixSeconds,
+        out: mpsc::Sender<SnapshotPart>,
+    ) -> Result<(), StoreError> {
         let mut tx = begin_snapshot(&self.pool).await?;
         let (epoch, seq, _) = read_state(&mut tx).await?;
-        if out.send(SnapshotPart::Head { epoch, seq }).await.is_err() {
-            return Ok(());
+        if out.send(SnapshotPart::Head { epoch, seq }).await.is_ok() {
+            send_in_force(&mut *tx, now, &out).await?;
         }
-        let mut in_force = InForce::new(now);
-        while let Some(chunk) = in_force.next(&mut tx).await? {
-            if out.send(SnapshotPart::Events(chunk)).await.is_err() {
-                return Ok(());
-            }
-        }
-        tx.commit().await?;
-        let _ = out.send(SnapshotPart::End).await;
         Ok(())
     }
 
@@ -550,7 +505,7 @@ impl Store for PgStore {
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // Writers of other tables go on; a second initialiser waits here until we commit, and
@@ -600,7 +555,7 @@ impl Store for PgStore {
         hash: &[u8; 32],
         scope: Scope,
         label: Option<&str>,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<(), StoreError> {
         let key = NewApiKey {
             hash: *hash,
@@ -630,13 +585,13 @@ impl Store for PgStore {
 async fn insert_api_key(
     conn: &mut PgConnection,
     key: &NewApiKey<'_>,
-    now: i64,
+    now: UnixSeconds,
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO api_keys (hash, scope, label, created_at) VALUES ($1, $2, $3, $4)")
         .bind(&key.hash[..])
         .bind(key.scope.as_str())
         .bind(key.label)
-        .bind(now)
+        .bind(now.get())
         .execute(conn)
         .await?;
     Ok(())

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
-use revocast_shared::{Epoch, KeyId, Seq, UnixMillis};
+use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis, UnixSeconds};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -18,8 +18,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::mpsc;
 
 use super::log::{
-    LogWriter, NewRow, OnceKind, RowParts, apply_batch, check_contiguous, corrupt, generation_of,
-    scope_of, seq_of, to_i64,
+    LogWriter, NewRow, OnceKind, ReadLog, RowParts, apply_batch, check_contiguous, corrupt,
+    generation_of, read_in_force, scope_of, send_in_force, to_i64,
 };
 use super::{Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, Store};
 use crate::config::Scope;
@@ -85,79 +85,39 @@ const CHUNK: &str = "SELECT count(*), max(seq),
      FROM (SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
            WHERE seq > ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY seq LIMIT ?3)";
 
-/// Read one [`CHUNK`]: the events after `after`, their `seq`s checked to increase, or `None`
-/// when there are none.
-async fn read_chunk(
-    conn: &mut sqlx::SqliteConnection,
-    after: i64,
-    in_force_at: i64,
-    limit: i64,
-) -> Result<Option<Vec<RevocationEvent>>, StoreError> {
-    let (count, last, json): (i64, Option<i64>, String) = sqlx::query_as(CHUNK)
-        .bind(after)
-        .bind(in_force_at)
-        .bind(limit)
-        .fetch_one(conn)
-        .await?;
-    let Some(last) = last else {
-        return Ok(None);
-    };
-    let rows: Vec<RowParts<'_>> =
-        serde_json::from_str(&json).map_err(|e| corrupt(format!("revocation chunk: {e}")))?;
-    let mut previous = after;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        if row.seq <= previous {
-            return Err(corrupt("revocation chunk out of seq order"));
-        }
-        previous = row.seq;
-        events.push(row.into_event()?);
-    }
-    if previous != last || events.len() as i64 != count {
-        return Err(corrupt("revocation chunk does not match its count"));
-    }
-    Ok(Some(events))
-}
-
-/// Events per chunk of a full read (start-up load, snapshot).
-const IN_FORCE_CHUNK_LEN: usize = 4096;
-
-/// Reads every revocation still in force at `now`, oldest first, in chunks of up to
-/// [`IN_FORCE_CHUNK_LEN`] events. Use inside one transaction for one consistent view.
-struct InForce {
-    now: i64,
-    after: i64,
-    done: bool,
-}
-
-impl InForce {
-    fn new(now: i64) -> Self {
-        Self {
-            now,
-            after: 0,
-            done: false,
-        }
-    }
-
-    /// The next chunk, or `None` when everything was read.
-    async fn next(
+impl ReadLog for sqlx::SqliteConnection {
+    /// One [`CHUNK`], checked against its own count.
+    async fn read_chunk(
         &mut self,
-        conn: &mut sqlx::SqliteConnection,
-    ) -> Result<Option<Vec<RevocationEvent>>, StoreError> {
-        if self.done {
-            return Ok(None);
-        }
-        let Some(events) =
-            read_chunk(conn, self.after, self.now, IN_FORCE_CHUNK_LEN as i64).await?
-        else {
-            self.done = true;
-            return Ok(None);
+        after: Seq,
+        in_force_at: Option<UnixSeconds>,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        let after = to_i64(after.get())?;
+        let (count, last, json): (i64, Option<i64>, String) = sqlx::query_as(CHUNK)
+            .bind(after)
+            .bind(in_force_at.map_or(i64::MIN, UnixSeconds::get))
+            .bind(i64::from(limit))
+            .fetch_one(self)
+            .await?;
+        let Some(last) = last else {
+            return Ok(Vec::new());
         };
-        if let Some(last) = events.last() {
-            self.after = to_i64(last.seq.get())?;
+        let rows: Vec<RowParts<'_>> =
+            serde_json::from_str(&json).map_err(|e| corrupt(format!("revocation chunk: {e}")))?;
+        let mut previous = after;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.seq <= previous {
+                return Err(corrupt("revocation chunk out of seq order"));
+            }
+            previous = row.seq;
+            events.push(row.into_event()?);
         }
-        self.done = events.len() < IN_FORCE_CHUNK_LEN;
-        Ok(Some(events))
+        if previous != last || events.len() as i64 != count {
+            return Err(corrupt("revocation chunk does not match its count"));
+        }
+        Ok(events)
     }
 }
 
@@ -221,83 +181,82 @@ impl LogWriter for Writer<'_, '_> {
         Ok(n > 0)
     }
 
-    async fn activate_key(
-        &mut self,
-        key: &revocast_shared::SigningKey,
-        now: i64,
-    ) -> Result<(), StoreError> {
+    async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET active = 0, retired_at = COALESCE(retired_at, ?) WHERE active = 1",
         )
-        .bind(now)
+        .bind(now.get())
         .execute(&mut **self.0)
         .await?;
         sqlx::query("INSERT INTO signing_keys (kid, seed, created_at, active) VALUES (?, ?, ?, 1)")
             .bind(key.kid().to_string())
             .bind(&key.seed().expose_secret()[..])
-            .bind(now)
+            .bind(now.get())
             .execute(&mut **self.0)
             .await?;
         Ok(())
     }
 
-    async fn mark_key_revoked(&mut self, kid: &str, seq: i64, now: i64) -> Result<(), StoreError> {
+    async fn mark_key_revoked(
+        &mut self,
+        kid: &str,
+        seq: i64,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET revoked_seq = ?, retired_at = COALESCE(retired_at, ?)
              WHERE kid = ?",
         )
         .bind(seq)
-        .bind(now)
+        .bind(now.get())
         .bind(kid)
         .execute(&mut **self.0)
         .await?;
         Ok(())
     }
 
-    async fn prune(
+    async fn log_floor(&mut self) -> Result<Seq, StoreError> {
+        read_meta_seq(&mut **self.0, "log_floor").await
+    }
+
+    async fn set_log_floor(&mut self, floor: Seq) -> Result<(), StoreError> {
+        sqlx::query("UPDATE meta SET value = ? WHERE name = 'log_floor'")
+            .bind(floor.get().to_string())
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn first_after(
         &mut self,
-        head: Seq,
-        floor_before: i64,
-        expired_by: i64,
-        limit: u32,
-    ) -> Result<Outcome, StoreError> {
-        let tx = &mut *self.0;
-        let floor = read_meta_seq(tx, "log_floor").await?;
-        // The first revocation newer than the cutoff, walking up from the floor: the scan
-        // covers only what was committed since the last prune.
-        let first_kept: Option<i64> = sqlx::query_scalar(
+        floor: Seq,
+        cutoff: UnixMillis,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
             "SELECT seq FROM revocations WHERE seq > ? AND at_ms > ? ORDER BY seq LIMIT 1",
         )
         .bind(to_i64(floor.get())?)
-        .bind(floor_before)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let new_floor = match first_kept {
-            Some(seq) => seq_of(seq - 1)?,
-            None => head,
-        }
-        .max(floor);
-        if new_floor != floor {
-            sqlx::query("UPDATE meta SET value = ? WHERE name = 'log_floor'")
-                .bind(new_floor.get().to_string())
-                .execute(&mut **tx)
-                .await?;
-        }
-        let deleted = sqlx::query(
+        .bind(cutoff.as_millis())
+        .fetch_optional(&mut **self.0)
+        .await?)
+    }
+
+    async fn delete_expired(
+        &mut self,
+        expired_by: UnixSeconds,
+        floor: Seq,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
             "DELETE FROM revocations WHERE seq IN (
                  SELECT seq FROM revocations WHERE expires_at <= ? AND seq <= ? LIMIT ?)",
         )
-        .bind(expired_by)
-        .bind(to_i64(new_floor.get())?)
+        .bind(expired_by.get())
+        .bind(to_i64(floor.get())?)
         .bind(i64::from(limit))
-        .execute(&mut **tx)
+        .execute(&mut **self.0)
         .await?
-        .rows_affected();
-        Ok(Outcome::Pruned {
-            floor: new_floor,
-            deleted,
-            more: deleted >= u64::from(limit),
-        })
+        .rows_affected())
     }
 }
 
@@ -319,8 +278,8 @@ async fn read_keys(conn: &mut sqlx::SqliteConnection) -> Result<Vec<KeyRecord>, 
             keys.push(KeyRecord {
                 kid: KeyId::from_str(row.try_get("kid")?).map_err(|_| corrupt("bad kid"))?,
                 seed: SigningSeed::from_slice(&seed).ok_or_else(|| corrupt("seed is not 32 bytes"))?,
-                created_at: row.try_get("created_at")?,
-                retired_at: row.try_get("retired_at")?,
+                created_at: UnixSeconds::new(row.try_get("created_at")?),
+                retired_at: row.try_get::<Option<i64>, _>("retired_at")?.map(UnixSeconds::new),
                 revoked: row.try_get::<Option<i64>, _>("revoked_seq")?.is_some(),
                 active: row.try_get::<i64, _>("active")? == 1,
             });
@@ -331,18 +290,12 @@ async fn read_keys(conn: &mut sqlx::SqliteConnection) -> Result<Vec<KeyRecord>, 
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn load(&self, now: i64) -> Result<Loaded, StoreError> {
+    async fn load(&self, now: UnixSeconds) -> Result<Loaded, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let epoch = read_epoch(&mut conn).await?;
         let head = read_head(&mut conn).await?;
-
         let keys = read_keys(&mut conn).await?;
-
-        let mut revocations = Vec::new();
-        let mut in_force = InForce::new(now);
-        while let Some(chunk) = in_force.next(&mut conn).await? {
-            revocations.extend(chunk);
-        }
+        let revocations = read_in_force(&mut *conn, now).await?;
 
         let subject_generations =
             sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
@@ -383,28 +336,23 @@ impl Store for SqliteStore {
         if after < floor {
             return Ok(Backlog::Pruned { floor });
         }
-        let events = read_chunk(&mut tx, to_i64(after.get())?, i64::MIN, i64::from(limit))
-            .await?
-            .unwrap_or_default();
+        let events = tx.read_chunk(after, None, limit).await?;
         check_contiguous(after, &events)?;
         Ok(Backlog::Events(events))
     }
 
-    async fn snapshot(&self, now: i64, out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError> {
+    async fn snapshot(
+        &self,
+        now: UnixSeconds,
+        out: mpsc::Sender<SnapshotPart>,
+    ) -> Result<(), StoreError> {
         // A read transaction pins one WAL snapshot: the head and the rows agree.
         let mut tx = self.pool.begin().await?;
         let epoch = read_epoch(&mut tx).await?;
         let seq = read_head(&mut tx).await?;
-        if out.send(SnapshotPart::Head { epoch, seq }).await.is_err() {
-            return Ok(());
+        if out.send(SnapshotPart::Head { epoch, seq }).await.is_ok() {
+            send_in_force(&mut *tx, now, &out).await?;
         }
-        let mut in_force = InForce::new(now);
-        while let Some(chunk) = in_force.next(&mut tx).await? {
-            if out.send(SnapshotPart::Events(chunk)).await.is_err() {
-                return Ok(());
-            }
-        }
-        let _ = out.send(SnapshotPart::End).await;
         Ok(())
     }
 
@@ -415,7 +363,7 @@ impl Store for SqliteStore {
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The first statement writes (or not) under SQLite's single write lock, which the
@@ -431,7 +379,7 @@ impl Store for SqliteStore {
             .bind(&key.hash[..])
             .bind(key.scope.as_str())
             .bind(key.label)
-            .bind(now)
+            .bind(now.get())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -457,13 +405,13 @@ impl Store for SqliteStore {
         hash: &[u8; 32],
         scope: Scope,
         label: Option<&str>,
-        now: i64,
+        now: UnixSeconds,
     ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO api_keys (hash, scope, label, created_at) VALUES (?, ?, ?, ?)")
             .bind(&hash[..])
             .bind(scope.as_str())
             .bind(label)
-            .bind(now)
+            .bind(now.get())
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -491,6 +439,8 @@ mod tests {
     use revocast_shared::RevocationId;
     use revocast_shared::event::Revocation;
 
+    use super::super::log::IN_FORCE_CHUNK_LEN;
+    use super::super::{RevokeSession, RevokeToken};
     use super::*;
 
     /// Every lookup on the revoke path must use an index: a scan makes each revoke O(log size).
@@ -519,24 +469,24 @@ mod tests {
     async fn load_and_snapshot_read_every_chunk_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
-        let n = IN_FORCE_CHUNK_LEN * 2 + 7;
+        let n = IN_FORCE_CHUNK_LEN as usize * 2 + 7;
         let batch: Vec<Mutation> = (0..n)
             .map(|i| {
                 // Every third one is already over; sids carry quotes, newlines and non-ASCII.
-                let until = if i % 3 == 0 { 500 } else { 2_000 };
+                let until = UnixSeconds::new(if i % 3 == 0 { 500 } else { 2_000 });
                 if i % 2 == 0 {
-                    Mutation::RevokeSession {
+                    Mutation::RevokeSession(RevokeSession {
                         sid: format!("s\"{i}\n\u{e9}\\"),
                         until,
                         reason: None,
-                    }
+                    })
                 } else {
-                    Mutation::RevokeToken {
+                    Mutation::RevokeToken(RevokeToken {
                         rid: RevocationId::of_signature(&i.to_le_bytes()),
                         sub: format!("sub{i}"),
                         exp: until,
                         reason: None,
-                    }
+                    })
                 }
             })
             .collect();
@@ -546,7 +496,7 @@ mod tests {
             .map(|i| Seq::new(i as u64 + 1))
             .collect();
 
-        let loaded = store.load(1_000).await.unwrap();
+        let loaded = store.load(UnixSeconds::new(1_000)).await.unwrap();
         let seqs: Vec<Seq> = loaded.revocations.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, expected);
         assert!(loaded.revocations.iter().any(|e| matches!(
@@ -567,7 +517,7 @@ mod tests {
             }
             (events, ended)
         };
-        let (read, (events, ended)) = tokio::join!(store.snapshot(1_000, tx), collect);
+        let (read, (events, ended)) = tokio::join!(store.snapshot(UnixSeconds::new(1_000), tx), collect);
         read.unwrap();
         assert!(ended);
         assert_eq!(events, loaded.revocations);
@@ -579,10 +529,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).await.unwrap();
         let batch: Vec<Mutation> = (0..5)
-            .map(|i| Mutation::RevokeSession {
-                sid: format!("s{i}"),
-                until: 2_000,
-                reason: None,
+            .map(|i| {
+                Mutation::RevokeSession(RevokeSession {
+                    sid: format!("s{i}"),
+                    until: UnixSeconds::new(2_000),
+                    reason: None,
+                })
             })
             .collect();
         store.commit(UnixMillis::new(1), &batch).await.unwrap();

@@ -1,12 +1,14 @@
-//! The fan-out hub. The ledger publishes each committed group of revocations here once; the
-//! hub encodes it once and hands the shared bytes to every connection through one bounded
+//! The fan-out hub. The [`LogTail`](crate::tail::LogTail) publishes each committed group of
+//! revocations here once, in `seq` order; the hub encodes it once and hands the shared bytes to every connection through one bounded
 //! broadcast ring. A connection that falls a whole ring behind is told so (`Lagged`) and
 //! disconnected — it resumes by `seq` — so no subscriber is ever buffered without limit or
 //! silently skipped.
 //!
 //! Joining is atomic with publishing: [`Hub::subscribe`] reads the head and joins the ring
 //! under the same lock [`Hub::publish`] takes, so a new connection's backlog ends exactly where
-//! its live feed begins, even while revocations are being committed.
+//! its live feed begins, even while revocations are being committed. That is why the hub owns
+//! the process's head — the last `seq` published — and everything else reads it from here
+//! ([`Hub::head`]): a head kept anywhere else could run ahead of the ring.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +36,7 @@ pub struct Hub {
 }
 
 struct State {
+    /// The last `seq` published: the head of the log as this process has applied it.
     head: Seq,
     /// The last `recent_capacity` events, oldest first.
     recent: VecDeque<Encoded>,
@@ -96,6 +99,7 @@ impl Hub {
         &self.epoch
     }
 
+    /// The last `seq` published (or the head the hub started from).
     pub fn head(&self) -> Seq {
         self.lock().head
     }

@@ -10,9 +10,9 @@ use anyhow::{Context, bail};
 use clap::Args;
 use revocast_agent::{Agent, AgentConfig, Transport};
 use revocast_authority::config::DatabaseUrl;
-use revocast_authority::store::{Mutation, Outcome};
+use revocast_authority::store::{RevokeToken, TokenRevocation};
 use revocast_authority::{Authority, Config};
-use revocast_shared::{RevocationId, UnixMillis};
+use revocast_shared::{RevocationId, UnixSeconds};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::task::JoinSet;
@@ -61,19 +61,19 @@ pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
 /// Commit `n` token revocations through the ledger, many in flight so they group-commit.
 async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
     let ledger = authority.state().ledger.clone();
-    let exp = UnixMillis::now().as_secs() + 3600;
+    let exp = UnixSeconds::now().saturating_add_secs(3600);
     let mut inflight = JoinSet::new();
     for i in 0..n {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("random: {e}"))?;
-        let mutation = Mutation::RevokeToken {
+        let revoke = RevokeToken {
             rid: RevocationId::of_signature(&random),
             sub: format!("bench-{i}"),
             exp,
             reason: None,
         };
         let ledger = ledger.clone();
-        inflight.spawn(async move { ledger.submit(mutation).await });
+        inflight.spawn(async move { ledger.submit(revoke).await });
         if inflight.len() >= 8192 {
             check(inflight.join_next().await)?;
         }
@@ -86,7 +86,10 @@ async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
 
 fn check(
     done: Option<
-        Result<Result<Outcome, revocast_authority::error::StoreError>, tokio::task::JoinError>,
+        Result<
+            Result<TokenRevocation, revocast_authority::error::StoreError>,
+            tokio::task::JoinError,
+        >,
     >,
 ) -> anyhow::Result<()> {
     if let Some(done) = done {
