@@ -15,9 +15,7 @@ use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
 use crate::net::{Peer, TunedListener};
-use crate::store::{
-    self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, SqliteStore, Store,
-};
+use crate::store::{self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, SqliteStore, Store};
 use crate::stream::Hub;
 use crate::tail::{self, LogTail};
 use crate::view::View;
@@ -66,7 +64,9 @@ impl Authority {
             // First start: create the signing key durably before anything can be signed with
             // it. Replicas starting together race here; the store lets exactly one key in.
             let key = Arc::new(SigningKey::generate()?);
-            if let KeyInit::Added(key) = store::commit_one(store.as_ref(), now, InitKey { key }).await? {
+            if let KeyInit::Added(key) =
+                store::commit_one(store.as_ref(), now, InitKey { key }).await?
+            {
                 tracing::info!(kid = %key.kid(), "generated signing key");
             }
             loaded = store.load(now.to_seconds()).await?;

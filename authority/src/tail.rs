@@ -164,7 +164,9 @@ impl LogTail {
                 .inc();
         }
         self.hub.publish(events);
-        self.metrics.head_seq.set(gauge_value(self.hub.head().get()));
+        self.metrics
+            .head_seq
+            .set(gauge_value(self.hub.head().get()));
         self.count_entries();
     }
 

@@ -239,9 +239,7 @@ impl View {
 }
 
 /// Expand stored keys and find the active one.
-fn key_entries(
-    records: Vec<KeyRecord>,
-) -> Result<(HashMap<KeyId, KeyEntry>, KeyId), StoreError> {
+fn key_entries(records: Vec<KeyRecord>) -> Result<(HashMap<KeyId, KeyEntry>, KeyId), StoreError> {
     let active = active_kid(&records)?;
     let keys = records
         .into_iter()

@@ -403,8 +403,8 @@ async fn oauth_revoke_and_introspect() {
         Some("test"),
         UnixSeconds::new(0),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
 
     let (status, body) = s
         .form(
@@ -466,8 +466,8 @@ async fn every_route_checks_its_scope() {
         None,
         UnixSeconds::new(0),
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let token = s.token_for("e").await;
     let admin_routes = [
         ("/v1/tokens", json!({ "sub": "x" })),

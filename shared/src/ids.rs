@@ -297,7 +297,10 @@ mod tests {
         assert_eq!(UnixMillis::new(-1).to_seconds(), UnixSeconds::new(-1));
         let t = UnixSeconds::new(1_767_222_000);
         assert_eq!(serde_json::to_string(&t).unwrap(), "1767222000");
-        assert_eq!(serde_json::from_str::<UnixSeconds>("1767222000").unwrap(), t);
+        assert_eq!(
+            serde_json::from_str::<UnixSeconds>("1767222000").unwrap(),
+            t
+        );
         assert_eq!(
             UnixSeconds::new(i64::MAX).saturating_add_secs(1),
             UnixSeconds::new(i64::MAX)

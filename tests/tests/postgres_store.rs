@@ -9,8 +9,8 @@ use std::sync::Arc;
 use revocast_authority::config::Scope;
 use revocast_authority::error::StoreError;
 use revocast_authority::store::{
-    Backlog, InitKey, KeyInit, Mutation, NewApiKey, Outcome, PgStore, Prune, Pruned,
-    RevokeSession, RevokeToken, SnapshotPart, Store, TokenRevocation,
+    Backlog, InitKey, KeyInit, Mutation, NewApiKey, Outcome, PgStore, Prune, Pruned, RevokeSession,
+    RevokeToken, SnapshotPart, Store, TokenRevocation,
 };
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::{RevocationId, Seq, SigningKey, UnixMillis, UnixSeconds};
@@ -144,7 +144,10 @@ async fn concurrent_stores_commit_one_gap_free_log_and_initialise_once() {
                 .insert_first_api_keys(&[api], UnixSeconds::new(0))
                 .await
                 .unwrap();
-            (matches!(outcome[0], Outcome::InitKey(KeyInit::Added(_))), first)
+            (
+                matches!(outcome[0], Outcome::InitKey(KeyInit::Added(_))),
+                first,
+            )
         }
     });
     let results = futures_util::future::join_all(init).await;

@@ -132,7 +132,11 @@ pub async fn subject(
     check_reason(req.reason.as_deref())?;
     let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
     let SubjectRevoked {
-        sub, r#gen, seq, at, ..
+        sub,
+        r#gen,
+        seq,
+        at,
+        ..
     } = app
         .ledger
         .submit(RevokeSubject {

@@ -247,8 +247,7 @@ pub(super) trait LogWriter {
     async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError>;
     async fn has_active_key(&mut self) -> Result<bool, StoreError>;
     /// Retire the active key (if any) and insert `key` as the active one.
-    async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds)
-    -> Result<(), StoreError>;
+    async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError>;
     async fn mark_key_revoked(
         &mut self,
         kid: &str,
@@ -258,8 +257,11 @@ pub(super) trait LogWriter {
     async fn log_floor(&mut self) -> Result<Seq, StoreError>;
     async fn set_log_floor(&mut self, floor: Seq) -> Result<(), StoreError>;
     /// The first revocation after `floor` committed after `cutoff`.
-    async fn first_after(&mut self, floor: Seq, cutoff: UnixMillis)
-    -> Result<Option<i64>, StoreError>;
+    async fn first_after(
+        &mut self,
+        floor: Seq,
+        cutoff: UnixMillis,
+    ) -> Result<Option<i64>, StoreError>;
     /// Delete up to `limit` rows at or below `floor` whose expiry is at or before
     /// `expired_by`; returns how many went.
     async fn delete_expired(

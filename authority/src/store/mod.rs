@@ -122,7 +122,8 @@ pub trait Store: Send + Sync + 'static {
     async fn snapshot(
         &self,
         now: UnixSeconds,
-        out: mpsc::Sender<SnapshotPart>) -> Result<(), StoreError>;
+        out: mpsc::Sender<SnapshotPart>,
+    ) -> Result<(), StoreError>;
 
     /// Every stored signing key, oldest first. Replicas re-read them when another replica
     /// rotated or revoked one.

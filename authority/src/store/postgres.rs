@@ -347,7 +347,7 @@ impl LogWriter for Writer<'_, '_> {
     }
 
     async fn log_floor(&mut self) -> Result<Seq, StoreError> {
-        let (_, _, floor) = read_state(&mut **self.tx).await?;
+        let (_, _, floor) = read_state(self.tx).await?;
         Ok(floor)
     }
 

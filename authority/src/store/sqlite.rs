@@ -216,7 +216,7 @@ impl LogWriter for Writer<'_, '_> {
     }
 
     async fn log_floor(&mut self) -> Result<Seq, StoreError> {
-        read_meta_seq(&mut **self.0, "log_floor").await
+        read_meta_seq(self.0, "log_floor").await
     }
 
     async fn set_log_floor(&mut self, floor: Seq) -> Result<(), StoreError> {
@@ -517,7 +517,8 @@ mod tests {
             }
             (events, ended)
         };
-        let (read, (events, ended)) = tokio::join!(store.snapshot(UnixSeconds::new(1_000), tx), collect);
+        let (read, (events, ended)) =
+            tokio::join!(store.snapshot(UnixSeconds::new(1_000), tx), collect);
         read.unwrap();
         assert!(ended);
         assert_eq!(events, loaded.revocations);
