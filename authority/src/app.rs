@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use revocast_shared::{SigningKey, UnixMillis, Validation};
@@ -186,7 +187,7 @@ impl Authority {
 }
 
 /// How often expired entries are dropped from memory and the log is pruned.
-const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 /// Log rows deleted per prune commit, so a large cleanup never holds the writer for long.
 const PRUNE_CHUNK: u32 = 5000;
 
@@ -196,7 +197,6 @@ const PRUNE_CHUNK: u32 = 5000;
 async fn purge_expired(app: AppState) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let retention_ms = i64::try_from(app.config.log_retention.as_millis()).unwrap_or(i64::MAX);
     loop {
         tick.tick().await;
         let now = UnixMillis::now();
@@ -204,15 +204,16 @@ async fn purge_expired(app: AppState) {
         if dropped > 0 {
             tracing::debug!(dropped, "expired revocation entries dropped from memory");
         }
-        prune_log(&app, now, retention_ms).await;
+        prune_log(&app, now, app.config.log_retention).await;
     }
 }
 
-/// Prune the log through the ledger (the single writer), chunk by chunk.
-pub async fn prune_log(app: &App, now: UnixMillis, retention_ms: i64) {
+/// Prune the log through the ledger (the single writer), chunk by chunk: what was committed
+/// more than `retention` before `now`, and has expired.
+pub async fn prune_log(app: &App, now: UnixMillis, retention: Duration) {
     loop {
         let prune = Prune {
-            floor_before: now.saturating_sub_millis(retention_ms),
+            floor_before: now.saturating_sub(retention),
             expired_by: now
                 .to_seconds()
                 .saturating_sub_secs(app.config.expiry_grace_secs),

@@ -184,9 +184,12 @@ impl UnixMillis {
         UnixSeconds(self.as_secs())
     }
 
-    /// `ms` milliseconds earlier, saturating.
-    pub const fn saturating_sub_millis(self, ms: i64) -> Self {
-        Self(self.0.saturating_sub(ms))
+    /// `d` earlier, saturating.
+    pub fn saturating_sub(self, d: std::time::Duration) -> Self {
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// The current wall-clock time.
@@ -286,6 +289,14 @@ mod tests {
         assert_eq!(back, t);
         assert_eq!(t.as_secs(), 1_767_222_000);
         assert!(serde_json::from_str::<UnixMillis>("1e300").is_err());
+        assert_eq!(
+            t.saturating_sub(std::time::Duration::from_millis(123)),
+            UnixMillis::new(1_767_222_000_000)
+        );
+        assert_eq!(
+            UnixMillis::new(i64::MIN).saturating_sub(std::time::Duration::MAX),
+            UnixMillis::new(i64::MIN)
+        );
     }
 
     #[test]

@@ -301,7 +301,7 @@ async fn a_pruned_or_foreign_position_gets_reset() {
     revoke_sessions(&a, "old", 5).await;
     // Every event is now older than the retention window.
     let later = UnixMillis::new(UnixMillis::now().as_millis() + 2_000);
-    prune_log(&a.app, later, 1_000).await;
+    prune_log(&a.app, later, Duration::from_secs(1)).await;
     for t in BOTH {
         for since in [0, 4] {
             let mut s = connect(&a, t, &format!("since={since}")).await;
@@ -455,7 +455,7 @@ async fn expired_entries_leave_the_snapshot_and_the_store() {
     }
     // Once also out of the retention window, the expired rows leave the store.
     let later = UnixMillis::new(UnixMillis::now().as_millis() + 10_000);
-    prune_log(&a.app, later, 1_000).await;
+    prune_log(&a.app, later, Duration::from_secs(1)).await;
     assert_eq!(a.app.metrics.log_rows_pruned.get(), 2);
     assert_eq!(a.app.metrics.log_floor.get(), 3);
     assert_eq!(a.snapshot().await["events"].as_array().unwrap().len(), 1);

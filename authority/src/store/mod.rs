@@ -3,11 +3,13 @@
 //! transaction: that is what keeps the log gap-free and in commit order on any backend.
 //!
 //! - `mutation`: the commands a commit is made of, each with the type of its outcome.
-//! - `log`: the row mapping, the commit algorithm and the chunked reads both backends share.
+//! - `commit`: the one commit algorithm both backends run.
+//! - `log`: the row mapping and the chunked reads both backends share.
 //! - `sqlite`: one file, one process.
 //! - `postgres`: one database shared by several replicas, with a [`Doorbell`] that tells
 //!   each replica when another one committed.
 
+mod commit;
 #[cfg(test)]
 pub(crate) mod gated;
 mod log;

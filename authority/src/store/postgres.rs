@@ -23,9 +23,10 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
 use tokio::sync::mpsc;
 
+use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    LogWriter, NewRow, OnceKind, ReadLog, RowParts, apply_batch, check_contiguous, corrupt,
-    generation_of, read_in_force, scope_of, send_in_force, seq_of, to_i64,
+    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, read_in_force, scope_of,
+    send_in_force, seq_of, to_i64,
 };
 use super::{
     Backlog, Doorbell, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, Ring, SnapshotPart, Store,

@@ -17,9 +17,10 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use tokio::sync::mpsc;
 
+use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    LogWriter, NewRow, OnceKind, ReadLog, RowParts, apply_batch, check_contiguous, corrupt,
-    generation_of, read_in_force, scope_of, send_in_force, to_i64,
+    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, read_in_force, scope_of,
+    send_in_force, to_i64,
 };
 use super::{Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, Store};
 use crate::config::Scope;

@@ -1,0 +1,291 @@
+//! The one commit algorithm both backends run: a backend supplies the statements
+//! ([`LogWriter`]) and the transaction around them (read and lock the head, then write it
+//! back); [`apply_batch`] decides what each mutation does, one function per kind, so SQLite and
+//! PostgreSQL cannot drift apart in what a revoke means.
+
+use std::sync::Arc;
+
+use revocast_shared::event::Revocation;
+use revocast_shared::{Seq, SigningKey, UnixMillis, UnixSeconds};
+
+use super::log::{NewRow, generation_of, seq_of, to_i64};
+use super::mutation::{
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune, Pruned,
+    RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
+    TokenRevocation,
+};
+use crate::error::StoreError;
+
+/// The kinds revoked at most once (see the `revocations_once` index).
+#[derive(Clone, Copy)]
+pub(super) enum OnceKind {
+    Token,
+    Key,
+}
+
+impl OnceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Key => "key",
+        }
+    }
+}
+
+/// The statements one commit is made of, inside the backend's open transaction.
+pub(super) trait LogWriter {
+    /// `(seq, at_ms)` of the earlier revocation of this token or key.
+    async fn previous(
+        &mut self,
+        kind: OnceKind,
+        target: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError>;
+    /// Raise the subject's generation by one and return the new value.
+    async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError>;
+    /// Insert a revocation row, or hold it for [`flush`](Self::flush); either way, a later
+    /// [`previous`](Self::previous) in the same commit sees it.
+    async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError>;
+    /// Write the rows held back (a backend may gather a commit's rows into one statement).
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// `Some(active)` for a stored key, `None` for an unknown one.
+    async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError>;
+    async fn has_active_key(&mut self) -> Result<bool, StoreError>;
+    /// Retire the active key (if any) and insert `key` as the active one.
+    async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError>;
+    async fn mark_key_revoked(
+        &mut self,
+        kid: &str,
+        seq: i64,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+    async fn log_floor(&mut self) -> Result<Seq, StoreError>;
+    async fn set_log_floor(&mut self, floor: Seq) -> Result<(), StoreError>;
+    /// The first revocation after `floor` committed after `cutoff`.
+    async fn first_after(
+        &mut self,
+        floor: Seq,
+        cutoff: UnixMillis,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Delete up to `limit` rows at or below `floor` whose expiry is at or before
+    /// `expired_by`; returns how many went.
+    async fn delete_expired(
+        &mut self,
+        expired_by: UnixSeconds,
+        floor: Seq,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+}
+
+/// What [`apply_batch`] did besides the outcomes: the backend writes the head back (and, on a
+/// shared database, rings the doorbell) only when something changed.
+pub(super) struct Applied {
+    pub outcomes: Vec<Outcome>,
+    pub head: Seq,
+    pub keys_changed: bool,
+}
+
+/// Apply `batch` in order on top of the log's `head`, all at time `at`. Each kind of mutation
+/// has its function below, which answers with that kind's outcome.
+pub(super) async fn apply_batch<W: LogWriter>(
+    w: &mut W,
+    head: Seq,
+    at: UnixMillis,
+    batch: &[Mutation],
+) -> Result<Applied, StoreError> {
+    let mut log = Tip { head, at };
+    let mut keys_changed = false;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for mutation in batch {
+        let outcome = match mutation {
+            Mutation::RevokeToken(m) => Outcome::RevokeToken(revoke_token(w, &mut log, m).await?),
+            Mutation::RevokeSubject(m) => {
+                Outcome::RevokeSubject(revoke_subject(w, &mut log, m).await?)
+            }
+            Mutation::RevokeSession(m) => {
+                Outcome::RevokeSession(revoke_session(w, &mut log, m).await?)
+            }
+            Mutation::RevokeKey(m) => Outcome::RevokeKey(revoke_key(w, &mut log, m).await?),
+            Mutation::AddKey(m) => Outcome::AddKey(add_key(w, &log, m).await?),
+            Mutation::InitKey(m) => Outcome::InitKey(init_key(w, &log, m).await?),
+            Mutation::Prune(m) => Outcome::Prune(prune(w, &log, m).await?),
+        };
+        keys_changed |= outcome.changed_keys();
+        outcomes.push(outcome);
+    }
+    w.flush().await?;
+    Ok(Applied {
+        outcomes,
+        head: log.head,
+        keys_changed,
+    })
+}
+
+/// The log as a commit in progress sees it: its head so far, and the commit's time.
+struct Tip {
+    head: Seq,
+    at: UnixMillis,
+}
+
+async fn revoke_token<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeToken,
+) -> Result<TokenRevocation, StoreError> {
+    if let Some(earlier) = w.previous(OnceKind::Token, &m.rid.to_string()).await? {
+        return Ok(TokenRevocation::AlreadyRevoked(logged_of(earlier)?));
+    }
+    let revocation = Revocation::Token {
+        rid: m.rid,
+        exp: m.exp.get(),
+    };
+    let logged = append(w, log, revocation, Some(&m.sub), m.reason.as_deref()).await?;
+    Ok(TokenRevocation::Revoked {
+        rid: m.rid,
+        exp: m.exp,
+        logged,
+    })
+}
+
+async fn revoke_subject<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeSubject,
+) -> Result<SubjectRevoked, StoreError> {
+    let r#gen = generation_of(w.raise_generation(&m.sub).await?)?;
+    let revocation = Revocation::Subject {
+        sub: m.sub.clone(),
+        r#gen,
+        until: m.until.get(),
+    };
+    let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
+    Ok(SubjectRevoked {
+        sub: m.sub.clone(),
+        r#gen,
+        until: m.until,
+        seq,
+        at,
+    })
+}
+
+async fn revoke_session<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeSession,
+) -> Result<SessionRevoked, StoreError> {
+    let revocation = Revocation::Session {
+        sid: m.sid.clone(),
+        until: m.until.get(),
+    };
+    let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
+    Ok(SessionRevoked {
+        sid: m.sid.clone(),
+        until: m.until,
+        seq,
+        at,
+    })
+}
+
+async fn revoke_key<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeKey,
+) -> Result<KeyRevocation, StoreError> {
+    let kid = m.kid.to_string();
+    let Some(was_active) = w.key_state(&kid).await? else {
+        return Ok(KeyRevocation::UnknownKey);
+    };
+    if let Some(earlier) = w.previous(OnceKind::Key, &kid).await? {
+        return Ok(KeyRevocation::AlreadyRevoked(logged_of(earlier)?));
+    }
+    let logged = append(w, log, Revocation::Key { kid: m.kid }, None, None).await?;
+    let now = log.at.to_seconds();
+    if was_active {
+        w.activate_key(&m.replacement, now).await?;
+    }
+    w.mark_key_revoked(&kid, to_i64(logged.seq.get())?, now)
+        .await?;
+    Ok(KeyRevocation::Revoked {
+        kid: m.kid,
+        logged,
+        activated: was_active.then(|| Arc::clone(&m.replacement)),
+    })
+}
+
+async fn add_key<W: LogWriter>(w: &mut W, log: &Tip, m: &AddKey) -> Result<KeyAdded, StoreError> {
+    w.activate_key(&m.key, log.at.to_seconds()).await?;
+    Ok(KeyAdded {
+        key: Arc::clone(&m.key),
+    })
+}
+
+async fn init_key<W: LogWriter>(w: &mut W, log: &Tip, m: &InitKey) -> Result<KeyInit, StoreError> {
+    if w.has_active_key().await? {
+        return Ok(KeyInit::Exists);
+    }
+    w.activate_key(&m.key, log.at.to_seconds()).await?;
+    Ok(KeyInit::Added(Arc::clone(&m.key)))
+}
+
+/// See [`Prune`].
+async fn prune<W: LogWriter>(w: &mut W, log: &Tip, m: &Prune) -> Result<Pruned, StoreError> {
+    // It reads and deletes revocations: rows held back must be written first.
+    w.flush().await?;
+    let floor = w.log_floor().await?;
+    // The first revocation newer than the cutoff, walking up from the floor: the scan covers
+    // only what was committed since the last prune.
+    let new_floor = match w.first_after(floor, m.floor_before).await? {
+        Some(seq) => seq_of(seq - 1)?,
+        None => log.head,
+    }
+    .max(floor);
+    if new_floor != floor {
+        w.set_log_floor(new_floor).await?;
+    }
+    let deleted = w.delete_expired(m.expired_by, new_floor, m.limit).await?;
+    Ok(Pruned {
+        floor: new_floor,
+        deleted,
+        more: deleted >= u64::from(m.limit),
+    })
+}
+
+/// Append one revocation at `head + 1`.
+async fn append<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    revocation: Revocation,
+    token_sub: Option<&str>,
+    reason: Option<&str>,
+) -> Result<Logged, StoreError> {
+    let seq = log.head.next();
+    let expires_at = revocation.expires_at();
+    let kind = revocation.kind();
+    let (target, r#gen) = match revocation {
+        Revocation::Token { rid, .. } => (rid.to_string(), None),
+        Revocation::Subject { sub, r#gen, .. } => (sub, Some(to_i64(r#gen)?)),
+        Revocation::Session { sid, .. } => (sid, None),
+        Revocation::Key { kid } => (kid.to_string(), None),
+    };
+    w.insert_revocation(NewRow {
+        seq: to_i64(seq.get())?,
+        kind,
+        target,
+        r#gen,
+        expires_at,
+        at_ms: log.at.as_millis(),
+        token_sub,
+        reason,
+    })
+    .await?;
+    log.head = seq;
+    Ok(Logged { seq, at: log.at })
+}
+
+fn logged_of((seq, at_ms): (i64, i64)) -> Result<Logged, StoreError> {
+    Ok(Logged {
+        seq: seq_of(seq)?,
+        at: UnixMillis::new(at_ms),
+    })
+}
