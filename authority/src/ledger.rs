@@ -36,7 +36,7 @@ struct Request {
     reply: oneshot::Sender<Result<Outcome, StoreError>>,
 }
 
-/// Handle for submitting mutations. Cheap to clone.
+/// Handle for submitting commands. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
     tx: mpsc::Sender<Request>,

@@ -47,7 +47,8 @@ pub struct View {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssueRefusal {
     SessionRevoked,
-    /// No active signing key: an invariant broke (`new` and `apply` always keep one).
+    /// No active signing key: an invariant broke (`new`, `activate_key` and `replace_keys`
+    /// always keep one).
     NoSigningKey,
 }
 

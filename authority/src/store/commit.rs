@@ -8,7 +8,7 @@ use std::sync::Arc;
 use revocast_shared::event::Revocation;
 use revocast_shared::{Seq, SigningKey, UnixMillis, UnixSeconds};
 
-use super::log::{NewRow, generation_of, seq_of, to_i64};
+use super::log::{NewRow, corrupt, generation_of, to_i64};
 use super::mutation::{
     AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune, Pruned,
     RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
@@ -34,12 +34,12 @@ impl OnceKind {
 
 /// The statements one commit is made of, inside the backend's open transaction.
 pub(super) trait LogWriter {
-    /// `(seq, at_ms)` of the earlier revocation of this token or key.
+    /// The earlier revocation of this token or key.
     async fn previous(
         &mut self,
         kind: OnceKind,
         target: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError>;
+    ) -> Result<Option<Logged>, StoreError>;
     /// Raise the subject's generation by one and return the new value.
     async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError>;
     /// Insert a revocation row, or hold it for [`flush`](Self::flush); either way, a later
@@ -57,7 +57,7 @@ pub(super) trait LogWriter {
     async fn mark_key_revoked(
         &mut self,
         kid: &str,
-        seq: i64,
+        seq: Seq,
         now: UnixSeconds,
     ) -> Result<(), StoreError>;
     async fn log_floor(&mut self) -> Result<Seq, StoreError>;
@@ -67,7 +67,7 @@ pub(super) trait LogWriter {
         &mut self,
         floor: Seq,
         cutoff: UnixMillis,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<Option<Seq>, StoreError>;
     /// Delete up to `limit` rows at or below `floor` whose expiry is at or before
     /// `expired_by`; returns how many went.
     async fn delete_expired(
@@ -134,7 +134,7 @@ async fn revoke_token<W: LogWriter>(
     m: &RevokeToken,
 ) -> Result<TokenRevocation, StoreError> {
     if let Some(earlier) = w.previous(OnceKind::Token, &m.rid.to_string()).await? {
-        return Ok(TokenRevocation::AlreadyRevoked(logged_of(earlier)?));
+        return Ok(TokenRevocation::AlreadyRevoked(earlier));
     }
     let revocation = Revocation::Token {
         rid: m.rid,
@@ -197,15 +197,14 @@ async fn revoke_key<W: LogWriter>(
         return Ok(KeyRevocation::UnknownKey);
     };
     if let Some(earlier) = w.previous(OnceKind::Key, &kid).await? {
-        return Ok(KeyRevocation::AlreadyRevoked(logged_of(earlier)?));
+        return Ok(KeyRevocation::AlreadyRevoked(earlier));
     }
     let logged = append(w, log, Revocation::Key { kid: m.kid }, None, None).await?;
     let now = log.at.to_seconds();
     if was_active {
         w.activate_key(&m.replacement, now).await?;
     }
-    w.mark_key_revoked(&kid, to_i64(logged.seq.get())?, now)
-        .await?;
+    w.mark_key_revoked(&kid, logged.seq, now).await?;
     Ok(KeyRevocation::Revoked {
         kid: m.kid,
         logged,
@@ -236,7 +235,11 @@ async fn prune<W: LogWriter>(w: &mut W, log: &Tip, m: &Prune) -> Result<Pruned, 
     // The first revocation newer than the cutoff, walking up from the floor: the scan covers
     // only what was committed since the last prune.
     let new_floor = match w.first_after(floor, m.floor_before).await? {
-        Some(seq) => seq_of(seq - 1)?,
+        Some(seq) => seq
+            .get()
+            .checked_sub(1)
+            .map(Seq::new)
+            .ok_or_else(|| corrupt("a revocation at seq 0"))?,
         None => log.head,
     }
     .max(floor);
@@ -281,11 +284,4 @@ async fn append<W: LogWriter>(
     .await?;
     log.head = seq;
     Ok(Logged { seq, at: log.at })
-}
-
-fn logged_of((seq, at_ms): (i64, i64)) -> Result<Logged, StoreError> {
-    Ok(Logged {
-        seq: seq_of(seq)?,
-        at: UnixMillis::new(at_ms),
-    })
 }

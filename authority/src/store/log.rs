@@ -8,7 +8,7 @@ use revocast_shared::event::{Revocation, RevocationEvent};
 use revocast_shared::{Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
-use super::SnapshotPart;
+use super::{Logged, SnapshotPart};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -31,6 +31,14 @@ pub(super) fn scope_of(column: Option<String>) -> Result<Option<Scope>, StoreErr
     column
         .map(|s| Scope::parse(&s).ok_or_else(|| corrupt(format!("unknown scope {s:?}"))))
         .transpose()
+}
+
+/// A revocation's `(seq, at_ms)` columns.
+pub(super) fn logged_of((seq, at_ms): (i64, i64)) -> Result<Logged, StoreError> {
+    Ok(Logged {
+        seq: seq_of(seq)?,
+        at: UnixMillis::new(at_ms),
+    })
 }
 
 pub(super) fn generation_of(n: i64) -> Result<u64, StoreError> {

@@ -25,11 +25,12 @@ use tokio::sync::mpsc;
 
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, read_in_force, scope_of,
-    send_in_force, seq_of, to_i64,
+    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, logged_of, read_in_force,
+    scope_of, send_in_force, seq_of, to_i64,
 };
 use super::{
-    Backlog, Doorbell, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, Ring, SnapshotPart, Store,
+    Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, Ring, SnapshotPart,
+    Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -230,21 +231,23 @@ impl LogWriter for Writer<'_, '_> {
         &mut self,
         kind: OnceKind,
         target: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
+    ) -> Result<Option<Logged>, StoreError> {
         let p = &self.pending;
         if let Some(i) =
             (0..p.seq.len()).find(|&i| p.kind[i] == kind.as_str() && p.target[i] == target)
         {
-            return Ok(Some((p.seq[i], p.at_ms[i])));
+            return logged_of((p.seq[i], p.at_ms[i])).map(Some);
         }
-        Ok(sqlx::query_as(
+        sqlx::query_as(
             "SELECT seq, at_ms FROM revocations
              WHERE kind IN ('token', 'key') AND kind = $1 AND target = $2",
         )
         .bind(kind.as_str())
         .bind(target)
         .fetch_optional(&mut **self.tx)
-        .await?)
+        .await?
+        .map(logged_of)
+        .transpose()
     }
 
     async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError> {
@@ -332,14 +335,14 @@ impl LogWriter for Writer<'_, '_> {
     async fn mark_key_revoked(
         &mut self,
         kid: &str,
-        seq: i64,
+        seq: Seq,
         now: UnixSeconds,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET revoked_seq = $1, retired_at = COALESCE(retired_at, $2)
              WHERE kid = $3",
         )
-        .bind(seq)
+        .bind(to_i64(seq.get())?)
         .bind(now.get())
         .bind(kid)
         .execute(&mut **self.tx)
@@ -364,14 +367,16 @@ impl LogWriter for Writer<'_, '_> {
         &mut self,
         floor: Seq,
         cutoff: UnixMillis,
-    ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<Option<Seq>, StoreError> {
+        sqlx::query_scalar(
             "SELECT seq FROM revocations WHERE seq > $1 AND at_ms > $2 ORDER BY seq LIMIT 1",
         )
         .bind(to_i64(floor.get())?)
         .bind(cutoff.as_millis())
         .fetch_optional(&mut **self.tx)
-        .await?)
+        .await?
+        .map(seq_of)
+        .transpose()
     }
 
     async fn delete_expired(

@@ -19,10 +19,12 @@ use tokio::sync::mpsc;
 
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, read_in_force, scope_of,
-    send_in_force, to_i64,
+    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, logged_of, read_in_force,
+    scope_of, send_in_force, seq_of, to_i64,
 };
-use super::{Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, Store};
+use super::{
+    Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, SnapshotPart, Store,
+};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -130,12 +132,14 @@ impl LogWriter for Writer<'_, '_> {
         &mut self,
         kind: OnceKind,
         target: &str,
-    ) -> Result<Option<(i64, i64)>, StoreError> {
-        Ok(sqlx::query_as(PREVIOUS)
+    ) -> Result<Option<Logged>, StoreError> {
+        sqlx::query_as(PREVIOUS)
             .bind(kind.as_str())
             .bind(target)
             .fetch_optional(&mut **self.0)
-            .await?)
+            .await?
+            .map(logged_of)
+            .transpose()
     }
 
     async fn raise_generation(&mut self, sub: &str) -> Result<i64, StoreError> {
@@ -201,14 +205,14 @@ impl LogWriter for Writer<'_, '_> {
     async fn mark_key_revoked(
         &mut self,
         kid: &str,
-        seq: i64,
+        seq: Seq,
         now: UnixSeconds,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET revoked_seq = ?, retired_at = COALESCE(retired_at, ?)
              WHERE kid = ?",
         )
-        .bind(seq)
+        .bind(to_i64(seq.get())?)
         .bind(now.get())
         .bind(kid)
         .execute(&mut **self.0)
@@ -232,14 +236,16 @@ impl LogWriter for Writer<'_, '_> {
         &mut self,
         floor: Seq,
         cutoff: UnixMillis,
-    ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
+    ) -> Result<Option<Seq>, StoreError> {
+        sqlx::query_scalar(
             "SELECT seq FROM revocations WHERE seq > ? AND at_ms > ? ORDER BY seq LIMIT 1",
         )
         .bind(to_i64(floor.get())?)
         .bind(cutoff.as_millis())
         .fetch_optional(&mut **self.0)
-        .await?)
+        .await?
+        .map(seq_of)
+        .transpose()
     }
 
     async fn delete_expired(
