@@ -103,7 +103,10 @@ fn operations(doc: &Value) -> Vec<(String, Method, Value)> {
     let mut all = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         let concrete = path.replace("{kid}", SOME_KID);
-        assert!(!concrete.contains('{'), "a path parameter to fill in: {path}");
+        assert!(
+            !concrete.contains('{'),
+            "a path parameter to fill in: {path}"
+        );
         for (method, operation) in item.as_object().unwrap() {
             assert!(METHODS.contains(&method.as_str()), "{path}: {method}");
             let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -215,9 +218,8 @@ async fn every_operation_takes_exactly_the_documented_keys() {
         assert_eq!(schemes[scope]["type"], "http", "{scope}");
         assert_eq!(schemes[scope]["scheme"], "bearer", "{scope}");
     }
-    let denied = |status: StatusCode| {
-        status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
-    };
+    let denied =
+        |status: StatusCode| status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
     for (path, method, operation) in operations(&doc) {
         let scopes = scopes(&operation);
         let (status, v) = s.call(method.clone(), &path, None, None).await;
@@ -225,7 +227,11 @@ async fn every_operation_takes_exactly_the_documented_keys() {
             assert!(!denied(status), "{method} {path} is open: {status} {v}");
             continue;
         }
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} without a key");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a key"
+        );
         for scope in &scopes {
             assert!(schemes.contains_key(scope), "{method} {path}: {scope}");
         }
@@ -326,13 +332,19 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), Str
 fn fits(doc: &Value, path: &str, method: &str, status: StatusCode, body: &Value) {
     let operation = &doc["paths"][path][method];
     let mut response = &operation["responses"][status.as_str()];
-    assert!(!response.is_null(), "{method} {path}: {status} is not documented");
+    assert!(
+        !response.is_null(),
+        "{method} {path}: {status} is not documented"
+    );
     if let Some(reference) = response["$ref"].as_str() {
         let name = reference.trim_start_matches("#/components/responses/");
         response = &doc["components"]["responses"][name];
     }
     let schema = &response["content"]["application/json"]["schema"];
-    assert!(!schema.is_null(), "{method} {path}: {status} has no JSON schema");
+    assert!(
+        !schema.is_null(),
+        "{method} {path}: {status} has no JSON schema"
+    );
     // A strict reading: an undocumented member fails, not only a missing one.
     if let Err(e) = check(doc, &strict(doc, schema), body, "") {
         panic!("{method} {path} {status}: {e}");
@@ -356,9 +368,9 @@ fn strict_unless(doc: &Value, schema: &Value, part: bool) -> Value {
             let mut out = serde_json::Map::new();
             for (k, v) in map {
                 let v = match (k.as_str(), v) {
-                    ("allOf", Value::Array(parts)) => Value::Array(
-                        parts.iter().map(|p| strict_unless(doc, p, true)).collect(),
-                    ),
+                    ("allOf", Value::Array(parts)) => {
+                        Value::Array(parts.iter().map(|p| strict_unless(doc, p, true)).collect())
+                    }
                     ("properties", Value::Object(properties)) => Value::Object(
                         properties
                             .iter()
@@ -375,7 +387,9 @@ fn strict_unless(doc: &Value, schema: &Value, part: bool) -> Value {
             }
             Value::Object(out)
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| strict_unless(doc, v, part)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| strict_unless(doc, v, part)).collect())
+        }
         other => other.clone(),
     }
 }
@@ -400,7 +414,9 @@ async fn answers_fit_the_documented_schemas() {
     let schema = strict(&doc, &json!({ "$ref": "#/components/schemas/IssueAnswer" }));
     for wrong in [json!({ "extra": 1 }), json!({ "exp": "soon" })] {
         let mut body = issued.clone();
-        body.as_object_mut().unwrap().extend(wrong.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(wrong.as_object().unwrap().clone());
         assert!(check(&doc, &schema, &body, "").is_err(), "{wrong}");
     }
     let mut body = issued.clone();
@@ -456,7 +472,12 @@ async fn answers_fit_the_documented_schemas() {
         .await;
     fits(&doc, "/v1/keys/{kid}/revoke", "post", status, &v);
     let (status, v) = s
-        .call(Method::POST, &format!("/v1/keys/{SOME_KID}/revoke"), admin, None)
+        .call(
+            Method::POST,
+            &format!("/v1/keys/{SOME_KID}/revoke"),
+            admin,
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     fits(&doc, "/v1/keys/{kid}/revoke", "post", status, &v);
@@ -474,10 +495,21 @@ async fn answers_fit_the_documented_schemas() {
     let (status, snapshot) = s
         .call(Method::GET, "/v1/snapshot", Some(&s.subscriber), None)
         .await;
-    assert_eq!(snapshot["events"].as_array().unwrap().len(), 4, "{snapshot}");
+    assert_eq!(
+        snapshot["events"].as_array().unwrap().len(),
+        4,
+        "{snapshot}"
+    );
     fits(&doc, "/v1/snapshot", "get", status, &snapshot);
-    for (path, key) in [("/v1/snapshot", None), ("/v1/tokens", Some(s.subscriber.as_str()))] {
-        let method = if key.is_some() { Method::POST } else { Method::GET };
+    for (path, key) in [
+        ("/v1/snapshot", None),
+        ("/v1/tokens", Some(s.subscriber.as_str())),
+    ] {
+        let method = if key.is_some() {
+            Method::POST
+        } else {
+            Method::GET
+        };
         let (status, v) = s.call(method.clone(), path, key, None).await;
         fits(&doc, path, &method.as_str().to_lowercase(), status, &v);
     }

@@ -48,6 +48,7 @@ pub struct Metadata {
     token_endpoint_auth_signing_alg_values_supported: [&'static str; 1],
 }
 
+/// RFC 8414 metadata: where the JWKS, revocation and introspection endpoints are.
 #[utoipa::path(
     get,
     path = "/.well-known/oauth-authorization-server",

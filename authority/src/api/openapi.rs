@@ -29,10 +29,7 @@ use crate::error::{ApiError, ErrorBody};
 
 /// The API-key scopes, each a bearer security scheme of the same name.
 const SCOPES: [(&str, &str); 3] = [
-    (
-        "admin",
-        "An API key of scope `admin`: every operation.",
-    ),
+    ("admin", "An API key of scope `admin`: every operation."),
     (
         "introspect",
         "An API key of scope `introspect`: `/v1/verify` and `/oauth2/introspect` only, for \
@@ -55,8 +52,8 @@ key is answered `401`, a key of the wrong scope `403`. Every error has the body 
 `404 not_found`, a method a path does not take `405 method_not_allowed`.
 
 Times are Unix seconds; `revoked_at` and `at` carry milliseconds as a fraction. The revocation \
-stream (`/v1/events`, `/v1/stream`) and its messages are specified in PROTOCOL.md beside this \
-file's crate in the repository.";
+stream (`/v1/events`, `/v1/stream`) and its messages are specified in PROTOCOL.md at the top of \
+the repository.";
 
 /// The document's frame: info, tags, security schemes and the shared error responses. The
 /// router adds every path to it.
@@ -104,9 +101,18 @@ pub(crate) fn base() -> OpenApi {
             tag("tokens", "Issue and verify access tokens."),
             tag("revocation", "Revoke a token, a subject, a session."),
             tag("keys", "Signing keys: rotate, revoke, publish."),
-            tag("oauth", "RFC 7009 revocation, RFC 7662 introspection, RFC 8414 metadata."),
-            tag("stream", "The revocation stream and snapshot agents sync from."),
-            tag("operations", "Health, readiness, metrics and this document."),
+            tag(
+                "oauth",
+                "RFC 7009 revocation, RFC 7662 introspection, RFC 8414 metadata.",
+            ),
+            tag(
+                "stream",
+                "The revocation stream and snapshot agents sync from.",
+            ),
+            tag(
+                "operations",
+                "Health, readiness, metrics and this document.",
+            ),
         ]))
         .components(Some(components.build()))
         .build()
@@ -300,7 +306,9 @@ pub mod shared {
 
     fn audience() -> OneOfBuilder {
         OneOfBuilder::new()
-            .description(Some("`aud`: one audience or a list of them (RFC 7519 §4.1.3)."))
+            .description(Some(
+                "`aud`: one audience or a list of them (RFC 7519 §4.1.3).",
+            ))
             .item(ObjectBuilder::new().schema_type(Type::String))
             .item(
                 ArrayBuilder::new()
@@ -374,7 +382,10 @@ pub mod shared {
             .description(Some(description))
             .property("seq", Ref::from_schema_name("Seq"))
             .required("seq")
-            .property("type", string("The kind of revocation.").enum_values(Some([kind])))
+            .property(
+                "type",
+                string("The kind of revocation.").enum_values(Some([kind])),
+            )
             .required("type");
         for (name, schema) in members {
             event = event.property(*name, schema.clone()).required(*name);

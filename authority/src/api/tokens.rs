@@ -162,7 +162,11 @@ fn check(req: &IssueRequest, config: &Config) -> Result<i64, ApiError> {
             config.max_ttl_secs
         )));
     }
-    let reserved = req.claims.iter().flat_map(Map::keys).find(|k| RESERVED_CLAIMS.contains(&k.as_str()));
+    let reserved = req
+        .claims
+        .iter()
+        .flat_map(Map::keys)
+        .find(|k| RESERVED_CLAIMS.contains(&k.as_str()));
     if let Some(name) = reserved {
         return Err(ApiError::bad_request(format!(
             "claims must not set the reserved claim {name:?}"

@@ -50,7 +50,7 @@ pub enum Verdict {
         #[schema(inline)]
         valid: True,
         #[schema(value_type = openapi::shared::Claims)]
-        claims: Claims,
+        claims: Box<Claims>,
         #[schema(value_type = openapi::shared::RevocationId)]
         rid: RevocationId,
     },
@@ -91,7 +91,7 @@ pub async fn verify(
         Ok(token) => Verdict::Valid {
             valid: True,
             rid: token.rid(),
-            claims: token.into_claims(),
+            claims: Box::new(token.into_claims()),
         },
         Err(e) => Verdict::Invalid {
             valid: False,
