@@ -147,11 +147,11 @@ impl From<StoreError> for ApiError {
 /// The body of every error answer.
 #[derive(Serialize, ToSchema)]
 #[schema(as = Error)]
-pub struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// A machine-readable code, e.g. `invalid_request`, `token_expired`, `invalid_client`.
-    pub error: &'a str,
+    error: &'a str,
     /// What went wrong, for a person.
-    pub error_description: &'a str,
+    error_description: &'a str,
 }
 
 impl IntoResponse for ApiError {

@@ -119,7 +119,7 @@ pub(crate) fn base() -> OpenApi {
 }
 
 /// The document as served and checked in: pretty JSON and a final newline.
-pub fn to_json(document: &OpenApi) -> Result<String, serde_json::Error> {
+pub(crate) fn to_json(document: &OpenApi) -> Result<String, serde_json::Error> {
     let mut json = serde_json::to_string_pretty(document)?;
     json.push('\n');
     Ok(json)
@@ -127,7 +127,7 @@ pub fn to_json(document: &OpenApi) -> Result<String, serde_json::Error> {
 
 /// The document, given to [`document`] by the router that it describes.
 #[derive(Clone)]
-pub struct Document(pub(crate) std::sync::Arc<OpenApi>);
+pub(crate) struct Document(pub(crate) std::sync::Arc<OpenApi>);
 
 /// `GET /openapi.json`: this document.
 #[utoipa::path(
@@ -141,7 +141,9 @@ pub struct Document(pub(crate) std::sync::Arc<OpenApi>);
         (status = INTERNAL_SERVER_ERROR, response = ServerError),
     ),
 )]
-pub async fn document(Extension(Document(document)): Extension<Document>) -> impl IntoResponse {
+pub(crate) async fn document(
+    Extension(Document(document)): Extension<Document>,
+) -> impl IntoResponse {
     to_json(&document)
         .map(|json| ([(header::CONTENT_TYPE, "application/json")], json))
         .map_err(|e| ApiError::internal(&e))
@@ -174,10 +176,7 @@ schema!(
     Snapshot => ObjectBuilder::new()
         .property("epoch", Ref::from_schema_name("Epoch"))
         .required("epoch")
-        .property(
-            "seq",
-            RefOr::from(Ref::from_schema_name("Seq")),
-        )
+        .property("seq", Ref::from_schema_name("Seq"))
         .required("seq")
         .property(
             "events",
