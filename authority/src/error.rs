@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The authority's failures outside a single request.
 #[derive(Debug, thiserror::Error)]
@@ -146,15 +147,19 @@ impl From<StoreError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// The body of every error answer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody<'a> {
+    /// A machine-readable code, e.g. `invalid_request`, `token_expired`, `invalid_client`.
     error: &'a str,
+    /// What went wrong, for a person.
     error_description: &'a str,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(Body {
+        let body = axum::Json(ErrorBody {
             error: self.code,
             error_description: &self.description,
         });

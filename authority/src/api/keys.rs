@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
-use revocast_shared::{KeyId, SigningKey};
-use serde_json::{Value, json};
+use revocast_shared::{KeyId, Seq, SigningKey};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::blocking;
+use super::{blocking, openapi};
 use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::limit::{Limited, Revocations};
 use crate::store::{AddKey, KeyRevocation, Logged, RevokeKey};
 
@@ -21,27 +22,77 @@ async fn new_key() -> Result<Arc<SigningKey>, ApiError> {
         .map_err(|e| ApiError::internal(&e))
 }
 
+/// `POST /v1/keys/rotate`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct RotateKeyAnswer {
+    /// The new signing key.
+    #[schema(value_type = openapi::shared::KeyId)]
+    kid: KeyId,
+}
+
 /// A new signing key becomes active; older keys keep verifying (and stay in the JWKS) until
 /// every token they signed has expired.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/rotate",
+    tag = "keys",
+    operation_id = "rotate_key",
+    responses(
+        (status = OK, description = "The new key signs from now on.", body = RotateKeyAnswer),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn rotate(
     _: Authorized<Admin>,
     State(app): State<AppState>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RotateKeyAnswer>, ApiError> {
     let key = new_key().await?;
     let kid = key.kid();
     app.ledger.submit(AddKey { key }).await?;
     tracing::info!(%kid, "signing key rotated");
-    Ok(Json(json!({ "kid": kid })))
+    Ok(Json(RotateKeyAnswer { kid }))
+}
+
+/// `POST /v1/keys/{kid}/revoke`'s answer, the same for a repeated revocation.
+#[derive(Serialize, ToSchema)]
+pub struct RevokeKeyAnswer {
+    #[schema(value_type = openapi::shared::KeyId)]
+    kid: KeyId,
+    /// The key's revocation in the log (the first one's, when repeated).
+    #[schema(value_type = openapi::shared::Seq)]
+    seq: Seq,
 }
 
 /// Every token signed by the key is rejected from now on and the key leaves the JWKS. If it was
 /// the active key, a fresh key takes over signing.
+#[utoipa::path(
+    post,
+    path = "/v1/keys/{kid}/revoke",
+    tag = "keys",
+    operation_id = "revoke_key",
+    params(("kid" = openapi::shared::KeyId, Path, description = "The key to revoke.")),
+    responses(
+        (status = OK, description = "Revoked, now or before.", body = RevokeKeyAnswer),
+        (status = NOT_FOUND, body = ErrorBody,
+            description = "`unknown_key`: this authority has no such key."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn revoke(
     _: Authorized<Admin>,
     _: Limited<Revocations>,
     State(app): State<AppState>,
     Path(kid): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokeKeyAnswer>, ApiError> {
     let unknown = || ApiError::not_found("no such key").with_code("unknown_key");
     let kid: KeyId = kid.parse().map_err(|_| unknown())?;
     if !app.view.has_key(&kid) {
@@ -61,11 +112,9 @@ pub async fn revoke(
         } => {
             let activated = activated.map(|key| key.kid());
             tracing::warn!(%kid, %seq, replacement = ?activated, "signing key revoked");
-            Ok(Json(json!({ "kid": kid, "seq": seq })))
+            Ok(Json(RevokeKeyAnswer { kid, seq }))
         }
-        KeyRevocation::AlreadyRevoked(Logged { seq, .. }) => {
-            Ok(Json(json!({ "kid": kid, "seq": seq })))
-        }
+        KeyRevocation::AlreadyRevoked(Logged { seq, .. }) => Ok(Json(RevokeKeyAnswer { kid, seq })),
         KeyRevocation::UnknownKey => Err(unknown()),
     }
 }

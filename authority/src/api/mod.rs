@@ -1,21 +1,30 @@
 //! The HTTP API of DESIGN.md, one module per group of routes. Handlers validate input, call the
 //! [`View`](crate::view::View) or the [`Ledger`](crate::ledger::Ledger), and shape the answer.
+//! Each handler also describes itself for the OpenAPI document ([`openapi()`]); the router and
+//! the document are built from one list of handlers, so neither has a route the other lacks.
 
 mod keys;
 mod meta;
+mod openapi;
 mod revoke;
 mod stream;
 mod tokens;
 mod verify;
 pub(crate) mod websocket;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use tower_http::CompressionLevel;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -24,40 +33,49 @@ use crate::error::ApiError;
 pub(crate) const MAX_ID_LEN: usize = 512;
 pub(crate) const MAX_REASON_LEN: usize = 1024;
 
-pub fn router(app: AppState) -> Router {
-    let body_limit = app.config.max_body_bytes;
-    Router::new()
-        .route("/v1/tokens", post(tokens::issue))
-        .route("/v1/verify", post(verify::verify))
-        .route("/v1/revoke", post(revoke::token))
-        .route("/v1/revoke/subject", post(revoke::subject))
-        .route("/v1/revoke/session", post(revoke::session))
-        .route("/v1/keys/rotate", post(keys::rotate))
-        .route("/v1/keys/{kid}/revoke", post(keys::revoke))
-        .route("/oauth2/revoke", post(revoke::oauth))
-        .route("/oauth2/introspect", post(verify::introspect))
-        .route("/.well-known/jwks.json", get(meta::jwks))
-        .route(
-            "/.well-known/oauth-authorization-server",
-            get(meta::metadata),
-        )
+/// Every route, each with its description.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(tokens::issue))
+        .routes(routes!(verify::verify))
+        .routes(routes!(revoke::token))
+        .routes(routes!(revoke::subject))
+        .routes(routes!(revoke::session))
+        .routes(routes!(keys::rotate))
+        .routes(routes!(keys::revoke))
+        .routes(routes!(revoke::oauth))
+        .routes(routes!(verify::introspect))
+        .routes(routes!(meta::jwks))
+        .routes(routes!(meta::metadata))
         // Snapshots can be large (a million entries is ~150 MB of JSON): gzip them for
         // clients that ask, at the fastest level so the CPU keeps up with the network.
-        .route(
-            "/v1/snapshot",
-            get(stream::snapshot).layer(
+        .routes(
+            routes!(stream::snapshot).layer(
                 CompressionLayer::new()
                     .gzip(true)
                     .quality(CompressionLevel::Fastest),
             ),
         )
-        .route("/v1/events", get(stream::events))
-        .route("/v1/stream", get(stream::websocket))
-        .route("/healthz", get(meta::healthz))
-        .route("/readyz", get(meta::readyz))
-        .route("/metrics", get(meta::metrics))
+        .routes(routes!(stream::events))
+        .routes(routes!(stream::websocket))
+        .routes(routes!(meta::healthz))
+        .routes(routes!(meta::readyz))
+        .routes(routes!(meta::metrics))
+        .routes(routes!(openapi::document))
+}
+
+/// The OpenAPI 3.1 document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+pub fn router(app: AppState) -> Router {
+    let body_limit = app.config.max_body_bytes;
+    let (routes, document) = routes().split_for_parts();
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(openapi::Document(Arc::new(document))))
         .layer(DefaultBodyLimit::max(body_limit))
         // Logs method, path and status; never headers or bodies, where keys and tokens travel.
         .layer(TraceLayer::new_for_http())
@@ -74,6 +92,18 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
+}
+
+/// The form of RFC 7009 revocation and RFC 7662 introspection.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenForm {
+    /// The token.
+    token: String,
+    /// `access_token` or `refresh_token`. Ignored, as both RFCs allow: one token type exists,
+    /// and a server must look beyond the hint anyway. Its value is skipped unread.
+    #[serde(rename = "token_type_hint", default)]
+    #[schema(value_type = Option<String>)]
+    _token_type_hint: Option<IgnoredAny>,
 }
 
 /// Check an identifier-like string field: non-empty, bounded, no control characters.

@@ -3,24 +3,28 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use revocast_shared::{UnixMillis, UnixSeconds, VerifiedToken, VerifyError};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use revocast_shared::{RevocationId, Seq, UnixMillis, UnixSeconds, VerifiedToken, VerifyError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{blocking, check_id, check_reason};
+use super::openapi::{self, True};
+use super::{TokenForm, blocking, check_id, check_reason};
 use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{FormBody, JsonBody};
 use crate::limit::{Limited, Revocations};
 use crate::store::{
     Logged, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
 };
 
-#[derive(Deserialize)]
+/// `POST /v1/revoke`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeTokenRequest {
+    /// The token to revoke: a genuine, unexpired token of this authority.
     token: String,
+    /// Why, for the record (at most 1024 bytes).
     reason: Option<String>,
 }
 
@@ -72,41 +76,96 @@ async fn revoke_token(
     })
 }
 
+/// `POST /v1/revoke`'s answer, the same for the first revocation and a repeated one.
+#[derive(Serialize, ToSchema)]
+pub struct RevokeTokenAnswer {
+    #[schema(inline)]
+    revoked: True,
+    /// Whether the token had been revoked before; then `seq` and `revoked_at` are the first
+    /// revocation's, and nothing was written.
+    already_revoked: bool,
+    #[schema(value_type = openapi::shared::RevocationId)]
+    rid: RevocationId,
+    /// The token's subject.
+    sub: String,
+    /// The token's expiry, Unix seconds: its revocation is kept until then.
+    exp: i64,
+    #[schema(value_type = openapi::shared::UnixTime)]
+    revoked_at: UnixMillis,
+    #[schema(value_type = openapi::shared::Seq)]
+    seq: Seq,
+}
+
+/// Revoke one exact token (by its `rid`), durably, before answering.
+#[utoipa::path(
+    post,
+    path = "/v1/revoke",
+    tag = "revocation",
+    operation_id = "revoke_token",
+    request_body = RevokeTokenRequest,
+    responses(
+        (status = OK, description = "Revoked, now or before.", body = RevokeTokenAnswer),
+        (status = BAD_REQUEST, body = ErrorBody, description = "`token_expired`: the token \
+            has expired and needs no revocation; `invalid_token`: not a genuine token of this \
+            authority; `invalid_request`: a malformed body or a reason too long."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
+        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn token(
     _: Authorized<Admin>,
     _: Limited<Revocations>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RevokeTokenRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokeTokenAnswer>, ApiError> {
     check_reason(req.reason.as_deref())?;
     let r = revoke_token(&app, req.token, req.reason).await?;
-    let claims = r.token.claims();
-    Ok(Json(json!({
-        "revoked": true,
-        "already_revoked": r.already,
-        "rid": r.token.rid(),
-        "sub": claims.sub,
-        "exp": claims.exp,
-        "revoked_at": r.at,
-        "seq": r.seq,
-    })))
-}
-
-#[derive(Deserialize)]
-pub struct OauthRevokeRequest {
-    token: String,
-    #[allow(dead_code)] // RFC 7009 allows it; one token type exists, so it changes nothing.
-    token_type_hint: Option<String>,
+    let rid = r.token.rid();
+    let claims = r.token.into_claims();
+    Ok(Json(RevokeTokenAnswer {
+        revoked: True,
+        already_revoked: r.already,
+        rid,
+        sub: claims.sub,
+        exp: claims.exp,
+        revoked_at: r.at,
+        seq: r.seq,
+    }))
 }
 
 /// RFC 7009: `200` whether or not the token was valid — the client's goal (the token is unusable)
 /// holds either way. Storage failures still answer 503, as §2.2.1 allows, so nothing is
 /// reported revoked that is not.
+#[utoipa::path(
+    post,
+    path = "/oauth2/revoke",
+    tag = "oauth",
+    operation_id = "oauth_revoke",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = OK, description = "The token is unusable: revoked now, before, or never a \
+            valid token of this authority. No body."),
+        (status = BAD_REQUEST, body = ErrorBody,
+            description = "`invalid_request`: a malformed form or no `token`."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
+        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn oauth(
     _: Authorized<Admin>,
     _: Limited<Revocations>,
     State(app): State<AppState>,
-    FormBody(req): FormBody<OauthRevokeRequest>,
+    FormBody(req): FormBody<TokenForm>,
 ) -> Result<StatusCode, ApiError> {
     match revoke_token(&app, req.token, None).await {
         Ok(_) => Ok(StatusCode::OK),
@@ -115,19 +174,57 @@ pub async fn oauth(
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/revoke/subject`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeSubjectRequest {
+    /// The subject (1 to 512 bytes, no control characters).
+    #[schema(min_length = 1)]
     sub: String,
+    /// Why, for the record (at most 1024 bytes).
     reason: Option<String>,
 }
 
+/// `POST /v1/revoke/subject`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct RevokeSubjectAnswer {
+    sub: String,
+    /// The subject's new generation: tokens issued from now on carry it, every older one is
+    /// rejected.
+    r#gen: u64,
+    #[schema(value_type = openapi::shared::UnixTime)]
+    revoked_at: UnixMillis,
+    #[schema(value_type = openapi::shared::Seq)]
+    seq: Seq,
+}
+
+/// Revoke every token of a subject issued before this call; tokens issued after it answers
+/// are valid.
+#[utoipa::path(
+    post,
+    path = "/v1/revoke/subject",
+    tag = "revocation",
+    operation_id = "revoke_subject",
+    request_body = RevokeSubjectRequest,
+    responses(
+        (status = OK, description = "Revoked.", body = RevokeSubjectAnswer),
+        (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
+            body, an invalid `sub`, or a reason too long."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
+        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn subject(
     _: Authorized<Admin>,
     _: Limited<Revocations>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RevokeSubjectRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokeSubjectAnswer>, ApiError> {
     check_id("sub", &req.sub)?;
     check_reason(req.reason.as_deref())?;
     let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
@@ -145,24 +242,61 @@ pub async fn subject(
             reason: req.reason,
         })
         .await?;
-    Ok(Json(
-        json!({ "sub": sub, "gen": r#gen, "revoked_at": at, "seq": seq }),
-    ))
+    Ok(Json(RevokeSubjectAnswer {
+        sub,
+        r#gen,
+        revoked_at: at,
+        seq,
+    }))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/revoke/session`'s body.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeSessionRequest {
+    /// The session id (1 to 512 bytes, no control characters).
+    #[schema(min_length = 1)]
     sid: String,
+    /// Why, for the record (at most 1024 bytes).
     reason: Option<String>,
 }
 
+/// `POST /v1/revoke/session`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct RevokeSessionAnswer {
+    sid: String,
+    #[schema(value_type = openapi::shared::UnixTime)]
+    revoked_at: UnixMillis,
+    #[schema(value_type = openapi::shared::Seq)]
+    seq: Seq,
+}
+
+/// Revoke every token carrying a session id; no new token is issued for it.
+#[utoipa::path(
+    post,
+    path = "/v1/revoke/session",
+    tag = "revocation",
+    operation_id = "revoke_session",
+    request_body = RevokeSessionRequest,
+    responses(
+        (status = OK, description = "Revoked.", body = RevokeSessionAnswer),
+        (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
+            body, an invalid `sid`, or a reason too long."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
+        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("admin" = [])),
+)]
 pub async fn session(
     _: Authorized<Admin>,
     _: Limited<Revocations>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<RevokeSessionRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevokeSessionAnswer>, ApiError> {
     check_id("sid", &req.sid)?;
     check_reason(req.reason.as_deref())?;
     let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
@@ -174,5 +308,9 @@ pub async fn session(
             reason: req.reason,
         })
         .await?;
-    Ok(Json(json!({ "sid": sid, "revoked_at": at, "seq": seq })))
+    Ok(Json(RevokeSessionAnswer {
+        sid,
+        revoked_at: at,
+        seq,
+    }))
 }

@@ -15,23 +15,31 @@ use prometheus_client::metrics::counter::Counter;
 use revocast_shared::{Epoch, Seq, UnixSeconds};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use utoipa::IntoParams;
 
 use crate::app::{App, AppState};
 use crate::auth::{Authorized, Subscribe};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::metrics::SubscriberGuard;
 use crate::store::SnapshotPart;
 use crate::stream::{End, Feed, Frame, SubscribeError};
 
+use super::openapi;
 use super::websocket::{self, Inbound, ReadEnd, Socket, Upgrade, close_code};
 
 /// Stream query parameters. `epoch` is an extension: a client that names the epoch its `since`
 /// belongs to gets `reset` instead of a resume when the log has changed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Resume after this `seq`: the stream sends `since + 1` to the head, then live events.
+    /// Absent, it starts at the head. A `since` the log no longer holds is answered `reset`.
+    #[param(value_type = Option<u64>)]
     since: Option<String>,
+    /// The epoch `since` belongs to; if the log's differs, the stream answers `reset`.
+    #[param(value_type = Option<String>)]
     epoch: Option<String>,
 }
 
@@ -101,6 +109,31 @@ impl Counters {
 
 /// `GET /v1/events`: Server-Sent Events. `Last-Event-ID` (set by reconnecting `EventSource`s)
 /// wins over `since`.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "stream",
+    operation_id = "events",
+    params(
+        StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header,
+            description = "As `since`, and preferred to it (set by a reconnecting `EventSource`)."),
+    ),
+    responses(
+        (status = OK, description = "The revocation stream as Server-Sent Events: `hello`, then \
+            every revocation after `since` and live ones, with heartbeats; `id: SEQ` on \
+            revocations, `event: TYPE`, `data: JSON`. PROTOCOL.md in the repository specifies \
+            the messages, resume and reset.",
+            body = String, content_type = "text/event-stream"),
+        (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a `since` or \
+            `Last-Event-ID` that is not a seq or is beyond the log's head, or an unknown query \
+            parameter."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("subscribe" = []), ("admin" = [])),
+)]
 pub async fn events(
     _: Authorized<Subscribe>,
     State(app): State<AppState>,
@@ -160,6 +193,29 @@ pub async fn events(
 }
 
 /// `GET /v1/stream`: the WebSocket transport.
+#[utoipa::path(
+    get,
+    path = "/v1/stream",
+    tag = "stream",
+    operation_id = "stream",
+    params(StreamQuery),
+    responses(
+        (status = SWITCHING_PROTOCOLS, description = "Upgraded to a WebSocket (RFC 6455) that \
+            carries the revocation stream in text frames, each one JSON message or an array of \
+            them. PROTOCOL.md in the repository specifies the messages, resume, reset and close \
+            codes."),
+        (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: not a \
+            WebSocket upgrade, or a `since` that is not a seq or is beyond the log's head, or \
+            an unknown query parameter."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = UPGRADE_REQUIRED, body = ErrorBody,
+            description = "`invalid_request`: the connection cannot be upgraded (HTTP/1.1 needed)."),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("subscribe" = []), ("admin" = [])),
+)]
 pub async fn websocket(
     _: Authorized<Subscribe>,
     State(app): State<AppState>,
@@ -315,6 +371,33 @@ impl SnapshotFormat {
 
 /// `GET /v1/snapshot`: `{"epoch","seq","events":[…]}`, streamed from one consistent read of
 /// the store, so memory stays flat however many revocations are in force.
+#[utoipa::path(
+    get,
+    path = "/v1/snapshot",
+    tag = "stream",
+    operation_id = "snapshot",
+    params(
+        ("Accept" = Option<String>, Header, description = "`application/x-ndjson` for the \
+            NDJSON form; anything else gets JSON."),
+        ("Accept-Encoding" = Option<String>, Header,
+            description = "`gzip` for a compressed answer."),
+    ),
+    responses(
+        (status = OK, description = "Every revocation still in force, and the `seq` it is as \
+            of. As NDJSON (an extension, a client can apply it while it arrives): a first line \
+            `{\"epoch\",\"seq\"}`, one event per line, and a last line \
+            `{\"end\":{\"events\":N}}`; without that last line the snapshot is incomplete.",
+            content(
+                (openapi::Snapshot = "application/json"),
+                (String = "application/x-ndjson"),
+            )),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("subscribe" = []), ("admin" = [])),
+)]
 pub async fn snapshot(
     _: Authorized<Subscribe>,
     State(app): State<AppState>,

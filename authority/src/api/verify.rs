@@ -2,18 +2,22 @@
 
 use axum::Json;
 use axum::extract::State;
-use revocast_shared::{UnixSeconds, VerifiedToken, VerifyError};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use revocast_shared::{Claims, RevocationId, UnixSeconds, VerifiedToken, VerifyError};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
-use super::blocking;
+use super::openapi::{self, False, True};
+use super::{TokenForm, blocking};
 use crate::app::AppState;
 use crate::auth::{Authorized, Introspect};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{FormBody, JsonBody};
 
-#[derive(Deserialize)]
+/// `POST /v1/verify`'s body.
+#[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
+    /// The token to verify.
     token: String,
 }
 
@@ -38,41 +42,133 @@ async fn check(
     Ok(verdict)
 }
 
+/// `POST /v1/verify`'s answer: valid with the claims, or not valid and why.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Verdict {
+    Valid {
+        #[schema(inline)]
+        valid: True,
+        #[schema(value_type = openapi::shared::Claims)]
+        claims: Box<Claims>,
+        #[schema(value_type = openapi::shared::RevocationId)]
+        rid: RevocationId,
+    },
+    Invalid {
+        #[schema(inline)]
+        valid: False,
+        #[schema(value_type = openapi::shared::VerifyErrorCode)]
+        error: &'static str,
+    },
+}
+
+/// Verify a token as an agent would: signature, claims, revocations.
+#[utoipa::path(
+    post,
+    path = "/v1/verify",
+    tag = "tokens",
+    operation_id = "verify_token",
+    request_body = TokenRequest,
+    responses(
+        (status = OK, description = "The verdict; a token that is not valid is not an error.",
+            body = Verdict),
+        (status = BAD_REQUEST, body = ErrorBody,
+            description = "`invalid_request`: a malformed body."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("introspect" = []), ("admin" = [])),
+)]
 pub async fn verify(
     _: Authorized<Introspect>,
     State(app): State<AppState>,
     JsonBody(req): JsonBody<TokenRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Verdict>, ApiError> {
     Ok(Json(match check(&app, req.token).await? {
-        Ok(token) => json!({ "valid": true, "claims": token.claims(), "rid": token.rid() }),
-        Err(e) => json!({ "valid": false, "error": e.code() }),
+        Ok(token) => Verdict::Valid {
+            valid: True,
+            rid: token.rid(),
+            claims: Box::new(token.into_claims()),
+        },
+        Err(e) => Verdict::Invalid {
+            valid: False,
+            error: e.code(),
+        },
     }))
 }
 
-#[derive(Deserialize)]
-pub struct IntrospectRequest {
-    token: String,
-    #[allow(dead_code)] // RFC 7662 allows it; one token type exists, so it changes nothing.
-    token_type_hint: Option<String>,
+/// RFC 7662 §2.2's answer: the token's claims, or for any token that is not valid exactly
+/// `{"active": false}`, which reveals nothing more.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum Introspection {
+    Active {
+        #[schema(inline)]
+        active: True,
+        /// Always `Bearer`.
+        #[schema(value_type = String, pattern = "^Bearer$")]
+        token_type: &'static str,
+        /// The claims, less any custom claim named `active` or `token_type`.
+        #[serde(flatten)]
+        #[schema(value_type = openapi::shared::Claims)]
+        claims: Map<String, Value>,
+    },
+    Inactive {
+        #[schema(inline)]
+        active: False,
+    },
 }
 
+/// RFC 7662 token introspection.
+#[utoipa::path(
+    post,
+    path = "/oauth2/introspect",
+    tag = "oauth",
+    operation_id = "introspect_token",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = OK, description = "Whether the token is active, and if so its claims.",
+            body = Introspection),
+        (status = BAD_REQUEST, body = ErrorBody,
+            description = "`invalid_request`: a malformed form or no `token`."),
+        (status = UNAUTHORIZED, response = openapi::Unauthorized),
+        (status = FORBIDDEN, response = openapi::Forbidden),
+        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
+        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
+        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+    ),
+    security(("introspect" = []), ("admin" = [])),
+)]
 pub async fn introspect(
     _: Authorized<Introspect>,
     State(app): State<AppState>,
-    FormBody(req): FormBody<IntrospectRequest>,
-) -> Result<Json<Value>, ApiError> {
+    FormBody(req): FormBody<TokenForm>,
+) -> Result<Json<Introspection>, ApiError> {
     Ok(Json(match check(&app, req.token).await? {
-        Ok(token) => {
-            let mut body = match serde_json::to_value(token.claims()) {
-                Ok(Value::Object(map)) => map,
-                _ => return Err(ApiError::internal(&VerifyError::Malformed)),
-            };
-            // Set last so that no custom claim can shadow it.
-            body.insert("active".into(), Value::Bool(true));
-            body.insert("token_type".into(), Value::from("Bearer"));
-            Value::Object(body)
-        }
-        // RFC 7662 §2.2: an inactive token reveals nothing more.
-        Err(_) => json!({ "active": false }),
+        Ok(token) => Introspection::Active {
+            active: True,
+            token_type: "Bearer",
+            claims: introspected_claims(token.claims()).map_err(|e| ApiError::internal(&e))?,
+        },
+        Err(_) => Introspection::Inactive { active: False },
     }))
+}
+
+/// The claims as introspection members. `active` and `token_type` belong to the answer, so a
+/// custom claim of either name is left out rather than shadowing them.
+fn introspected_claims(claims: &Claims) -> Result<Map<String, Value>, serde_json::Error> {
+    let mut members = match serde_json::to_value(claims)? {
+        Value::Object(members) => members,
+        other => {
+            return Err(serde::ser::Error::custom(format!(
+                "claims serialised to {other}, not an object"
+            )));
+        }
+    };
+    members.remove("active");
+    members.remove("token_type");
+    Ok(members)
 }
