@@ -62,3 +62,18 @@ impl<T: DeserializeOwned> FromRequestParts<AppState> for QueryParams<T> {
             .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
     }
 }
+
+/// Path parameters. axum's own `Path` answers a segment that is not valid percent-encoded UTF-8
+/// in plain text; this one answers `400 invalid_request` in our shape.
+pub struct PathParams<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, app)
+            .await
+            .map(|axum::extract::Path(value)| PathParams(value))
+            .map_err(|e| ApiError::bad_request(format!("invalid path: {}", e.body_text())))
+    }
+}

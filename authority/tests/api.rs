@@ -358,6 +358,10 @@ async fn key_rotation_and_key_revocation() {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_error_shape(&v, "unknown_key");
     }
+    // A path segment that is not percent-encoded UTF-8 gets our error shape, not plain text.
+    let (status, v) = s.admin("/v1/keys/%ff%fe/revoke", json!({})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_error_shape(&v, "invalid_request");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use revocast_shared::{KeyId, Seq, SigningKey};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -12,6 +12,7 @@ use super::{blocking, openapi};
 use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::error::{ApiError, ErrorBody};
+use crate::extract::PathParams;
 use crate::limit::{Limited, Revocations};
 use crate::store::{AddKey, KeyRevocation, Logged, RevokeKey};
 
@@ -77,6 +78,8 @@ pub struct RevokeKeyAnswer {
     params(("kid" = openapi::shared::KeyId, Path, description = "The key to revoke.")),
     responses(
         (status = OK, description = "Revoked, now or before.", body = RevokeKeyAnswer),
+        (status = BAD_REQUEST, body = ErrorBody,
+            description = "`invalid_request`: the path is not valid percent-encoded UTF-8."),
         (status = NOT_FOUND, body = ErrorBody,
             description = "`unknown_key`: this authority has no such key."),
         (status = UNAUTHORIZED, response = openapi::Unauthorized),
@@ -91,7 +94,7 @@ pub async fn revoke(
     _: Authorized<Admin>,
     _: Limited<Revocations>,
     State(app): State<AppState>,
-    Path(kid): Path<String>,
+    PathParams(kid): PathParams<String>,
 ) -> Result<Json<RevokeKeyAnswer>, ApiError> {
     let unknown = || ApiError::not_found("no such key").with_code("unknown_key");
     let kid: KeyId = kid.parse().map_err(|_| unknown())?;
