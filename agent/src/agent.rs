@@ -46,7 +46,8 @@ pub(crate) struct Shared {
     pub keys_refreshed: watch::Sender<u64>,
     /// When the last refresh triggered by an unknown `kid` started.
     pub last_key_refresh: Mutex<Option<Instant>>,
-    /// The applied `seq`, published after every applied frame and every snapshot.
+    /// The applied `seq`, published after every applied frame and every snapshot (a snapshot's
+    /// after the agent is marked synced).
     pub applied: watch::Sender<Seq>,
 }
 
@@ -135,8 +136,8 @@ impl Agent {
             .tcp_nodelay(true)
             // JWKS and snapshot requests come in a burst at (re)sync and then rarely: keep the
             // connection for the burst, not for reqwest's default 90 s, which would hold a
-            // second socket per agent on the authority (10,000 agents ran both processes out
-            // of file descriptors).
+            // second socket per agent on both sides, doubling the file descriptors a large
+            // fleet needs (BENCHMARKS.md, propagation at 10,000 agents).
             .pool_idle_timeout(Duration::from_secs(2))
             .build()?;
         let shared = Arc::new(Shared {
@@ -249,16 +250,16 @@ impl Agent {
 
     pub fn status(&self) -> Status {
         let shared = &*self.shared;
-        let copy = shared.mirror.read();
+        let state = shared.mirror.read();
         Status {
             synced: shared.freshness.is_synced(),
             fresh: shared.freshness.is_fresh(shared.config.max_staleness),
             staleness: shared.freshness.staleness(),
-            epoch: copy.epoch.clone(),
-            applied: copy.applied,
-            head: copy.head,
-            entries: copy.revset.len(),
-            keys: copy.keys.len(),
+            epoch: state.epoch.clone(),
+            applied: state.applied,
+            head: state.head,
+            entries: state.revset.len(),
+            keys: state.keys.len(),
             authority: shared.config.authorities[shared.current.load(Ordering::Relaxed)].clone(),
             reconnects: shared.metrics.reconnects.get(),
             resyncs: shared.metrics.resyncs.get(),
@@ -274,14 +275,12 @@ impl Agent {
 
     /// Wait until the first snapshot is loaded, up to `limit`; `false` on timeout.
     pub async fn wait_until_synced(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while !self.shared.freshness.is_synced() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
+        // Every snapshot is published on `applied` once the agent counts as synced, so a
+        // change of `applied` is the moment to look again.
+        let mut applied = self.shared.applied.subscribe();
+        let synced = applied.wait_for(|_| self.shared.freshness.is_synced());
+        // `Err` from `wait_for` would mean the sender is gone; `self.shared` holds it.
+        matches!(tokio::time::timeout(limit, synced).await, Ok(Ok(_)))
     }
 
     /// The Prometheus text exposition of this agent's metrics.
@@ -316,9 +315,9 @@ async fn purge(shared: Arc<Shared>) {
         // An entry must outlive its token's acceptance, which the leeway extends.
         let expired_by = now - i64::from(shared.config.leeway_secs);
         let entries = {
-            let mut copy = shared.mirror.write();
-            copy.revset.purge_expired(expired_by);
-            copy.revset.len()
+            let mut state = shared.mirror.write();
+            state.revset.purge_expired(expired_by);
+            state.revset.len()
         };
         shared.metrics.entries.set(gauge(entries as u64));
         shared.cache.purge_expired(expired_by);
@@ -340,7 +339,7 @@ async fn refresh_keys(shared: Arc<Shared>) {
         match sync::refresh_keys(&shared).await {
             Ok(added) if added > 0 => tracing::info!(added, "new signing keys from the JWKS"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed"),
+            Err(e) => tracing::warn!(error = &e as &dyn std::error::Error, "JWKS refresh failed"),
         }
         shared.keys_refreshed.send_modify(|n| *n += 1);
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+pub use revocast_shared::duration::parse_duration;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
@@ -158,14 +159,6 @@ impl AgentConfig {
         }
         Ok(self)
     }
-}
-
-/// Seconds (`5`) or a humantime duration (`5s`, `500ms`, `1m`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.trim().parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use seconds or e.g. 500ms, 5s)"))
 }
 
 /// The sidecar: `revocast-agent --authority URL --subscriber-key-file PATH --listen ADDR`.

@@ -47,7 +47,9 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-/// Starting or syncing failed.
+/// Starting or syncing failed. Each variant's message says only what failed; the cause is its
+/// [`source`](std::error::Error::source), for a chain printer (`main`'s, or `tracing` given
+/// the error as `&dyn Error`) to add once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
@@ -70,6 +72,6 @@ pub enum Error {
     Silent,
     #[error("the stream ended")]
     Ended,
-    #[error("the authority's key set is unusable: {0}")]
+    #[error("the authority's key set is unusable")]
     Keys(#[from] revocast_shared::Error),
 }

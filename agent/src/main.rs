@@ -1,54 +1,52 @@
 //! `revocast-agent`, the sidecar: validate the flags, start the agent, serve `/verify`,
 //! `/healthz` and `/metrics` until SIGINT or SIGTERM. Exit code 2 for configuration errors.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
 use revocast_agent::config::SidecarArgs;
-use revocast_agent::{Agent, shutdown, sidecar};
-use tracing_subscriber::EnvFilter;
+use revocast_agent::{Agent, AgentConfig, shutdown, sidecar};
+use revocast_shared::runtime::init_tracing;
 
 fn main() -> ExitCode {
     let (config, listen) = match SidecarArgs::parse().into_config() {
         Ok(parsed) => parsed,
-        Err(e) => {
-            eprintln!("revocast-agent: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(&e.into(), ExitCode::from(2)),
     };
-    let filter = EnvFilter::try_from_env("REVOCAST_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("revocast-agent: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+            let e = anyhow::Error::new(e).context("cannot start the runtime");
+            return fail(&e, ExitCode::FAILURE);
         }
     };
-    let result: anyhow::Result<()> = runtime.block_on(async move {
-        let agent = Agent::start(config)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "listening");
-        axum::serve(listener, sidecar::router(agent))
-            .with_graceful_shutdown(shutdown::shutdown_signal())
-            .await?;
-        Ok(())
-    });
-    match result {
+    match runtime.block_on(serve(config, listen)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("revocast-agent: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(&e, ExitCode::FAILURE),
     }
+}
+
+async fn serve(config: AgentConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let agent = Agent::start(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    axum::serve(listener, sidecar::router(agent))
+        .with_graceful_shutdown(shutdown::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// The one report of a failure that ends the process: on stderr, whether or not tracing is set
+/// up yet, each cause of the chain once (`what: why: why`).
+fn fail(error: &anyhow::Error, code: ExitCode) -> ExitCode {
+    eprintln!("revocast-agent: {error:#}");
+    code
 }

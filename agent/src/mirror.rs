@@ -15,8 +15,9 @@ use revocast_shared::revset::RevocationSet;
 use revocast_shared::{Epoch, KeyId, Seq, VerifyingKey};
 use tokio::time::Instant;
 
+/// The local copy of the authority's state, as of `applied`.
 #[derive(Default)]
-pub struct Copy {
+pub struct LocalState {
     /// `None` until the first snapshot.
     pub epoch: Option<Epoch>,
     pub applied: Seq,
@@ -26,7 +27,7 @@ pub struct Copy {
     pub keys: HashMap<KeyId, VerifyingKey>,
 }
 
-impl Copy {
+impl LocalState {
     /// Apply the next event. The caller has checked that `event.seq == applied + 1`.
     pub fn apply(&mut self, event: &RevocationEvent) {
         self.revset.apply(&event.revocation);
@@ -49,17 +50,17 @@ impl Copy {
 
 #[derive(Default)]
 pub struct Mirror {
-    inner: RwLock<Copy>,
+    inner: RwLock<LocalState>,
 }
 
 impl Mirror {
-    pub fn read(&self) -> RwLockReadGuard<'_, Copy> {
+    pub fn read(&self) -> RwLockReadGuard<'_, LocalState> {
         // Poisoning means a panic mid-update elsewhere; the data is still a valid set, and the
         // sync task resyncs on any inconsistency it notices.
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn write(&self) -> RwLockWriteGuard<'_, Copy> {
+    pub fn write(&self) -> RwLockWriteGuard<'_, LocalState> {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 }

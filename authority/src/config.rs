@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use revocast_shared::duration::parse_duration;
 
 use crate::Error;
 use crate::stream::{MAX_LINGER, Pacing};
@@ -189,14 +190,6 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Seconds (`3600`) or a humantime duration (`1h`, `15m`, `1h 30m`).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    if let Ok(secs) = s.trim().parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (use seconds or e.g. 15m, 1h)"))
-}
-
 /// Validated configuration of a running authority.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -232,22 +225,39 @@ pub struct Config {
 impl ServeArgs {
     /// Check everything that can be checked without side effects.
     pub fn validate(self) -> Result<Config, Error> {
-        let invalid = |msg: String| Err(Error::Config(msg));
-        let tls_files = match (self.tls_cert, self.tls_key, self.client_ca) {
-            (None, None, None) => None,
-            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
-                cert,
-                key,
-                client_ca,
-            }),
-            (None, None, Some(_)) => {
-                return invalid("--client-ca needs --tls-cert and --tls-key".into());
-            }
-            _ => return invalid("--tls-cert and --tls-key go together".into()),
-        };
-        let scheme = if tls_files.is_some() { "https" } else { "http" };
+        let tls_files = self.tls_files()?;
+        let issuer = self.issuer(tls_files.is_some())?;
+        self.check_token_lifetimes()?;
+        self.check_request_limits()?;
+        self.check_streams()?;
+        self.check_storage()?;
+        // Read last: only a configuration that is otherwise valid is worth opening files for.
+        let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
+        let subscriber_client_cert = tls_files.is_some_and(|f| f.client_ca.is_some());
+        Ok(self.into_config(issuer, tls, subscriber_client_cert))
+    }
+
+    /// The TLS files, if HTTPS is configured: certificate and key together, a client CA only
+    /// with them.
+    fn tls_files(&self) -> Result<Option<TlsFiles>, Error> {
+        match (&self.tls_cert, &self.tls_key, &self.client_ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), client_ca) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: client_ca.clone(),
+            })),
+            (None, None, Some(_)) => invalid("--client-ca needs --tls-cert and --tls-key"),
+            _ => invalid("--tls-cert and --tls-key go together"),
+        }
+    }
+
+    /// `--issuer` without its trailing `/`, by default the URL of `--listen`.
+    fn issuer(&self, https: bool) -> Result<String, Error> {
+        let scheme = if https { "https" } else { "http" };
         let issuer = self
             .issuer
+            .clone()
             .unwrap_or_else(|| format!("{scheme}://{}", self.listen))
             .trim_end_matches('/')
             .to_string();
@@ -257,50 +267,75 @@ impl ServeArgs {
         {
             return invalid(format!("--issuer must be an http(s) URL, got {issuer:?}"));
         }
+        Ok(issuer)
+    }
+
+    fn check_token_lifetimes(&self) -> Result<(), Error> {
         if self.max_ttl.as_secs() == 0 || self.max_ttl > MAX_TTL_CEILING {
-            return invalid("--max-ttl must be between 1s and 366 days".into());
+            return invalid("--max-ttl must be between 1s and 366 days");
         }
         if self.default_ttl.as_secs() == 0 || self.default_ttl > self.max_ttl {
-            return invalid("--default-ttl must be at least 1s and at most --max-ttl".into());
+            return invalid("--default-ttl must be at least 1s and at most --max-ttl");
         }
+        Ok(())
+    }
+
+    fn check_request_limits(&self) -> Result<(), Error> {
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
-            return invalid("--max-body-bytes must be between 1024 and 16777216".into());
+            return invalid("--max-body-bytes must be between 1024 and 16777216");
         }
+        Ok(())
+    }
+
+    /// Heartbeats, resume history, subscriber queues and the pacing of stream writes.
+    fn check_streams(&self) -> Result<(), Error> {
         if self.heartbeat_interval < Duration::from_millis(50)
             || self.heartbeat_interval > Duration::from_secs(60)
         {
-            return invalid("--heartbeat-interval must be between 50ms and 60s".into());
+            return invalid("--heartbeat-interval must be between 50ms and 60s");
         }
         if self.log_retention < Duration::from_secs(1) {
-            return invalid("--log-retention must be at least 1s".into());
+            return invalid("--log-retention must be at least 1s");
         }
         if !(2..=1 << 20).contains(&self.subscriber_queue) {
-            return invalid("--subscriber-queue must be between 2 and 1048576".into());
+            return invalid("--subscriber-queue must be between 2 and 1048576");
         }
         if self.stream_recent_events > 1 << 24 {
-            return invalid("--stream-recent-events must be at most 16777216".into());
+            return invalid("--stream-recent-events must be at most 16777216");
         }
         if self.stream_linger > MAX_LINGER {
             // Above this the linger would eat into the agents' staleness budget.
-            return invalid("--stream-linger must be at most 250ms".into());
+            return invalid("--stream-linger must be at most 250ms");
         }
         if self.stream_writes_per_second == 0 {
-            return invalid("--stream-writes-per-second must be at least 1".into());
+            return invalid("--stream-writes-per-second must be at least 1");
         }
         if self.write_timeout < Duration::from_millis(100) {
-            return invalid("--write-timeout must be at least 100ms".into());
+            return invalid("--write-timeout must be at least 100ms");
         }
+        Ok(())
+    }
+
+    fn check_storage(&self) -> Result<(), Error> {
         if self.database_poll_interval < Duration::from_millis(10)
             || self.database_poll_interval > Duration::from_secs(60)
         {
-            return invalid("--database-poll-interval must be between 10ms and 60s".into());
+            return invalid("--database-poll-interval must be between 10ms and 60s");
         }
         if self.data_dir.as_os_str().is_empty() {
-            return invalid("--data-dir must not be empty".into());
+            return invalid("--data-dir must not be empty");
         }
-        // Read last: only a configuration that is otherwise valid is worth opening files for.
-        let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
-        Ok(Config {
+        Ok(())
+    }
+
+    /// The checked flags as a [`Config`].
+    fn into_config(
+        self,
+        issuer: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        subscriber_client_cert: bool,
+    ) -> Config {
+        Config {
             listen: self.listen,
             data_dir: self.data_dir,
             issuer,
@@ -319,12 +354,17 @@ impl ServeArgs {
             rate_limit_tokens: self.rate_limit_tokens,
             rate_limit_revocations: self.rate_limit_revocations,
             tls,
-            subscriber_client_cert: tls_files.is_some_and(|f| f.client_ca.is_some()),
+            subscriber_client_cert,
             expiry_grace_secs: revocast_shared::event::EXPIRY_GRACE_SECS,
             database_url: self.database_url,
             database_poll_interval: self.database_poll_interval,
-        })
+        }
     }
+}
+
+/// A configuration error with this message.
+fn invalid<T>(message: impl Into<String>) -> Result<T, Error> {
+    Err(Error::Config(message.into()))
 }
 
 fn secs(d: Duration) -> i64 {

@@ -10,14 +10,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// The authority's failures outside a single request.
+/// The authority's failures outside a single request. Each variant's message says only what
+/// failed; the cause is its [`source`](std::error::Error::source), for a chain printer (such as
+/// `main`'s) to add once.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("storage: {0}")]
+    #[error("storage")]
     Store(#[from] StoreError),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

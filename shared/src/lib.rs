@@ -1,4 +1,6 @@
-//! Everything the authority and the agents must agree on, with no I/O and no async runtime:
+//! Everything the authority and the agents must agree on. With its default features the crate
+//! does no I/O and needs no async runtime; the `runtime` feature, off by default, adds the one
+//! module that does, for the binaries.
 //!
 //! - [`ids`]: newtypes for key ids, revocation ids, sequence numbers, epochs and timestamps.
 //! - [`crypto`]: the small ML-DSA-65 backend trait and its RustCrypto implementation.
@@ -8,17 +10,23 @@
 //!   `VerifiedToken` verification under an explicit [`token::Validation`] policy.
 //! - [`event`]: revocation events and control messages of the wire protocol.
 //! - [`revset`]: the in-memory revocation set both sides apply events to and check tokens against.
+//! - [`duration`]: the duration syntax of the binaries' flags (`900`, `500ms`, `1h 30m`).
 //! - [`error`]: the crate's error types.
+//! - `runtime` (feature `runtime`): the shutdown signal (SIGINT, SIGTERM) and the tracing set-up
+//!   of the authority, the agent's sidecar and the benchmark.
 
 #![forbid(unsafe_code)]
 
 pub mod crypto;
+pub mod duration;
 pub mod error;
 pub mod event;
 pub mod ids;
 pub mod jws;
 pub mod keys;
 pub mod revset;
+#[cfg(feature = "runtime")]
+pub mod runtime;
 pub mod token;
 
 pub use error::{Error, VerifyError};

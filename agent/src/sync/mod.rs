@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::agent::Shared;
 use crate::error::Error;
 use crate::metrics::gauge;
-use crate::mirror::Copy;
+use crate::mirror::LocalState;
 use stream::{ConnectError, Connection};
 
 /// A session that lasted this long was healthy: the next reconnect starts from the shortest
@@ -61,7 +61,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if matches!(e, Error::Silent) {
                     idle = (idle * 2).min(base_idle * MAX_IDLE_FACTOR);
                 }
-                tracing::warn!(authority = %base, error = %e, source = ?std::error::Error::source(&e), "stream lost; reconnecting");
+                tracing::warn!(authority = %base, error = &e as &dyn std::error::Error, "stream lost; reconnecting");
                 shared.metrics.reconnects.inc();
                 index = (index + 1) % authorities;
             }
@@ -87,8 +87,8 @@ async fn session(
         *need_snapshot = false;
     }
     let (since, epoch) = {
-        let copy = shared.mirror.read();
-        (copy.applied, copy.epoch.clone())
+        let state = shared.mirror.read();
+        (state.applied, state.epoch.clone())
     };
     let key = shared.config.subscriber_key.as_str();
     let mut conn = match stream::connect(
@@ -128,31 +128,31 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
             continue;
         }
         let current = {
-            let mut copy = shared.mirror.write();
-            let before = copy.applied;
-            let handled = messages.iter().try_for_each(|m| handle(&mut copy, m));
+            let mut state = shared.mirror.write();
+            let before = state.applied;
+            let handled = messages.iter().try_for_each(|m| handle(&mut state, m));
             // `handle` applies events only in contiguous order, one `seq` each.
             shared
                 .metrics
                 .events_applied
-                .inc_by(copy.applied.get() - before.get());
+                .inc_by(state.applied.get() - before.get());
             if let Err(why) = handled {
                 return SessionEnd::Resync(why);
             }
-            shared.metrics.applied_seq.set(gauge(copy.applied.get()));
-            shared.metrics.head_seq.set(gauge(copy.head.get()));
+            shared.metrics.applied_seq.set(gauge(state.applied.get()));
+            shared.metrics.head_seq.set(gauge(state.head.get()));
             shared
                 .metrics
                 .lag
-                .set(gauge(copy.head.get().saturating_sub(copy.applied.get())));
-            shared.metrics.entries.set(gauge(copy.revset.len() as u64));
-            let applied = copy.applied;
+                .set(gauge(state.head.get().saturating_sub(state.applied.get())));
+            shared.metrics.entries.set(gauge(state.revset.len() as u64));
+            let applied = state.applied;
             shared.applied.send_if_modified(|seq| {
                 let changed = *seq != applied;
                 *seq = applied;
                 changed
             });
-            copy.applied >= copy.head
+            state.applied >= state.head
         };
         // Heard from the authority, and nothing it announced is missing: current as of now.
         if current {
@@ -162,28 +162,28 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
 }
 
 /// Apply one message; `Err` names why the copy must be resynced instead.
-fn handle(copy: &mut Copy, message: &Message) -> Result<(), &'static str> {
+fn handle(state: &mut LocalState, message: &Message) -> Result<(), &'static str> {
     match message {
         Message::Event(event) => {
-            if event.seq <= copy.applied {
+            if event.seq <= state.applied {
                 // Never expected: the authority sends each seq once. Re-applying would be
                 // harmless, but a confused stream is not trusted.
                 return Err("the stream repeated a seq");
             }
-            if event.seq != copy.applied.next() {
+            if event.seq != state.applied.next() {
                 return Err("gap in seq");
             }
-            copy.apply(event);
+            state.apply(event);
         }
         Message::Control(Control::Hello { epoch, seq }) => {
-            if copy.epoch.as_ref() != Some(epoch) {
+            if state.epoch.as_ref() != Some(epoch) {
                 return Err("the authority's epoch changed");
             }
-            copy.head = copy.head.max(*seq);
+            state.head = state.head.max(*seq);
         }
         Message::Control(Control::Heartbeat { seq, .. }) => {
             // Heartbeats follow the events they count: one ahead of us means we missed some.
-            if *seq > copy.applied {
+            if *seq > state.applied {
                 return Err("a heartbeat is ahead of the applied seq");
             }
         }
@@ -208,15 +208,15 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
     revset.purge_expired(UnixMillis::now().as_secs() - i64::from(shared.config.leeway_secs));
     let entries = revset.len();
     {
-        let mut copy = shared.mirror.write();
-        *copy = Copy {
+        let mut state = shared.mirror.write();
+        *state = LocalState {
             epoch: Some(epoch.clone()),
             applied: seq,
             head: seq,
             revset,
             keys: Default::default(),
         };
-        copy.add_keys(keys);
+        state.add_keys(keys);
     }
     shared.metrics.resyncs.inc();
     shared.metrics.applied_seq.set(gauge(seq.get()));
@@ -224,8 +224,9 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
     shared.metrics.lag.set(0);
     shared.metrics.entries.set(gauge(entries as u64));
     shared.metrics.synced.set(1);
-    shared.applied.send_replace(seq);
+    // Synced first: `Agent::wait_until_synced` looks again when `applied` changes.
     shared.freshness.mark_synced();
+    shared.applied.send_replace(seq);
     tracing::info!(authority = %base, %epoch, seq = %seq, entries, "snapshot loaded");
     Ok(())
 }
@@ -237,10 +238,10 @@ pub(crate) async fn refresh_keys(shared: &Shared) -> Result<usize, Error> {
     let base = &shared.config.authorities[index];
     let keys = fetch::jwks(&shared.http, base, shared.config.request_timeout).await?;
     shared.metrics.jwks_fetches.inc();
-    let mut copy = shared.mirror.write();
-    let before = copy.keys.len();
-    copy.add_keys(keys);
-    Ok(copy.keys.len() - before)
+    let mut state = shared.mirror.write();
+    let before = state.keys.len();
+    state.add_keys(keys);
+    Ok(state.keys.len() - before)
 }
 
 /// Exponential backoff with full jitter: each delay is uniform in `0..=current`, and `current`
@@ -291,44 +292,44 @@ mod tests {
         })
     }
 
-    fn copy_at(seq: u64) -> Copy {
-        Copy {
+    fn state_at(seq: u64) -> LocalState {
+        LocalState {
             epoch: Some(Epoch::new("e")),
             applied: Seq::new(seq),
             head: Seq::new(seq),
-            ..Copy::default()
+            ..LocalState::default()
         }
     }
 
     #[test]
     fn only_the_next_seq_applies_and_doubt_means_resync() {
-        let mut copy = copy_at(5);
-        assert!(handle(&mut copy, &session_event(6)).is_ok());
-        assert_eq!(copy.applied, Seq::new(6));
-        assert!(handle(&mut copy, &session_event(8)).is_err(), "gap");
-        assert!(handle(&mut copy, &session_event(6)).is_err(), "repeat");
+        let mut state = state_at(5);
+        assert!(handle(&mut state, &session_event(6)).is_ok());
+        assert_eq!(state.applied, Seq::new(6));
+        assert!(handle(&mut state, &session_event(8)).is_err(), "gap");
+        assert!(handle(&mut state, &session_event(6)).is_err(), "repeat");
         let beat = |seq| {
             Message::Control(Control::Heartbeat {
                 seq: Seq::new(seq),
                 at: UnixMillis::new(0),
             })
         };
-        assert!(handle(&mut copy, &beat(6)).is_ok());
-        assert!(handle(&mut copy, &beat(7)).is_err(), "heartbeat ahead");
+        assert!(handle(&mut state, &beat(6)).is_ok());
+        assert!(handle(&mut state, &beat(7)).is_err(), "heartbeat ahead");
         let hello = |epoch: &str| {
             Message::Control(Control::Hello {
                 epoch: Epoch::new(epoch),
                 seq: Seq::new(9),
             })
         };
-        assert!(handle(&mut copy, &hello("other")).is_err());
-        assert!(handle(&mut copy, &hello("e")).is_ok());
-        assert_eq!(copy.head, Seq::new(9), "hello announces the head");
+        assert!(handle(&mut state, &hello("other")).is_err());
+        assert!(handle(&mut state, &hello("e")).is_ok());
+        assert_eq!(state.head, Seq::new(9), "hello announces the head");
         let reset = Message::Control(Control::Reset {
             epoch: Epoch::new("e"),
             seq: Seq::new(9),
         });
-        assert!(handle(&mut copy, &reset).is_err());
+        assert!(handle(&mut state, &reset).is_err());
     }
 
     #[test]

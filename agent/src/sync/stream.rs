@@ -58,7 +58,10 @@ pub async fn connect(
         Transport::Websocket => connect_ws(tls, base, key, since, epoch).await,
         Transport::Auto => match connect_ws(tls, base, key, since, epoch).await {
             Err(ConnectError::UpgradeRefused(e)) => {
-                tracing::info!(error = %e, "WebSocket refused; falling back to SSE");
+                tracing::info!(
+                    error = &e as &dyn std::error::Error,
+                    "WebSocket refused; falling back to SSE"
+                );
                 connect_sse(http, base, key, since, epoch).await
             }
             other => other,
@@ -82,10 +85,11 @@ async fn connect_ws(
     let mut request = url
         .into_client_request()
         .map_err(|e| ConnectError::Other(Error::WebSocket(Box::new(e))))?;
-    let auth = format!("Bearer {key}").parse().map_err(|_| {
-        ConnectError::Other(Error::Config(
-            "the subscriber key is not a valid header value".into(),
-        ))
+    // A key that cannot be a header value fails the request being built, as reqwest's
+    // `bearer_auth` does for SSE.
+    let auth = format!("Bearer {key}").parse().map_err(|e| {
+        let e = tungstenite::Error::HttpFormat(tungstenite::http::Error::from(e));
+        ConnectError::Other(Error::WebSocket(Box::new(e)))
     })?;
     request.headers_mut().insert("authorization", auth);
     // Events are small: no need for tungstenite's 128 KiB default buffers. tungstenite also

@@ -31,9 +31,10 @@ use crate::store::{Backlog, Store};
 const STORE_PAGE: u32 = 1000;
 /// A batch (one write) stops growing past this many bytes of JSON. Two frames: at 10,000
 /// subscribers and 1,000 revocations/s a paced connection has ~22 KB to send every 250 ms,
-/// and one write for it instead of two raised the soak from 829 to 964 revocations/s. A
-/// batch is references to shared frames, written with one vectored write, so its size costs
-/// no per-connection memory.
+/// and a write costs about the same however much it carries (see the `pacing` module), so
+/// that should be one write, not two (BENCHMARKS.md has the soak's figures). A batch is
+/// references to shared frames, written with one vectored write, so its size costs no
+/// per-connection memory.
 const BATCH_BYTES: usize = 2 * FRAME_BYTES;
 
 /// Why a feed ended.

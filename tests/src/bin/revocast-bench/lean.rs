@@ -7,8 +7,9 @@
 //! They speak just enough RFC 6455 to read the authority's stream (the upgrade, then
 //! unmasked, unfragmented server frames) instead of going through tungstenite: that library
 //! zero-fills its read buffer before every read and validates every text frame as UTF-8,
-//! which together were a third of this process's CPU — CPU the authority, on the same two
-//! cores, is being measured with. The agent and the tests use the real client.
+//! which together cost a large share of this process's CPU (BENCHMARKS.md) — CPU the
+//! authority, on the same two cores, is being measured with. The agent and the tests use the
+//! real client.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -35,7 +36,7 @@ const EVENT_PREFIX: &[u8] = br#"{"seq":"#;
 /// The authority sends `reset` as a message of its own, never inside a batch.
 const RESET_PREFIX: &[u8] = br#"{"type":"reset""#;
 
-// Built once: building one per frame was a visible share of the fleet's CPU.
+// Built once: building one per frame would be a visible share of the fleet's CPU.
 static EVENT: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(EVENT_PREFIX));
 

@@ -108,13 +108,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The children's warnings (an agent losing its stream, say) explain odd figures; they go to
     // stderr, away from the JSON on stdout. `REVOCAST_LOG` as for the real binaries.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REVOCAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    revocast_shared::runtime::init_tracing("warn");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -519,10 +519,12 @@ pub fn sign(seconds: u64) -> anyhow::Result<Value> {
 }
 
 /// Requests the soak keeps in flight at most, each on its own HTTP/1.1 connection: a client
-/// fleet's connection pools, not one connection per queued request. (With 4,096, a stall
-/// opened thousands of connections, and their buffers showed up as steps in the authority's
-/// memory that had nothing to do with the stream.) 1,000 revocations/s answered in ~0.2 s
-/// under this load need ~250 in flight, so 256 capped the offered rate itself at ~950/s.
+/// fleet's connection pools, not one connection per queued request. Bounded, because during a
+/// stall every queued request would open a connection, and their buffers would show up in the
+/// authority's memory as steps that have nothing to do with the stream. Not lower, because the
+/// bound must not cap the offered rate: 1,000 revocations/s answered in ~0.25 s under this
+/// load need ~250 in flight, and this leaves twice that (BENCHMARKS.md has the runs that
+/// set it).
 const SOAK_MAX_IN_FLIGHT: usize = 512;
 
 /// Mixed traffic for `seconds` against an authority holding `subscribers` agent connections
