@@ -7,7 +7,6 @@ mod revoke;
 mod stream;
 mod tokens;
 mod verify;
-pub(crate) mod websocket;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
