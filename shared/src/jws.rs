@@ -193,10 +193,7 @@ mod tests {
     }
 
     fn vector() -> Vector {
-        serde_json::from_str(include_str!(
-            "../tests/vectors/rfc9964-ml-dsa-65.jose.json"
-        ))
-        .unwrap()
+        serde_json::from_str(include_str!("../tests/vectors/rfc9964-ml-dsa-65.jose.json")).unwrap()
     }
 
     #[test]

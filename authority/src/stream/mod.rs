@@ -15,5 +15,5 @@ pub use encoded::Encoded;
 pub use feed::{End, Feed};
 pub use hub::{Hub, RECENT_EVENTS, SubscribeError, Subscription};
 pub use pacing::{MAX_LINGER, Pacing};
-pub use part::{FRAME_BYTES, Frame, Part, Published};
 pub(crate) use part::sse_of;
+pub use part::{FRAME_BYTES, Frame, Part, Published};

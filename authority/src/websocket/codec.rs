@@ -347,6 +347,15 @@ mod tests {
     }
 
     #[test]
+    fn close_reasons_are_cut_to_fit_on_a_character_boundary() {
+        let frame = close_frame(close_code::NORMAL, &"é".repeat(100));
+        // Two bytes of code, then the whole characters that fit in 123 bytes.
+        assert_eq!(&frame[..4], b"\x88\x7c\x03\xe8");
+        assert_eq!(frame.len(), 4 + 122);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
+    }
+
+    #[test]
     fn client_frames_are_checked_against_the_protocol_and_our_limits() {
         let refused = |code| Err(ReadEnd::Refused(code, ""));
         let cases: Vec<(&str, Vec<u8>, Result<(), ReadEnd>)> = vec![

@@ -10,11 +10,11 @@
 //!
 //! What a client sends is parsed with the limits of the protocol and ours: frames must be
 //! masked, control frames short and whole, no extension bits, messages at most
-//! [`MAX_CLIENT_MESSAGE`] bytes, text valid UTF-8. Anything else ends the connection with the
-//! close code RFC 6455 gives for it.
+//! [`MAX_CLIENT_MESSAGE`](codec::MAX_CLIENT_MESSAGE) bytes, text valid UTF-8. Anything else
+//! ends the connection with the close code RFC 6455 gives for it.
 
 pub(crate) mod codec;
 mod socket;
 
-pub use codec::{Inbound, MAX_CLIENT_MESSAGE, OP_TEXT, ReadEnd, close_code, frame_header, text_frame};
+pub use codec::{Inbound, OP_TEXT, ReadEnd, close_code, frame_header, text_frame};
 pub use socket::{Socket, Upgrade};

@@ -642,8 +642,7 @@ impl SoakLoad {
         let mut rss = vec![resident(authority.pid)?];
         let mut sample = tokio::time::interval(Duration::from_secs(1));
         sample.tick().await;
-        let mut tick =
-            tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let mut inflight = tokio::task::JoinSet::new();
         let mut latencies: Vec<u64> = Vec::new();
@@ -790,7 +789,10 @@ async fn soak_request(
 }
 
 /// The authority's `revocation_entries` gauge, from its metrics.
-async fn revocation_entries(http: &reqwest::Client, authority: &ChildAuthority) -> anyhow::Result<u64> {
+async fn revocation_entries(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+) -> anyhow::Result<u64> {
     let metrics = http
         .get(format!("{}/metrics", authority.base))
         .send()
@@ -806,7 +808,12 @@ async fn revocation_entries(http: &reqwest::Client, authority: &ChildAuthority) 
 
 /// Fail unless every subscriber got everything: lean ones reached `final_seq` without a seq
 /// fault, full agents hold the authority's `held` entries.
-fn check_nothing_lost(lean: bool, summary: &Value, final_seq: u64, held: u64) -> anyhow::Result<()> {
+fn check_nothing_lost(
+    lean: bool,
+    summary: &Value,
+    final_seq: u64,
+    held: u64,
+) -> anyhow::Result<()> {
     if lean {
         let (min, faults) = (
             summary["applied_min"].as_u64().unwrap_or(0),
