@@ -11,7 +11,7 @@ mod part;
 #[cfg(test)]
 mod testing;
 
-pub use encoded::Encoded;
+pub use encoded::{Encoded, Utf8Bytes};
 pub use feed::{End, Feed};
 pub use hub::{Hub, RECENT_EVENTS, SubscribeError, Subscription};
 pub use pacing::{MAX_LINGER, Pacing};
