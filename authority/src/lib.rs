@@ -11,6 +11,8 @@
 //!   on a shared PostgreSQL database those of the other replicas.
 //! - [`stream`]: the fan-out [`stream::Hub`] and the per-connection [`stream::Feed`] behind
 //!   `/v1/events` and `/v1/stream`.
+//! - `websocket` (private): the server side of RFC 6455 under `/v1/stream` — a frame codec
+//!   on bytes alone, the upgrade, and the socket that writes shared frames.
 //! - [`net`]: the listener (TCP_NODELAY, write timeout) every connection comes through.
 //! - [`view`]: the in-memory mirror (keys, revocation set, subject generations) requests read.
 //! - [`store`]: the durable state behind the [`store::Store`] trait; SQLite by default,
@@ -27,6 +29,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ledger;
 pub mod limit;
 pub mod metrics;
@@ -37,6 +41,7 @@ pub mod stream;
 pub mod tail;
 pub mod tls;
 pub mod view;
+mod websocket;
 
 pub use app::{App, AppState, Authority};
 pub use config::{Cli, Config, Scope};

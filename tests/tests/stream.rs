@@ -558,7 +558,7 @@ async fn subscribers_are_counted_by_transport() {
     }
 }
 
-/// The authority's own WebSocket server side (api/websocket.rs), driven by tungstenite's
+/// The authority's own WebSocket server side (its `websocket` module), driven by tungstenite's
 /// client: pings are answered, a close is returned, and a message over the limit or a broken
 /// upgrade is refused.
 #[tokio::test]

@@ -10,7 +10,6 @@ mod revoke;
 mod stream;
 mod tokens;
 mod verify;
-pub(crate) mod websocket;
 
 use std::sync::Arc;
 

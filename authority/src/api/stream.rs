@@ -23,10 +23,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::metrics::SubscriberGuard;
 use crate::store::SnapshotPart;
-use crate::stream::{End, Feed, Frame, SubscribeError};
+use crate::stream::{End, Feed, Frame, SubscribeError, sse_of};
+use crate::websocket::{self, Inbound, ReadEnd, Socket, Upgrade, close_code};
 
 use super::openapi;
-use super::websocket::{self, Inbound, ReadEnd, Socket, Upgrade, close_code};
 
 /// Stream query parameters. `epoch` is an extension: a client that names the epoch its `since`
 /// belongs to gets `reset` instead of a resume when the log has changed.
@@ -76,17 +76,6 @@ async fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Resu
 
 fn events_in(batch: &[Frame]) -> u64 {
     batch.iter().map(Frame::events).sum()
-}
-
-/// A batch's SSE bytes: the shared frame when it is one, else the frames concatenated.
-fn sse_bytes(batch: &[Frame]) -> Bytes {
-    match batch {
-        [one] => one.sse(),
-        many => {
-            let frames: Vec<Bytes> = many.iter().map(Frame::sse).collect();
-            Bytes::from(frames.concat())
-        }
-    }
 }
 
 /// Per-transport counters, looked up once per connection rather than per write.
@@ -161,7 +150,7 @@ pub async fn events(
             Ok(batch) => {
                 counters.sent.inc_by(events_in(&batch));
                 Some((
-                    Ok::<Bytes, Infallible>(sse_bytes(&batch)),
+                    Ok::<Bytes, Infallible>(sse_of(&batch)),
                     Some((feed, counters)),
                 ))
             }

@@ -1,8 +1,8 @@
 //! Messages encoded once, in both wire forms, for sharing with every connection.
 
 use std::io::Write as _;
+use std::str::Utf8Error;
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use revocast_shared::Seq;
 use revocast_shared::event::{Control, RevocationEvent};
@@ -54,6 +54,43 @@ impl Encoded {
             Err(e) => unreachable!("serde_json writes UTF-8: {e}"),
         };
         Self { seq, sse, json }
+    }
+}
+
+/// Bytes known to be UTF-8, as a WebSocket text frame needs: a [`Bytes`] (cloned by reference
+/// count, sliced without a copy) that can only be made by checking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Utf8Bytes(Bytes);
+
+impl Utf8Bytes {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The text. The crate forbids the `unsafe` that skipping the check would take, so this
+    /// checks the bytes again: for tests and logs, not the hot path.
+    pub fn as_str(&self) -> &str {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => text,
+            Err(e) => unreachable!("Utf8Bytes are checked when made: {e}"),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl TryFrom<Bytes> for Utf8Bytes {
+    type Error = Utf8Error;
+
+    fn try_from(bytes: Bytes) -> Result<Self, Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Self(bytes))
     }
 }
 

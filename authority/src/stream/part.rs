@@ -13,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use revocast_shared::event::RevocationEvent;
 
 use super::encoded::Encoded;
-use crate::api::websocket;
+use crate::websocket;
 
 /// Frames stop growing past this many bytes of JSON: a commit or backlog page larger than
 /// this goes out as several WebSocket messages (or SSE writes) rather than one unbounded one.
@@ -145,23 +145,32 @@ impl Frame {
     pub fn sse(&self) -> Bytes {
         self.info()
             .sse
-            .get_or_init(|| sse_chunk(self.messages()))
+            .get_or_init(|| joined(self.messages().iter().map(|m| m.sse.clone())))
             .clone()
     }
 }
 
-/// The SSE bytes of `batch`: shared as-is when it is one message, else concatenated once.
-fn sse_chunk(batch: &[Encoded]) -> Bytes {
-    match batch {
-        [one] => one.sse.clone(),
-        many => {
-            let mut out = BytesMut::with_capacity(many.iter().map(|m| m.sse.len()).sum());
-            for m in many {
-                out.put_slice(&m.sse);
-            }
-            out.freeze()
-        }
+/// The SSE bytes of a batch of frames, as one write: a lone frame's shared bytes, else the
+/// frames' bytes copied once into one buffer.
+pub fn sse_of(batch: &[Frame]) -> Bytes {
+    joined(batch.iter().map(Frame::sse))
+}
+
+/// `pieces` as one buffer: a lone piece shared as-is, several copied once into a buffer of
+/// their total size.
+fn joined<I>(pieces: I) -> Bytes
+where
+    I: Iterator<Item = Bytes> + Clone,
+{
+    let mut first_two = pieces.clone();
+    if let (Some(one), None) = (first_two.next(), first_two.next()) {
+        return one;
     }
+    let mut out = BytesMut::with_capacity(pieces.clone().map(|p| p.len()).sum());
+    for piece in pieces {
+        out.put_slice(&piece);
+    }
+    out.freeze()
 }
 
 /// The WebSocket text frame of `batch`: its one message's JSON object, or one JSON array of

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::children::{ChildAgents, ChildAuthority, http_client};
-use crate::stats::{percentile, resident, round3, rss_bytes, unix_micros};
+use crate::stats::{Resident, percentile, resident, round3, rss_bytes, unix_micros};
 
 async fn admin_post(
     http: &reqwest::Client,
@@ -162,6 +162,9 @@ async fn each_us<F: std::future::Future<Output = anyhow::Result<()>>>(
     Ok(out)
 }
 
+/// The agent's verify against the alternatives: a cached and a first-seen token, the raw
+/// ML-DSA-65 verify underneath, a Redis blocklist lookup and token introspection over HTTP,
+/// then cached verifies on every core for a second.
 pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
     let authority = ChildAuthority::start(0).await?;
     let http = http_client()?;
@@ -171,18 +174,7 @@ pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
     if !agent.wait_until_synced(Duration::from_secs(60)).await {
         bail!("the agent did not sync");
     }
-    let first_seen_count = (iterations / 20).clamp(20, 2000);
-    let mut tokens = Vec::with_capacity(first_seen_count);
-    for i in 0..first_seen_count {
-        let answer = admin_post(
-            &http,
-            &authority,
-            "/v1/tokens",
-            json!({ "sub": format!("v{i}") }),
-        )
-        .await?;
-        tokens.push(answer["token"].as_str().context("token")?.to_string());
-    }
+    let tokens = issue_tokens(&http, &authority, (iterations / 20).clamp(20, 2000)).await?;
     let cached_token = tokens[0].clone();
     agent
         .verify(&cached_token)
@@ -192,112 +184,174 @@ pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
     let cached = per_call_ns(iterations, 64, || {
         let _ = std::hint::black_box(agent.verify(std::hint::black_box(&cached_token)));
     });
-    // First seen: every token once.
-    let first_seen = {
-        let mut v: Vec<u64> = tokens[1..]
-            .iter()
-            .map(|t| {
-                let start = Instant::now();
-                let _ = std::hint::black_box(agent.verify(t));
-                start.elapsed().as_nanos() as u64
-            })
-            .collect();
-        v.sort_unstable();
-        v
-    };
-    // Raw ML-DSA-65 verify of the same tokens' signing input and signature.
+    let first_seen = first_seen_ns(&agent, &tokens[1..]);
+    let mldsa = mldsa_verify_ns(&http, &authority, &tokens[1..]).await?;
+    let redis_us = redis_exists_us(redis, &cached_token, iterations.min(20_000)).await?;
+    let introspection =
+        introspection_us(&http, &authority, &cached_token, iterations.min(2000)).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let throughput = cached_verifies_in_a_second(&agent, &cached_token, cores);
+
+    let cached_p50 = percentile(&cached, 50.0);
+    let redis_p50 = redis_us.as_ref().map(|v| percentile(v, 50.0));
+    let intro_p50 = percentile(&introspection, 50.0);
+    let speedup = |other_us: u64| round3(other_us as f64 * 1000.0 / cached_p50.max(1) as f64);
+    Ok(json!({ "verify": {
+        "cached_ns_p50": cached_p50,
+        "cached_ns_p99": percentile(&cached, 99.0),
+        "first_seen_us_p50": round3(percentile(&first_seen, 50.0) as f64 / 1000.0),
+        "mldsa_verify_us_p50": round3(percentile(&mldsa, 50.0) as f64 / 1000.0),
+        "first_seen_over_mldsa": round3(percentile(&first_seen, 50.0) as f64 / percentile(&mldsa, 50.0).max(1) as f64),
+        "redis_exists_us_p50": redis_p50,
+        "introspection_us_p50": intro_p50,
+        "cached_speedup_vs_redis": redis_p50.map(speedup),
+        "cached_speedup_vs_introspection": speedup(intro_p50),
+        "throughput_cached_per_s": throughput,
+        "threads": cores,
+    }}))
+}
+
+/// `count` tokens from the authority, for subjects `v0`, `v1`, …
+async fn issue_tokens(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut tokens = Vec::with_capacity(count);
+    for i in 0..count {
+        let answer = admin_post(
+            http,
+            authority,
+            "/v1/tokens",
+            json!({ "sub": format!("v{i}") }),
+        )
+        .await?;
+        tokens.push(answer["token"].as_str().context("token")?.to_string());
+    }
+    Ok(tokens)
+}
+
+/// Nanoseconds of the agent's verify of each token, every one seen for the first time; sorted.
+fn first_seen_ns(agent: &Agent, tokens: &[String]) -> Vec<u64> {
+    let mut v: Vec<u64> = tokens
+        .iter()
+        .map(|t| {
+            let start = Instant::now();
+            let _ = std::hint::black_box(agent.verify(t));
+            start.elapsed().as_nanos() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Nanoseconds of a raw ML-DSA-65 verify of each token's signing input and signature, with
+/// the authority's key from its JWKS; sorted.
+async fn mldsa_verify_ns(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+    tokens: &[String],
+) -> anyhow::Result<Vec<u64>> {
     let jwks: Value = http
         .get(format!("{}/.well-known/jwks.json", authority.base))
         .send()
         .await?
         .json()
         .await?;
+    // The published JWK must be a key the agent would accept, too.
     let jwk = serde_json::from_value(jwks["keys"][0].clone())?;
-    let key = VerifyingKey::from_jwk(&jwk)?;
-    let _ = &key;
+    VerifyingKey::from_jwk(&jwk)?;
     let verifier = revocast_shared::crypto::default_backend()
         .verifier(&key_bytes(&jwks)?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mldsa = {
-        let mut v = Vec::new();
-        for t in &tokens[1..] {
-            let (input, sig) = t.rsplit_once('.').context("jws")?;
-            let sig = URL_SAFE_NO_PAD.decode(sig)?;
-            let start = Instant::now();
-            let ok = verifier.verify(input.as_bytes(), &sig);
-            v.push(start.elapsed().as_nanos() as u64);
-            if !ok {
-                bail!("raw verify failed");
-            }
+    let mut v = Vec::new();
+    for t in tokens {
+        let (input, sig) = t.rsplit_once('.').context("jws")?;
+        let sig = URL_SAFE_NO_PAD.decode(sig)?;
+        let start = Instant::now();
+        let ok = verifier.verify(input.as_bytes(), &sig);
+        v.push(start.elapsed().as_nanos() as u64);
+        if !ok {
+            bail!("raw verify failed");
         }
-        v.sort_unstable();
-        v
-    };
-    // Redis EXISTS, the blocklist alternative: one round trip per request.
-    let redis_us = match tokio::net::TcpStream::connect(redis).await {
-        Ok(mut conn) => {
-            conn.set_nodelay(true)?;
-            let mut buf = [0u8; 64];
-            let rid = RevocationId::of_signature(cached_token.as_bytes()).to_string();
-            let command = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{rid}\r\n", rid.len() + 10);
-            let command = command.replace(&rid, &format!("blocklist:{rid}"));
-            let mut v = Vec::with_capacity(iterations.min(20_000));
-            for _ in 0..iterations.min(20_000) {
-                let start = Instant::now();
-                conn.write_all(command.as_bytes()).await?;
-                let read = conn.read(&mut buf).await?;
-                v.push(start.elapsed().as_micros() as u64);
-                if read == 0 || buf[0] != b':' {
-                    bail!("unexpected Redis reply");
-                }
-            }
-            v.sort_unstable();
-            Some(v)
-        }
+    }
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Microseconds of each of `iterations` Redis `EXISTS` calls on `token`'s blocklist key (the
+/// blocklist alternative: one round trip per request), sorted; `None` without a Redis.
+async fn redis_exists_us(
+    redis: &str,
+    token: &str,
+    iterations: usize,
+) -> anyhow::Result<Option<Vec<u64>>> {
+    let mut conn = match tokio::net::TcpStream::connect(redis).await {
+        Ok(conn) => conn,
         Err(e) => {
             eprintln!("revocast-bench: no Redis at {redis} ({e}); redis_exists_us_p50 is null");
-            None
+            return Ok(None);
         }
     };
-    // Token introspection: an HTTP round trip to the authority per request.
-    let introspect_key = {
-        let resp = http
-            .post(format!("{}/v1/verify", authority.base))
+    conn.set_nodelay(true)?;
+    let mut buf = [0u8; 64];
+    let rid = RevocationId::of_signature(token.as_bytes()).to_string();
+    let command = format!("*2\r\n$6\r\nEXISTS\r\n${}\r\n{rid}\r\n", rid.len() + 10);
+    let command = command.replace(&rid, &format!("blocklist:{rid}"));
+    let mut v = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let start = Instant::now();
+        conn.write_all(command.as_bytes()).await?;
+        let read = conn.read(&mut buf).await?;
+        v.push(start.elapsed().as_micros() as u64);
+        if read == 0 || buf[0] != b':' {
+            bail!("unexpected Redis reply");
+        }
+    }
+    v.sort_unstable();
+    Ok(Some(v))
+}
+
+/// Microseconds of each of `iterations` introspections of `token` (`POST /v1/verify`, an HTTP
+/// round trip to the authority per request), after one that must succeed; sorted.
+async fn introspection_us(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+    token: &str,
+    iterations: usize,
+) -> anyhow::Result<Vec<u64>> {
+    let url = format!("{}/v1/verify", authority.base);
+    let resp = http
+        .post(&url)
+        .bearer_auth(&authority.admin_key)
+        .json(&json!({ "token": token }))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("introspection failed: {}", resp.status());
+    }
+    each_us(iterations, |_| {
+        let request = http
+            .post(&url)
             .bearer_auth(&authority.admin_key)
-            .json(&json!({ "token": cached_token }))
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            bail!("introspection failed: {}", resp.status());
-        }
-        authority.admin_key.clone()
-    };
-    let introspection = each_us(iterations.min(2000), |_| {
-        let http = &http;
-        let url = format!("{}/v1/verify", authority.base);
-        let key = &introspect_key;
-        let token = &cached_token;
+            .json(&json!({ "token": token }));
         async move {
-            let resp = http
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!({ "token": token }))
-                .send()
-                .await?;
-            resp.bytes().await?;
+            request.send().await?.bytes().await?;
             Ok(())
         }
     })
-    .await?;
-    // Throughput: cached verifies on every core for one second.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    .await
+}
+
+/// Cached verifies of `token` done in one second by `threads` threads.
+fn cached_verifies_in_a_second(agent: &Agent, token: &str, threads: usize) -> u64 {
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..cores)
+    let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (agent, token, done, count) = (
                 agent.clone(),
-                cached_token.clone(),
+                token.to_string(),
                 Arc::clone(&done),
                 Arc::clone(&count),
             );
@@ -315,27 +369,10 @@ pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
         .collect();
     std::thread::sleep(Duration::from_secs(1));
     done.store(true, Ordering::Relaxed);
-    for t in threads {
+    for t in handles {
         let _ = t.join();
     }
-
-    let cached_p50 = percentile(&cached, 50.0);
-    let redis_p50 = redis_us.as_ref().map(|v| percentile(v, 50.0));
-    let intro_p50 = percentile(&introspection, 50.0);
-    let speedup = |other_us: u64| round3(other_us as f64 * 1000.0 / cached_p50.max(1) as f64);
-    Ok(json!({ "verify": {
-        "cached_ns_p50": cached_p50,
-        "cached_ns_p99": percentile(&cached, 99.0),
-        "first_seen_us_p50": round3(percentile(&first_seen, 50.0) as f64 / 1000.0),
-        "mldsa_verify_us_p50": round3(percentile(&mldsa, 50.0) as f64 / 1000.0),
-        "first_seen_over_mldsa": round3(percentile(&first_seen, 50.0) as f64 / percentile(&mldsa, 50.0).max(1) as f64),
-        "redis_exists_us_p50": redis_p50,
-        "introspection_us_p50": intro_p50,
-        "cached_speedup_vs_redis": redis_p50.map(speedup),
-        "cached_speedup_vs_introspection": speedup(intro_p50),
-        "throughput_cached_per_s": count.load(Ordering::Relaxed),
-        "threads": cores,
-    }}))
+    count.load(Ordering::Relaxed)
 }
 
 /// The first JWK's raw public key bytes.
@@ -560,90 +597,225 @@ pub async fn soak(
             .context("token")?
             .to_string();
 
-    let errors = Arc::new(AtomicU64::new(0));
-    let revoked = Arc::new(AtomicU64::new(0));
-    let issued = Arc::new(AtomicU64::new(0));
-    let verified = Arc::new(AtomicU64::new(0));
-    let last_seq = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds.max(1));
-    let mut rss = vec![resident(authority.pid)?];
-    let mut sample = tokio::time::interval(Duration::from_secs(1));
-    sample.tick().await;
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut inflight = tokio::task::JoinSet::new();
-    // Revocation latencies, in microseconds.
-    let mut latencies: Vec<u64> = Vec::new();
-    let mut n = 0u64;
-    while Instant::now() < deadline {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = sample.tick() => {
-                rss.push(resident(authority.pid)?);
-                continue;
+    let load = SoakLoad::run(&http, &authority, &token, rate, seconds).await?;
+    let final_seq = load.counts.last_seq.load(Ordering::Relaxed);
+    let summary = fleet.finish(final_seq, &[]).await?;
+    let held = revocation_entries(&http, &authority).await?;
+    check_nothing_lost(lean, &summary, final_seq, held)?;
+    let kind = if lean { "lean" } else { "agent" };
+    Ok(load.report(subscribers, kind, max_ttl, rate, held, &summary))
+}
+
+/// What the soak's requests count, shared by every request task.
+#[derive(Default)]
+struct SoakCounts {
+    errors: AtomicU64,
+    revoked: AtomicU64,
+    issued: AtomicU64,
+    verified: AtomicU64,
+    /// The highest `seq` an answer carried.
+    last_seq: AtomicU64,
+}
+
+/// The soak's load, offered and answered.
+struct SoakLoad {
+    counts: Arc<SoakCounts>,
+    /// Revocation latencies in microseconds, sorted.
+    latencies: Vec<u64>,
+    /// The authority's memory: before the load, once a second, and at the end.
+    rss: Vec<Resident>,
+    /// Seconds from the first request to the last answer.
+    elapsed: f64,
+}
+
+impl SoakLoad {
+    /// Offer the mixed traffic for `seconds` at `rate` requests/s, at most
+    /// [`SOAK_MAX_IN_FLIGHT`] at a time, and wait for every answer.
+    async fn run(
+        http: &Arc<reqwest::Client>,
+        authority: &Arc<ChildAuthority>,
+        token: &str,
+        rate: u32,
+        seconds: u64,
+    ) -> anyhow::Result<Self> {
+        let counts = Arc::new(SoakCounts::default());
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds.max(1));
+        let mut rss = vec![resident(authority.pid)?];
+        let mut sample = tokio::time::interval(Duration::from_secs(1));
+        sample.tick().await;
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut inflight = tokio::task::JoinSet::new();
+        let mut latencies: Vec<u64> = Vec::new();
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sample.tick() => {
+                    rss.push(resident(authority.pid)?);
+                    continue;
+                }
             }
+            // Bounded: a saturated authority slows the offered load instead of piling up tasks.
+            while inflight.len() >= SOAK_MAX_IN_FLIGHT {
+                if let Some(Ok(Some(us))) = inflight.join_next().await {
+                    latencies.push(us);
+                }
+            }
+            inflight.spawn(soak_request(
+                Arc::clone(http),
+                Arc::clone(authority),
+                Arc::clone(&counts),
+                n,
+                token.to_string(),
+            ));
+            n += 1;
         }
-        // Bounded: a saturated authority slows the offered load instead of piling up tasks.
-        while inflight.len() >= SOAK_MAX_IN_FLIGHT {
-            if let Some(Ok(Some(us))) = inflight.join_next().await {
+        while let Some(done) = inflight.join_next().await {
+            if let Ok(Some(us)) = done {
                 latencies.push(us);
             }
         }
-        let (http, authority) = (Arc::clone(&http), Arc::clone(&authority));
-        let errors = Arc::clone(&errors);
-        let (path, body, counter) = match n % 10 {
-            3 => ("/v1/tokens", json!({ "sub": format!("soak-{n}") }), &issued),
-            7 => ("/v1/verify", json!({ "token": token }), &verified),
-            _ => (
-                "/v1/revoke/session",
-                json!({ "sid": format!("soak-{n}") }),
-                &revoked,
-            ),
-        };
-        let counter = Arc::clone(counter);
-        let last_seq = Arc::clone(&last_seq);
-        inflight.spawn(async move {
-            let start = Instant::now();
-            match admin_post(&http, &authority, path, body).await {
-                Ok(answer) => {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    let seq = answer["seq"].as_u64()?;
-                    last_seq.fetch_max(seq, Ordering::Relaxed);
-                    Some(start.elapsed().as_micros() as u64)
-                }
-                Err(e) => {
-                    if errors.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("soak: {e:#}");
-                    }
-                    None
-                }
-            }
-        });
-        n += 1;
+        latencies.sort_unstable();
+        let elapsed = started.elapsed().as_secs_f64();
+        rss.push(resident(authority.pid)?);
+        Ok(Self {
+            counts,
+            latencies,
+            rss,
+            elapsed,
+        })
     }
-    while let Some(done) = inflight.join_next().await {
-        if let Ok(Some(us)) = done {
-            latencies.push(us);
+
+    /// The soak's figures.
+    fn report(
+        &self,
+        subscribers: usize,
+        subscriber_kind: &str,
+        max_ttl: Option<u64>,
+        rate: u32,
+        held: u64,
+        summary: &Value,
+    ) -> Value {
+        let Self {
+            counts,
+            latencies,
+            rss,
+            elapsed,
+        } = self;
+        let (elapsed, revoked) = (*elapsed, counts.revoked.load(Ordering::Relaxed));
+        let mb = |b: u64| round3(b as f64 / (1024.0 * 1024.0));
+        // Memory after the first quarter (warmed up) against the end: flat means close to zero.
+        let warm = rss[rss.len() / 4];
+        let end = rss.last().copied().unwrap_or_default();
+        json!({ "soak": {
+            "subscribers": subscribers,
+            "subscriber_kind": subscriber_kind,
+            "max_ttl_seconds": max_ttl,
+            "seconds": round3(elapsed),
+            "offered_per_second": rate,
+            "max_in_flight": SOAK_MAX_IN_FLIGHT,
+            "revocations": revoked,
+            "revocations_per_second": round3(revoked as f64 / elapsed),
+            "revoke_p50_ms": round3(percentile(latencies, 50.0) as f64 / 1000.0),
+            "revoke_p99_ms": round3(percentile(latencies, 99.0) as f64 / 1000.0),
+            "tokens_issued": counts.issued.load(Ordering::Relaxed),
+            "verifications": counts.verified.load(Ordering::Relaxed),
+            "errors": counts.errors.load(Ordering::Relaxed),
+            "final_seq": counts.last_seq.load(Ordering::Relaxed),
+            "authority_entries": held,
+            "agent_entries_min": summary["entries_min"],
+            "agent_entries_max": summary["entries_max"],
+            "subscriber_events": summary["events"],
+            "subscriber_faults": summary["faults"],
+            "agent_reconnects": summary["reconnects"],
+            "agent_resyncs": summary["resyncs"],
+            "authority_rss_start_mb": mb(rss[0].total),
+            "authority_rss_warm_mb": mb(warm.total),
+            "authority_rss_end_mb": mb(end.total),
+            "authority_rss_max_mb": mb(rss.iter().map(|r| r.total).max().unwrap_or(0)),
+            // Private memory (heap, stacks) against mapped files, to tell a leak from a cache.
+            "authority_rss_anon_warm_mb": mb(warm.anon),
+            "authority_rss_anon_end_mb": mb(end.anon),
+            "authority_rss_file_warm_mb": mb(warm.file),
+            "authority_rss_file_end_mb": mb(end.file),
+            // Least-squares slope of the samples after the first third (warm-up): flat is ~0.
+            "authority_rss_slope_mb_per_minute": round3(slope_per_minute(&rss[rss.len() / 3..], |r| mb(r.total))),
+            "authority_rss_anon_slope_mb_per_minute": round3(slope_per_minute(&rss[rss.len() / 3..], |r| mb(r.anon))),
+            // One sample per second, the first before any load.
+            "authority_rss_mb_by_second": rss.iter().map(|r| mb(r.total).round()).collect::<Vec<_>>(),
+            "authority_rss_anon_mb_by_second": rss.iter().map(|r| mb(r.anon).round()).collect::<Vec<_>>(),
+        }})
+    }
+}
+
+/// The soak's request number `n`: a token issued for every tenth (n % 10 == 3), an
+/// introspection of `token` for every tenth (n % 10 == 7), a session revoked for the rest.
+/// Counted in `counts`; the answer's latency in microseconds, `None` on an error.
+async fn soak_request(
+    http: Arc<reqwest::Client>,
+    authority: Arc<ChildAuthority>,
+    counts: Arc<SoakCounts>,
+    n: u64,
+    token: String,
+) -> Option<u64> {
+    let (path, body, counter) = match n % 10 {
+        3 => (
+            "/v1/tokens",
+            json!({ "sub": format!("soak-{n}") }),
+            &counts.issued,
+        ),
+        7 => ("/v1/verify", json!({ "token": token }), &counts.verified),
+        _ => (
+            "/v1/revoke/session",
+            json!({ "sid": format!("soak-{n}") }),
+            &counts.revoked,
+        ),
+    };
+    let start = Instant::now();
+    match admin_post(&http, &authority, path, body).await {
+        Ok(answer) => {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let seq = answer["seq"].as_u64()?;
+            counts.last_seq.fetch_max(seq, Ordering::Relaxed);
+            Some(start.elapsed().as_micros() as u64)
+        }
+        Err(e) => {
+            if counts.errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                eprintln!("soak: {e:#}");
+            }
+            None
         }
     }
-    latencies.sort_unstable();
-    let elapsed = started.elapsed().as_secs_f64();
-    rss.push(resident(authority.pid)?);
-    let final_seq = last_seq.load(Ordering::Relaxed);
-    let summary = fleet.finish(final_seq, &[]).await?;
-    // What the authority holds, to compare with every agent.
+}
+
+/// The authority's `revocation_entries` gauge, from its metrics.
+async fn revocation_entries(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+) -> anyhow::Result<u64> {
     let metrics = http
         .get(format!("{}/metrics", authority.base))
         .send()
         .await?
         .text()
         .await?;
-    let held: u64 = metrics
+    metrics
         .lines()
         .find_map(|l| l.strip_prefix("revocast_revocation_entries "))
         .and_then(|v| v.trim().parse().ok())
-        .context("revocation_entries gauge")?;
+        .context("revocation_entries gauge")
+}
+
+/// Fail unless every subscriber got everything: lean ones reached `final_seq` without a seq
+/// fault, full agents hold the authority's `held` entries.
+fn check_nothing_lost(
+    lean: bool,
+    summary: &Value,
+    final_seq: u64,
+    held: u64,
+) -> anyhow::Result<()> {
     if lean {
         let (min, faults) = (
             summary["applied_min"].as_u64().unwrap_or(0),
@@ -663,48 +835,7 @@ pub async fn soak(
             bail!("lost events: agents hold {min}..={max} entries, the authority {held}");
         }
     }
-    let mb = |b: u64| round3(b as f64 / (1024.0 * 1024.0));
-    // Memory after the first quarter (warmed up) against the end: flat means close to zero.
-    let warm = rss[rss.len() / 4];
-    let end = rss.last().copied().unwrap_or_default();
-    Ok(json!({ "soak": {
-        "subscribers": subscribers,
-        "subscriber_kind": if lean { "lean" } else { "agent" },
-        "max_ttl_seconds": max_ttl,
-        "seconds": round3(elapsed),
-        "offered_per_second": rate,
-        "max_in_flight": SOAK_MAX_IN_FLIGHT,
-        "revocations": revoked.load(Ordering::Relaxed),
-        "revocations_per_second": round3(revoked.load(Ordering::Relaxed) as f64 / elapsed),
-        "revoke_p50_ms": round3(percentile(&latencies, 50.0) as f64 / 1000.0),
-        "revoke_p99_ms": round3(percentile(&latencies, 99.0) as f64 / 1000.0),
-        "tokens_issued": issued.load(Ordering::Relaxed),
-        "verifications": verified.load(Ordering::Relaxed),
-        "errors": errors.load(Ordering::Relaxed),
-        "final_seq": final_seq,
-        "authority_entries": held,
-        "agent_entries_min": summary["entries_min"],
-        "agent_entries_max": summary["entries_max"],
-        "subscriber_events": summary["events"],
-        "subscriber_faults": summary["faults"],
-        "agent_reconnects": summary["reconnects"],
-        "agent_resyncs": summary["resyncs"],
-        "authority_rss_start_mb": mb(rss[0].total),
-        "authority_rss_warm_mb": mb(warm.total),
-        "authority_rss_end_mb": mb(end.total),
-        "authority_rss_max_mb": mb(rss.iter().map(|r| r.total).max().unwrap_or(0)),
-        // Private memory (heap, stacks) against mapped files, to tell a leak from a cache.
-        "authority_rss_anon_warm_mb": mb(warm.anon),
-        "authority_rss_anon_end_mb": mb(end.anon),
-        "authority_rss_file_warm_mb": mb(warm.file),
-        "authority_rss_file_end_mb": mb(end.file),
-        // Least-squares slope of the samples after the first third (warm-up): flat is ~0.
-        "authority_rss_slope_mb_per_minute": round3(slope_per_minute(&rss[rss.len() / 3..], |r| mb(r.total))),
-        "authority_rss_anon_slope_mb_per_minute": round3(slope_per_minute(&rss[rss.len() / 3..], |r| mb(r.anon))),
-        // One sample per second, the first before any load.
-        "authority_rss_mb_by_second": rss.iter().map(|r| mb(r.total).round()).collect::<Vec<_>>(),
-        "authority_rss_anon_mb_by_second": rss.iter().map(|r| mb(r.anon).round()).collect::<Vec<_>>(),
-    }}))
+    Ok(())
 }
 
 /// Least-squares slope of `f` over one-second `samples`, per minute; 0 for fewer than two.

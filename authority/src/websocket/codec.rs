@@ -1,32 +1,8 @@
-//! The server side of RFC 6455, as much of it as the revocation stream needs: the upgrade,
-//! writing prebuilt text frames, and reading what a subscriber may say (pings, close, and
-//! messages it is allowed to send but that nobody reads).
-//!
-//! Why not tungstenite, as before: every frame it sends is first copied into a per-connection
-//! write buffer that keeps the capacity of the largest batch. The stream's frames are built
-//! once and shared by every connection (`stream::Part`), so here a batch goes to the socket as
-//! the shared bytes themselves, in one vectored write, and a connection holds no buffer of its
-//! own between writes. At 10,000 busy subscribers that buffer was ~50 KB each, and the copy
-//! into it ~6 % of the authority's CPU.
-//!
-//! What a client sends is parsed with the limits of the protocol and ours: frames must be
-//! masked, control frames short and whole, no extension bits, messages at most
-//! [`MAX_CLIENT_MESSAGE`] bytes, text valid UTF-8. Anything else ends the connection with the
-//! close code RFC 6455 gives for it.
+//! RFC 6455 frames on bytes alone: the headers of the frames the server sends, and the
+//! [`Reader`] that parses what a client sends (no I/O, so it is tested, property-tested and
+//! fuzzed on bytes).
 
-use std::io::IoSlice;
-
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::{Buf, Bytes, BytesMut};
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::error::ApiError;
 
 /// Largest message (all its fragments together) a subscriber may send: it has nothing to say
 /// but pings and close.
@@ -83,104 +59,30 @@ pub fn text_frame(text: &[u8]) -> Bytes {
     frame(OP_TEXT, text)
 }
 
-/// A WebSocket upgrade request, checked: answer it with [`Upgrade::respond`].
-pub struct Upgrade {
-    accept: HeaderValue,
-    on_upgrade: OnUpgrade,
+/// The answer to a ping with `payload`.
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    frame(OP_PONG, payload)
 }
 
-fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        let not_an_upgrade =
-            |what: &str| ApiError::bad_request(format!("not a WebSocket upgrade: {what}"));
-        if !has_token(&parts.headers, header::CONNECTION, "upgrade") {
-            return Err(not_an_upgrade("the Connection header must include upgrade"));
-        }
-        if !has_token(&parts.headers, header::UPGRADE, "websocket") {
-            return Err(not_an_upgrade("the Upgrade header must be websocket"));
-        }
-        if parts
-            .headers
-            .get(header::SEC_WEBSOCKET_VERSION)
-            .is_none_or(|v| v.as_bytes() != b"13")
-        {
-            return Err(not_an_upgrade("Sec-WebSocket-Version must be 13"));
-        }
-        // The key is 16 random bytes in base64 (RFC 6455 §4.1).
-        let key = parts
-            .headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .filter(|k| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(k.as_bytes())
-                    .is_ok_and(|raw| raw.len() == 16)
-            })
-            .ok_or_else(|| not_an_upgrade("Sec-WebSocket-Key must be 16 bytes in base64"))?;
-        let accept = HeaderValue::from_str(&accept_key(key.as_bytes()))
-            .map_err(|e| ApiError::internal(&e))?;
-        let on_upgrade = parts.extensions.remove::<OnUpgrade>().ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UPGRADE_REQUIRED,
-                "invalid_request",
-                "this connection cannot be upgraded (HTTP/1.1 required)",
-            )
-        })?;
-        Ok(Self { accept, on_upgrade })
+/// A close frame with `code` and `reason`, the reason cut to the 123 bytes a control frame
+/// leaves for it, on a character boundary.
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
-}
-
-/// `Sec-WebSocket-Accept` for a client's key (RFC 6455 §4.2.2).
-fn accept_key(key: &[u8]) -> String {
-    use sha1::{Digest, Sha1};
-    let mut sha1 = Sha1::new();
-    sha1.update(key);
-    sha1.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
-    base64::engine::general_purpose::STANDARD.encode(sha1.finalize())
-}
-
-impl Upgrade {
-    /// Answer `101 Switching Protocols` and, once the connection is switched, run `serve` on it.
-    pub fn respond<F, Fut>(self, serve: F) -> Response
-    where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => serve(Socket::new(TokioIo::new(upgraded))).await,
-                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
-            }
-        });
-        (
-            StatusCode::SWITCHING_PROTOCOLS,
-            [
-                (header::CONNECTION, HeaderValue::from_static("upgrade")),
-                (header::UPGRADE, HeaderValue::from_static("websocket")),
-                (header::SEC_WEBSOCKET_ACCEPT, self.accept),
-            ],
-        )
-            .into_response()
-    }
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    frame(OP_CLOSE, &payload)
 }
 
 /// What a subscriber said that needs an answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
-    /// Answer with [`Socket::pong`] and this payload.
+    /// Answer with [`Socket::pong`](super::Socket::pong) and this payload.
     Ping(Bytes),
-    /// The client is closing (with this code, if it gave one): answer with [`Socket::close`].
+    /// The client is closing (with this code, if it gave one): answer with
+    /// [`Socket::close`](super::Socket::close).
     Close(Option<u16>),
 }
 
@@ -199,15 +101,9 @@ const TOO_BIG_MESSAGE: ReadEnd = ReadEnd::Refused(
     "messages to the stream are at most 4096 bytes",
 );
 
-/// A switched connection.
-pub struct Socket {
-    io: TokioIo<hyper::upgrade::Upgraded>,
-    reader: Reader,
-}
-
 /// What a client sent, parsed: no I/O, so it is tested on bytes alone.
 #[derive(Default)]
-struct Reader {
+pub struct Reader {
     /// Bytes read and not yet parsed. Small: subscribers send next to nothing.
     inbound: BytesMut,
     /// The data message being received: its opcode and payload so far.
@@ -282,89 +178,14 @@ fn parse_client_frame(buf: &[u8]) -> Result<Option<ClientFrame>, ReadEnd> {
     }))
 }
 
-impl Socket {
-    fn new(io: TokioIo<hyper::upgrade::Upgraded>) -> Self {
-        Self {
-            io,
-            reader: Reader::default(),
-        }
-    }
-
-    /// The next thing the client said that needs an answer. Cancel-safe: what was read stays
-    /// buffered for the next call.
-    pub async fn recv(&mut self) -> Result<Inbound, ReadEnd> {
-        loop {
-            if let Some(inbound) = self.reader.parse()? {
-                return Ok(inbound);
-            }
-            let inbound = &mut self.reader.inbound;
-            if inbound.capacity() - inbound.len() < 256 {
-                inbound.reserve(1024);
-            }
-            match self.io.read_buf(inbound).await {
-                Ok(0) | Err(_) => return Err(ReadEnd::Gone),
-                Ok(_) => {}
-            }
-        }
-    }
-
-    /// Write `frames` (whole server frames, shared with other connections) in as few writes
-    /// as the transport allows, and flush.
-    pub async fn send_frames(&mut self, frames: &[Bytes]) -> std::io::Result<()> {
-        if !tokio::io::AsyncWrite::is_write_vectored(&self.io) {
-            // TLS and friends: one copy into a buffer dropped after the write.
-            let mut joined = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
-            for frame in frames {
-                joined.extend_from_slice(frame);
-            }
-            self.io.write_all(&joined).await?;
-            return self.io.flush().await;
-        }
-        let (mut index, mut offset) = (0, 0);
-        while index < frames.len() {
-            let slices: Vec<IoSlice<'_>> = frames[index..]
-                .iter()
-                .take(64)
-                .enumerate()
-                .map(|(i, f)| IoSlice::new(if i == 0 { &f[offset..] } else { f }))
-                .collect();
-            let mut written = self.io.write_vectored(&slices).await?;
-            if written == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
-            }
-            // Advance past what was written (and past any empty frame).
-            while index < frames.len() && written >= frames[index].len() - offset {
-                written -= frames[index].len() - offset;
-                index += 1;
-                offset = 0;
-            }
-            offset += written;
-        }
-        self.io.flush().await
-    }
-
-    /// Answer a ping.
-    pub async fn pong(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        self.send_frames(&[frame(OP_PONG, payload)]).await
-    }
-
-    /// Send a close frame with `code` and `reason` (cut to the 123 bytes a control frame
-    /// leaves for it, on a character boundary), then end our side of the connection.
-    pub async fn close(&mut self, code: u16, reason: &str) -> std::io::Result<()> {
-        let mut end = reason.len().min(123);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut payload = code.to_be_bytes().to_vec();
-        payload.extend_from_slice(&reason.as_bytes()[..end]);
-        self.send_frames(&[frame(OP_CLOSE, &payload)]).await?;
-        self.io.shutdown().await
-    }
-}
-
 impl Reader {
+    /// Where bytes read from the client go, to be parsed by [`Reader::parse`].
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.inbound
+    }
+
     /// Consume whole frames from the buffer until one needs an answer or more bytes are needed.
-    fn parse(&mut self) -> Result<Option<Inbound>, ReadEnd> {
+    pub fn parse(&mut self) -> Result<Option<Inbound>, ReadEnd> {
         while let Some(frame) = parse_client_frame(&self.inbound)? {
             if self.inbound.len() < frame.header + frame.payload {
                 return Ok(None);
@@ -444,6 +265,52 @@ fn close_of(payload: &[u8]) -> Result<Inbound, ReadEnd> {
     }
 }
 
+/// What a [`Reader`] makes of a client's bytes: its answers in order, and how reading ended
+/// (`None`: it waits for more bytes).
+pub type Transcript = (Vec<Inbound>, Option<ReadEnd>);
+
+/// What a reader answers to `bytes` arriving all at once.
+pub fn feed(bytes: &[u8]) -> Transcript {
+    let mut reader = Reader {
+        inbound: BytesMut::from(bytes),
+        message: None,
+    };
+    let mut answers = Vec::new();
+    loop {
+        match reader.parse() {
+            Ok(Some(inbound)) => answers.push(inbound),
+            Ok(None) => return (answers, None),
+            Err(end) => return (answers, Some(end)),
+        }
+    }
+}
+
+/// The reader's property, checked by its property test and its fuzz target: whatever a client
+/// sends, in whatever `pieces` it arrives, the parser never panics, answers the same as when
+/// it all arrives at once, and holds at most one frame's worth of bytes once it has parsed
+/// what it has. Panics if any of that fails.
+pub fn check_pieces(pieces: &[&[u8]]) {
+    let whole = feed(&pieces.concat());
+    let mut reader = Reader::default();
+    let mut answers = Vec::new();
+    let mut end = None;
+    'pieces: for piece in pieces {
+        reader.inbound.extend_from_slice(piece);
+        loop {
+            match reader.parse() {
+                Ok(Some(inbound)) => answers.push(inbound),
+                Ok(None) => break,
+                Err(e) => {
+                    end = Some(e);
+                    break 'pieces;
+                }
+            }
+        }
+        assert!(reader.inbound.len() <= 14 + MAX_CLIENT_MESSAGE + piece.len());
+    }
+    assert_eq!((answers, end), whole);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,14 +336,6 @@ mod tests {
     }
 
     #[test]
-    fn the_accept_key_is_the_one_in_rfc_6455() {
-        assert_eq!(
-            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-        );
-    }
-
-    #[test]
     fn server_headers_use_the_shortest_length_form() {
         assert_eq!(&frame(OP_TEXT, b"hi")[..], b"\x81\x02hi");
         let medium = frame(OP_TEXT, &[b'a'; 200]);
@@ -485,6 +344,15 @@ mod tests {
         let large = frame(OP_TEXT, &vec![b'a'; 70_000]);
         assert_eq!(&large[..10], b"\x81\x7f\0\0\0\0\0\x01\x11\x70");
         assert_eq!(&frame(OP_CLOSE, &[0x03, 0xe8])[..], b"\x88\x02\x03\xe8");
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_fit_on_a_character_boundary() {
+        let frame = close_frame(close_code::NORMAL, &"é".repeat(100));
+        // Two bytes of code, then the whole characters that fit in 123 bytes.
+        assert_eq!(&frame[..4], b"\x88\x7c\x03\xe8");
+        assert_eq!(frame.len(), 4 + 122);
+        assert!(std::str::from_utf8(&frame[4..]).is_ok());
     }
 
     #[test]
@@ -545,22 +413,6 @@ mod tests {
         }
     }
 
-    /// Run the parser over `bytes` as a socket would, returning what it answers and how it ends.
-    fn feed(bytes: &[u8]) -> (Vec<Inbound>, Option<ReadEnd>) {
-        let mut reader = Reader {
-            inbound: BytesMut::from(bytes),
-            message: None,
-        };
-        let mut answers = Vec::new();
-        loop {
-            match reader.parse() {
-                Ok(Some(inbound)) => answers.push(inbound),
-                Ok(None) => return (answers, None),
-                Err(end) => return (answers, Some(end)),
-            }
-        }
-    }
-
     #[test]
     fn pings_are_answered_data_is_read_and_dropped_and_close_ends() {
         let mut bytes = client(0x81, b"hello");
@@ -617,9 +469,7 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
 
-        /// Whatever a client sends, in whatever pieces it arrives: the parser never panics,
-        /// answers the same as when it all arrives at once, and holds at most one frame's
-        /// worth of bytes once it has parsed what it has.
+        /// Whatever a client sends, in whatever pieces it arrives: see [`check_pieces`].
         #[test]
         fn any_bytes_in_any_pieces_parse_the_same_and_never_panic(
             frames in proptest::collection::vec(
@@ -632,25 +482,7 @@ mod tests {
             // Mostly well-formed masked frames with arbitrary first bytes, then noise.
             let mut bytes: Vec<u8> = frames.iter().flat_map(|(first, p)| client(*first, p)).collect();
             bytes.extend(&noise);
-            let whole = feed(&bytes);
-            let mut reader = Reader::default();
-            let mut answers = Vec::new();
-            let mut end = None;
-            'pieces: for piece in bytes.chunks(cut) {
-                reader.inbound.extend_from_slice(piece);
-                loop {
-                    match reader.parse() {
-                        Ok(Some(inbound)) => answers.push(inbound),
-                        Ok(None) => break,
-                        Err(e) => {
-                            end = Some(e);
-                            break 'pieces;
-                        }
-                    }
-                }
-                proptest::prop_assert!(reader.inbound.len() <= 14 + MAX_CLIENT_MESSAGE + cut);
-            }
-            proptest::prop_assert_eq!((answers, end), whole);
+            check_pieces(&bytes.chunks(cut).collect::<Vec<_>>());
         }
     }
 }

@@ -1,5 +1,5 @@
 -- wrk script: durable session revocations, each with a unique sid, as fast as wrk can send.
--- Used by bench/ingest.sh; reads the admin key from REVOCAST_ADMIN_KEY.
+-- Used by tests/bench/ingest.sh; reads the admin key from REVOCAST_ADMIN_KEY.
 local key = os.getenv("REVOCAST_ADMIN_KEY")
 local next_id = 0
 
