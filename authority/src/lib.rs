@@ -29,8 +29,6 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod ledger;
 pub mod limit;
 pub mod metrics;

@@ -267,9 +267,11 @@ fn close_of(payload: &[u8]) -> Result<Inbound, ReadEnd> {
 
 /// What a [`Reader`] makes of a client's bytes: its answers in order, and how reading ended
 /// (`None`: it waits for more bytes).
+#[cfg(any(test, fuzzing))]
 pub type Transcript = (Vec<Inbound>, Option<ReadEnd>);
 
 /// What a reader answers to `bytes` arriving all at once.
+#[cfg(any(test, fuzzing))]
 pub fn feed(bytes: &[u8]) -> Transcript {
     let mut reader = Reader {
         inbound: BytesMut::from(bytes),
@@ -288,7 +290,9 @@ pub fn feed(bytes: &[u8]) -> Transcript {
 /// The reader's property, checked by its property test and its fuzz target: whatever a client
 /// sends, in whatever `pieces` it arrives, the parser never panics, answers the same as when
 /// it all arrives at once, and holds at most one frame's worth of bytes once it has parsed
-/// what it has. Panics if any of that fails.
+/// what it has. Panics if any of that fails. The fuzz target compiles this file on its own
+/// (`tests/fuzz/fuzz_targets/websocket_frames.rs`), so it must keep needing only `bytes`.
+#[cfg(any(test, fuzzing))]
 pub fn check_pieces(pieces: &[&[u8]]) {
     let whole = feed(&pieces.concat());
     let mut reader = Reader::default();
