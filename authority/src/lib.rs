@@ -1,5 +1,5 @@
 //! The revocast authority: signs ML-DSA-65 access tokens, records revocations durably with a
-//! gap-free `seq`, and serves the HTTP API of DESIGN.md.
+//! gap-free `seq`, and serves the HTTP API described by its OpenAPI document.
 //!
 //! Map of the crate:
 //! - [`config`]: flags and `REVOCAST_*` env, validated before anything is bound or written.

@@ -22,7 +22,7 @@ pub enum Error {
 }
 
 /// Why a token was refused. The [`code`](VerifyError::code) strings are part of the public
-/// contract (DESIGN.md): they appear in `/v1/verify` answers and in agent verdicts.
+/// contract: they appear in `/v1/verify` answers and in agent verdicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VerifyError {
     /// Not a well-formed compact JWS or access token of ours (segments, base64url, JSON, claims,

@@ -161,7 +161,7 @@ impl fmt::Display for Epoch {
 }
 
 /// A point in time as milliseconds since the Unix epoch. On the wire it is Unix *seconds* with a
-/// millisecond fraction (`1767222000.123`), as DESIGN.md specifies for `at` and `revoked_at`.
+/// millisecond fraction (`1767222000.123`), as the contract specifies for `at` and `revoked_at`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default)]
 pub struct UnixMillis(i64);
 

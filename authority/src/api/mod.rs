@@ -1,4 +1,4 @@
-//! The HTTP API of DESIGN.md, one module per group of routes. Handlers validate input, call the
+//! The HTTP API, one module per group of routes. Handlers validate input, call the
 //! [`View`](crate::view::View) or the [`Ledger`](crate::ledger::Ledger), and shape the answer.
 //! Each handler also describes itself for the OpenAPI document ([`openapi()`]); the router and
 //! the document are built from one list of handlers, so neither has a route the other lacks.
