@@ -63,7 +63,10 @@ pub(crate) fn client_config(options: &TlsOptions) -> Result<Arc<rustls::ClientCo
         None => {
             let native = rustls_native_certs::load_native_certs();
             for e in &native.errors {
-                tracing::warn!(error = %e, "skipping unreadable system CA certificates");
+                tracing::warn!(
+                    error = e as &dyn std::error::Error,
+                    "skipping unreadable system CA certificates"
+                );
             }
             let (added, ignored) = roots.add_parsable_certificates(native.certs);
             if added == 0 {

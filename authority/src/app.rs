@@ -233,7 +233,10 @@ pub async fn prune_log(app: &App, now: UnixMillis, retention: Duration) {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "log pruning failed; retrying at the next tick");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "log pruning failed; retrying at the next tick"
+                );
                 return;
             }
         }

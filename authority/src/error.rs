@@ -118,8 +118,8 @@ impl ApiError {
     }
 
     /// 500, with the cause logged (never sent to the client).
-    pub fn internal(cause: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %cause, source = ?cause.source(), "internal error");
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        tracing::error!(error = cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -144,7 +144,7 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "store failure");
+        tracing::warn!(error = &e as &dyn std::error::Error, "store failure");
         Self::unavailable("storage is unavailable; retry later")
     }
 }

@@ -85,7 +85,7 @@ impl LedgerTask {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         if let Err(e) = self.handle.await {
-            tracing::error!(error = %e, "ledger task failed");
+            tracing::error!(error = &e as &dyn std::error::Error, "ledger task failed");
         }
     }
 }
@@ -132,7 +132,11 @@ async fn run(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), batch = mutations.len(), "commit failed; nothing of the batch was written");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    batch = mutations.len(),
+                    "commit failed; nothing of the batch was written"
+                );
                 for reply in replies {
                     let _ = reply.send(Err(StoreError::CommitFailed));
                 }

@@ -50,7 +50,10 @@ impl TunedListener {
 
     fn tune(&self, stream: TcpStream) -> Tcp {
         if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            tracing::debug!(
+                error = &e as &dyn std::error::Error,
+                "cannot set TCP_NODELAY"
+            );
         }
         let mut io = TimeoutStream::new(stream);
         io.set_write_timeout(Some(self.write_timeout));
@@ -77,7 +80,7 @@ impl axum::serve::Listener for TunedListener {
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
                                 Ok(Ok(tls)) => Some((Conn::Tls(Box::pin(tls)), addr)),
                                 Ok(Err(e)) => {
-                                    tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                                    tracing::debug!(%addr, error = &e as &dyn std::error::Error, "TLS handshake failed");
                                     None
                                 }
                                 Err(_) => {
@@ -97,7 +100,7 @@ impl axum::serve::Listener for TunedListener {
                         ) => {}
                     // Out of file descriptors or similar: back off instead of spinning.
                     Err(e) => {
-                        tracing::error!(error = %e, "accept failed");
+                        tracing::error!(error = &e as &dyn std::error::Error, "accept failed");
                         tokio::time::sleep(Duration::from_millis(500)).await;
                     }
                 },

@@ -69,7 +69,10 @@ impl LogTail {
         if first.seq > self.hub.head().next()
             && let Err(e) = self.read_until(first.seq).await
         {
-            tracing::warn!(error = %e, "cannot read the log before our own commit; it will be published at the next catch-up");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot read the log before our own commit; it will be published at the next catch-up"
+            );
             return;
         }
         let head = self.hub.head();
@@ -103,7 +106,10 @@ impl LogTail {
     pub async fn refresh_keys(&self) -> Result<(), StoreError> {
         let keys = self.store.load_keys().await?;
         if let Err(e) = self.view.replace_keys(keys) {
-            tracing::error!(error = %e, "stored signing keys are unusable; keeping the ones in memory");
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "stored signing keys are unusable; keeping the ones in memory"
+            );
         }
         Ok(())
     }
@@ -195,12 +201,18 @@ pub async fn follow(tail: Arc<LogTail>, mut bell: Box<dyn Doorbell>, poll: Durat
             _ = tick.tick() => true,
         };
         if keys && let Err(e) = tail.refresh_keys().await {
-            tracing::warn!(error = %e, "cannot re-read the signing keys");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot re-read the signing keys"
+            );
         }
         match tail.catch_up().await {
             Ok(n) if n > 0 => tracing::trace!(events = n, "caught up with the log"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the log; retrying"),
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot read the log; retrying"
+            ),
         }
     }
 }

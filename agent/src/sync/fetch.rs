@@ -38,7 +38,7 @@ pub async fn jwks(
         .filter_map(|jwk| match VerifyingKey::from_jwk(jwk) {
             Ok(key) => Some(key),
             Err(e) => {
-                tracing::warn!(kid = %jwk.kid, error = %e, "skipping an unusable JWK");
+                tracing::warn!(kid = %jwk.kid, error = &e as &dyn std::error::Error, "skipping an unusable JWK");
                 None
             }
         })

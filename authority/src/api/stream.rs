@@ -236,7 +236,7 @@ async fn serve_websocket(mut socket: Socket, mut feed: Feed, app: AppState) {
                             counters.sent.inc_by(events);
                         }
                         Ok(Err(e)) if e.kind() != std::io::ErrorKind::TimedOut => {
-                            tracing::debug!(error = %e, "subscriber write failed");
+                            tracing::debug!(error = &e as &dyn std::error::Error, "subscriber write failed");
                             return;
                         }
                         // Our timeout, or the listener's write timeout underneath it.
@@ -399,7 +399,10 @@ pub async fn snapshot(
     let now = UnixSeconds::now().saturating_sub_secs(app.config.expiry_grace_secs);
     tokio::spawn(async move {
         if let Err(e) = store.snapshot(now, tx).await {
-            tracing::error!(error = %e, "reading the snapshot failed");
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "reading the snapshot failed"
+            );
         }
     });
     let Some(SnapshotPart::Head { epoch, seq }) = rx.recv().await else {

@@ -634,7 +634,7 @@ impl Doorbell for PgDoorbell {
                         return Ring::Reconnected;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?self.backoff, "cannot listen for database notifications");
+                        tracing::warn!(error = &e as &dyn std::error::Error, retry_in = ?self.backoff, "cannot listen for database notifications");
                         tokio::time::sleep(self.backoff).await;
                         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                         continue;
@@ -656,7 +656,10 @@ impl Doorbell for PgDoorbell {
                     self.listener = None;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "database notifications failed");
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "database notifications failed"
+                    );
                     self.listener = None;
                 }
             }

@@ -258,7 +258,10 @@ impl Feed {
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "reading the stream backlog failed");
+                tracing::error!(
+                    error = &e as &dyn std::error::Error,
+                    "reading the stream backlog failed"
+                );
                 Err(End::Failed)
             }
         }

@@ -94,7 +94,10 @@ impl Upgrade {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => serve(Socket::new(TokioIo::new(upgraded))).await,
-                Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+                Err(e) => tracing::debug!(
+                    error = &e as &dyn std::error::Error,
+                    "WebSocket upgrade failed"
+                ),
             }
         });
         (
