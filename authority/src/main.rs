@@ -36,7 +36,9 @@ fn main() -> ExitCode {
 async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
     match command {
         Some(Command::CreateKey { scope, label }) => {
-            std::fs::create_dir_all(&config.data_dir)?;
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("cannot create data directory {}", config.data_dir.display())
+            })?;
             let store = revocast_authority::app::open_store(&config).await?;
             let key = apikeys::create(store.as_ref(), scope, label.as_deref(), UnixSeconds::now())
                 .await?;
