@@ -37,7 +37,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
     match command {
         Some(Command::CreateKey { scope, label }) => {
             std::fs::create_dir_all(&config.data_dir)?;
-            let store = revocast_authority::app::open_store(&config).await?;
+            let store = revocast_authority::open_store(&config).await?;
             let key = apikeys::create(
                 store.as_ref(),
                 scope,

@@ -31,7 +31,7 @@ fn config_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Every certificate in a PEM file; at least one.
-pub fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub(crate) fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| config_error(path, what, e))?
         .collect::<Result<Vec<_>, _>>()

@@ -6,8 +6,7 @@
 
 use std::sync::Arc;
 
-use revocast_authority::config::Scope;
-use revocast_authority::error::StoreError;
+use revocast_authority::{Scope, StoreError};
 use revocast_authority::store::{
     Backlog, InitKey, KeyInit, Mutation, NewApiKey, Outcome, PgStore, Prune, Pruned, RevokeSession,
     RevokeToken, SnapshotPart, Store, TokenRevocation,

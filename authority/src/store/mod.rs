@@ -167,7 +167,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Commit `command` on its own, outside the ledger (the first start, before the ledger runs),
 /// and return its outcome.
-pub async fn commit_one<C: Command>(
+pub(crate) async fn commit_one<C: Command>(
     store: &dyn Store,
     at: UnixMillis,
     command: C,

@@ -229,7 +229,7 @@ impl Outcome {
     }
 
     /// The signing key this outcome made the active one.
-    pub fn activated(&self) -> Option<&Arc<SigningKey>> {
+    pub(crate) fn activated(&self) -> Option<&Arc<SigningKey>> {
         match self {
             Self::AddKey(KeyAdded { key })
             | Self::InitKey(KeyInit::Added(key))
@@ -242,7 +242,7 @@ impl Outcome {
     }
 
     /// Whether the stored signing keys changed (one added, retired or revoked).
-    pub fn changed_keys(&self) -> bool {
+    pub(crate) fn changed_keys(&self) -> bool {
         matches!(
             self,
             Self::AddKey(_)
