@@ -150,7 +150,11 @@ pub async fn create(
 /// (atomically, only if none exist) and only that one writes the files. The secrets go to
 /// `*.key.new` files first, so that a crash right after the keys were stored cannot lose them:
 /// the next start finishes the job (`finish_pending`).
-pub(crate) async fn bootstrap(store: &dyn Store, data_dir: &Path, now: UnixSeconds) -> Result<(), Error> {
+pub(crate) async fn bootstrap(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: UnixSeconds,
+) -> Result<(), Error> {
     if store.count_api_keys().await? > 0 {
         return finish_pending(store, data_dir).await;
     }

@@ -38,13 +38,8 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
         Some(Command::CreateKey { scope, label }) => {
             std::fs::create_dir_all(&config.data_dir)?;
             let store = revocast_authority::open_store(&config).await?;
-            let key = apikeys::create(
-                store.as_ref(),
-                scope,
-                label.as_deref(),
-                UnixSeconds::now(),
-            )
-            .await?;
+            let key = apikeys::create(store.as_ref(), scope, label.as_deref(), UnixSeconds::now())
+                .await?;
             store.close().await;
             // The one place a key is printed: to the operator who asked for it, on stdout.
             println!("{}", key.as_str());

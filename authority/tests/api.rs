@@ -401,9 +401,11 @@ async fn concurrent_revocations_get_gap_free_seqs() {
 async fn oauth_revoke_and_introspect() {
     let s = start().await;
     let token = s.token_for("dave").await;
-    let introspector = s.handle.create_api_key(Scope::Introspect, Some("test"))
-    .await
-    .unwrap();
+    let introspector = s
+        .handle
+        .create_api_key(Scope::Introspect, Some("test"))
+        .await
+        .unwrap();
 
     let (status, body) = s
         .form(
@@ -459,9 +461,11 @@ async fn oauth_revoke_and_introspect() {
 #[tokio::test]
 async fn every_route_checks_its_scope() {
     let s = start().await;
-    let introspector = s.handle.create_api_key(Scope::Introspect, None)
-    .await
-    .unwrap();
+    let introspector = s
+        .handle
+        .create_api_key(Scope::Introspect, None)
+        .await
+        .unwrap();
     let token = s.token_for("e").await;
     let admin_routes = [
         ("/v1/tokens", json!({ "sub": "x" })),
@@ -832,9 +836,5 @@ async fn bad_forms_and_deep_objects_get_a_clear_400() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_error_shape(&resp.json().await.unwrap(), "invalid_request");
-    assert_eq!(
-        s.handle.head().get(),
-        0,
-        "nothing was revoked by any of it"
-    );
+    assert_eq!(s.handle.head().get(), 0, "nothing was revoked by any of it");
 }

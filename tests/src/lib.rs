@@ -78,8 +78,7 @@ impl TestAuthority {
         n: usize,
         configure: impl Fn(&mut Config),
     ) -> Vec<Self> {
-        let url =
-            Some(DatabaseUrl::parse(&db.url).expect("database URL"));
+        let url = Some(DatabaseUrl::parse(&db.url).expect("database URL"));
         let starts = (0..n).map(|_| {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = Config::for_data_dir(dir.path());

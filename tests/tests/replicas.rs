@@ -68,10 +68,7 @@ async fn three_replicas_share_one_gap_free_log_in_commit_order() {
         return;
     };
     let replicas = TestAuthority::start_replicas(&db, 3, |_| {}).await;
-    let epochs: BTreeSet<String> = replicas
-        .iter()
-        .map(|r| r.epoch().to_string())
-        .collect();
+    let epochs: BTreeSet<String> = replicas.iter().map(|r| r.epoch().to_string()).collect();
     assert_eq!(epochs.len(), 1, "one epoch for the whole database");
     let kids: BTreeSet<String> = replicas
         .iter()

@@ -510,10 +510,14 @@ async fn ndjson_snapshot_holds_the_same_events_line_by_line() {
 #[tokio::test]
 async fn subscribers_are_counted_by_transport() {
     let a = TestAuthority::start().await;
-    let a = &a;
-    let gauge = |t: &'static str| async move {
-        a.metric(&format!(r#"revocast_stream_subscribers{{transport="{t}"}}"#))
+    let gauge = |t: &'static str| {
+        let a = &a;
+        async move {
+            a.metric(&format!(
+                r#"revocast_stream_subscribers{{transport="{t}"}}"#
+            ))
             .await
+        }
     };
     let mut ws = connect(&a, Transport::WebSocket, "").await;
     let mut sse = connect(&a, Transport::Sse, "").await;

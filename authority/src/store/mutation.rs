@@ -253,7 +253,7 @@ impl Outcome {
 }
 
 /// A command of a batch, tied to the type of its outcome.
-pub trait Command: Into<Mutation> + Send + 'static {
+pub(crate) trait Command: Into<Mutation> + Send + 'static {
     type Outcome: Send + 'static;
 
     /// This command's outcome out of the store's answer to its mutation. The store answers

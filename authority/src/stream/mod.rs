@@ -14,5 +14,5 @@ mod testing;
 pub use feed::{End, Feed};
 pub use hub::{Hub, RECENT_EVENTS, SubscribeError};
 pub use pacing::{MAX_LINGER, Pacing};
-pub(crate) use part::sse_of;
 pub use part::Frame;
+pub(crate) use part::sse_of;

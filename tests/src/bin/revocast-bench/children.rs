@@ -85,12 +85,7 @@ async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
 }
 
 fn check(
-    done: Option<
-        Result<
-            Result<TokenRevocation, StoreError>,
-            tokio::task::JoinError,
-        >,
-    >,
+    done: Option<Result<Result<TokenRevocation, StoreError>, tokio::task::JoinError>>,
 ) -> anyhow::Result<()> {
     if let Some(done) = done {
         done??;
