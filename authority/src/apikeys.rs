@@ -3,6 +3,9 @@
 //!
 //! Keys are 256 random bits, so a plain SHA-256 is a sound stored form: there is nothing to
 //! brute-force that a slow password hash would protect. Only the hash is ever stored.
+//!
+//! Public: [`create`], what `revocast-authority create-key` does, on any [`Store`]. The rest
+//! is the authority's own.
 
 use std::collections::HashMap;
 use std::io::Write;

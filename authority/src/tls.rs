@@ -1,4 +1,5 @@
 //! HTTPS: the rustls server configuration from `--tls-cert`, `--tls-key` and `--client-ca`.
+//! Public because it is how an embedder fills [`Config::tls`](crate::Config::tls).
 //!
 //! With `--client-ca`, clients may present a certificate signed by that CA; the handshake
 //! verifies it if presented, and the stream and snapshot routes then require one (mutual TLS
