@@ -128,8 +128,9 @@ impl Authority {
         }
     }
 
-    /// The HTTP API as a router, to serve or to nest in the embedder's own. [`serve`](Self::serve)
-    /// serves it with the authority's listener settings and background tasks.
+    /// The HTTP API as a router (for `oneshot` tests, say). Only [`serve`](Self::serve) adds
+    /// the listener (TLS, client certificates, write timeout) and the background tasks
+    /// (heartbeats, expiry, following other replicas).
     pub fn router(&self) -> Router {
         crate::api::router(Arc::clone(&self.app))
     }
