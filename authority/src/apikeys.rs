@@ -3,6 +3,9 @@
 //!
 //! Keys are 256 random bits, so a plain SHA-256 is a sound stored form: there is nothing to
 //! brute-force that a slow password hash would protect. Only the hash is ever stored.
+//!
+//! Public: [`create`], what `revocast-authority create-key` does, on any [`Store`]. The rest
+//! is the authority's own.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -26,11 +29,11 @@ const PREFIX: &str = "rvc_";
 /// A presented key longer than this is refused before hashing.
 const MAX_KEY_LEN: usize = 256;
 
-pub const ADMIN_KEY_FILE: &str = "admin.key";
-pub const SUBSCRIBER_KEY_FILE: &str = "subscriber.key";
+pub(crate) const ADMIN_KEY_FILE: &str = "admin.key";
+pub(crate) const SUBSCRIBER_KEY_FILE: &str = "subscriber.key";
 
 /// A new random API key; the secret never leaves memory except to its file or stdout.
-pub fn generate() -> Result<Zeroizing<String>, Error> {
+pub(crate) fn generate() -> Result<Zeroizing<String>, Error> {
     let mut bytes = Zeroizing::new([0u8; 32]);
     getrandom::fill(bytes.as_mut()).map_err(|_| revocast_shared::Error::Randomness)?;
     Ok(Zeroizing::new(format!(
@@ -39,14 +42,14 @@ pub fn generate() -> Result<Zeroizing<String>, Error> {
     )))
 }
 
-pub fn hash(key: &str) -> [u8; 32] {
+pub(crate) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
 /// The SHA-256 of a key that authenticated: what the store keys on, and what per-key rate
 /// limits count against. `Authorized` puts it in the request's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct KeyDigest(pub [u8; 32]);
+pub(crate) struct KeyDigest(pub(crate) [u8; 32]);
 
 /// Resolves presented keys to scopes. Hits are cached; misses always ask the store, so a key
 /// created by `create-key` while the authority runs works at once.
@@ -54,7 +57,7 @@ pub struct KeyDigest(pub [u8; 32]);
 /// Concurrent misses for one key share one store query. After a restart every agent of a
 /// fleet reconnects at once with the same subscriber key; without this, 10,000 identical
 /// queries queued for the store's few connections, and handshakes waited seconds for them.
-pub struct ApiKeys {
+pub(crate) struct ApiKeys {
     store: Arc<dyn Store>,
     cache: RwLock<HashMap<[u8; 32], Scope>>,
     /// Store queries in flight, by digest.
@@ -150,7 +153,11 @@ pub async fn create(
 /// (atomically, only if none exist) and only that one writes the files. The secrets go to
 /// `*.key.new` files first, so that a crash right after the keys were stored cannot lose them:
 /// the next start finishes the job (`finish_pending`).
-pub async fn bootstrap(store: &dyn Store, data_dir: &Path, now: UnixSeconds) -> Result<(), Error> {
+pub(crate) async fn bootstrap(
+    store: &dyn Store,
+    data_dir: &Path,
+    now: UnixSeconds,
+) -> Result<(), Error> {
     if store.count_api_keys().await? > 0 {
         return finish_pending(store, data_dir).await;
     }

@@ -6,37 +6,41 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use revocast_shared::{SigningKey, UnixMillis, Validation};
+use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis, UnixSeconds, Validation};
 use tokio::net::TcpListener;
+use zeroize::Zeroizing;
 
 use crate::apikeys::{self, ApiKeys};
-use crate::config::Config;
-use crate::error::Error;
+use crate::config::{Config, Scope};
+use crate::error::{Error, StoreError};
 use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
 use crate::net::{Peer, TunedListener};
-use crate::store::{self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, SqliteStore, Store};
+use crate::store::{
+    self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, RevokeToken, SqliteStore, Store,
+    TokenRevocation,
+};
 use crate::stream::Hub;
 use crate::tail::{self, LogTail};
 use crate::view::View;
 
 /// What every handler can reach.
-pub struct App {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub ledger: Ledger,
-    pub view: Arc<View>,
-    pub hub: Arc<Hub>,
-    pub tail: Arc<LogTail>,
-    pub api_keys: ApiKeys,
-    pub limits: Limits,
-    pub metrics: Arc<Metrics>,
+pub(crate) struct App {
+    pub(crate) config: Config,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ledger: Ledger,
+    pub(crate) view: Arc<View>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) tail: Arc<LogTail>,
+    pub(crate) api_keys: ApiKeys,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Arc<Metrics>,
     /// The authority's own verification policy: its issuer, no leeway (it is the clock).
-    pub validation: Validation,
+    pub(crate) validation: Validation,
 }
 
-pub type AppState = Arc<App>;
+pub(crate) type AppState = Arc<App>;
 
 /// A ready-to-serve authority.
 pub struct Authority {
@@ -117,10 +121,16 @@ impl Authority {
         })
     }
 
-    pub fn state(&self) -> &AppState {
-        &self.app
+    /// A handle on this authority that stays usable after [`serve`](Self::serve) took it.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            app: Arc::clone(&self.app),
+        }
     }
 
+    /// The HTTP API as a router (for `oneshot` tests, say). Only [`serve`](Self::serve) adds
+    /// the listener (TLS, client certificates, write timeout) and the background tasks
+    /// (heartbeats, expiry, following other replicas).
     pub fn router(&self) -> Router {
         crate::api::router(Arc::clone(&self.app))
     }
@@ -186,6 +196,57 @@ impl Authority {
     }
 }
 
+/// A cheap, cloneable handle on an authority, still usable after [`Authority::serve`] took
+/// it: what an embedder reads to watch it (the head, the epoch, the active key — the same
+/// values `/readyz` and `/v1/keys` answer) and the in-process operations that need no HTTP.
+#[derive(Clone)]
+pub struct Handle {
+    app: AppState,
+}
+
+impl Handle {
+    /// The `seq` of the last revocation this process applied (its stream's head).
+    pub fn head(&self) -> Seq {
+        self.app.hub.head()
+    }
+
+    /// The epoch of the log: `seq` values compare only within one epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.app.view.epoch().clone()
+    }
+
+    /// The key id new tokens are signed with.
+    pub fn active_kid(&self) -> KeyId {
+        self.app.view.active_kid()
+    }
+
+    /// Create an API key of `scope` (what `revocast-authority create-key` does) and return its
+    /// secret, the only copy: only its hash is stored.
+    pub async fn create_api_key(
+        &self,
+        scope: Scope,
+        label: Option<&str>,
+    ) -> Result<Zeroizing<String>, Error> {
+        apikeys::create(self.app.store.as_ref(), scope, label, UnixSeconds::now()).await
+    }
+
+    /// Revoke a token in-process: commit `revoke` through the single writer, in a group with
+    /// concurrent commits, and publish it to the stream — what `POST /v1/revoke` does once it
+    /// has authenticated the token. The caller vouches for `rid`, `sub` and `exp`; nothing here
+    /// checks them against a token. (The benchmark preloads its revocations this way, to
+    /// measure the commit path without HTTP.)
+    pub async fn revoke_token(&self, revoke: RevokeToken) -> Result<TokenRevocation, StoreError> {
+        self.app.ledger.submit(revoke).await
+    }
+
+    /// Prune the log now as the periodic purge does, but as if the time were `now` and the
+    /// retention `retention`: lets tests reach the pruning without waiting for it.
+    #[doc(hidden)]
+    pub async fn prune_log_at(&self, now: UnixMillis, retention: Duration) {
+        prune_log(&self.app, now, retention).await;
+    }
+}
+
 /// How often expired entries are dropped from memory and the log is pruned.
 const PURGE_INTERVAL: Duration = Duration::from_secs(30);
 /// Log rows deleted per prune commit, so a large cleanup never holds the writer for long.
@@ -210,7 +271,7 @@ async fn purge_expired(app: AppState) {
 
 /// Prune the log through the ledger (the single writer), chunk by chunk: what was committed
 /// more than `retention` before `now`, and has expired.
-pub async fn prune_log(app: &App, now: UnixMillis, retention: Duration) {
+async fn prune_log(app: &App, now: UnixMillis, retention: Duration) {
     loop {
         let prune = Prune {
             floor_before: now.saturating_sub(retention),
@@ -271,7 +332,8 @@ async fn heartbeat(app: AppState) {
     }
 }
 
-/// The store the configuration names.
+/// The store the configuration names, opened: the shared PostgreSQL database if
+/// `database_url` is set, else the embedded SQLite file in `data_dir` (which must exist).
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
     Ok(match &config.database_url {
         Some(url) => Arc::new(PgStore::open(url.expose()).await?),

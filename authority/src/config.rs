@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use revocast_shared::duration::parse_duration;
 
 use crate::Error;
-use crate::stream::{MAX_LINGER, Pacing};
+use crate::stream::MAX_LINGER;
+pub use crate::stream::Pacing;
 use crate::tls::{self, TlsFiles};
 
 /// Tokens may live at most this long whatever `--max-ttl` says: revocation entries are kept

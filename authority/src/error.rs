@@ -136,10 +136,6 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
-
-    pub fn code(&self) -> &'static str {
-        self.code
-    }
 }
 
 impl From<StoreError> for ApiError {

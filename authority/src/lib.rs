@@ -1,46 +1,61 @@
 //! The revocast authority: signs ML-DSA-65 access tokens, records revocations durably with a
 //! gap-free `seq`, and serves the HTTP API described by its OpenAPI document.
 //!
-//! Map of the crate:
-//! - [`config`]: flags and `REVOCAST_*` env, validated before anything is bound or written.
-//! - [`app`]: [`Authority`] — open the store, load the view, start the ledger, serve.
-//! - [`api`]: the router and one module per group of endpoints.
-//! - [`auth`], [`extract`]: extractors for API keys and bodies that fail in our error shape.
-//! - [`ledger`]: the single writer, committing concurrent mutations in groups (one fsync each).
-//! - [`tail`]: applies the log to the view and the hub in `seq` order — our own commits, and
-//!   on a shared PostgreSQL database those of the other replicas.
-//! - [`stream`]: the fan-out [`stream::Hub`] and the per-connection [`stream::Feed`] behind
-//!   `/v1/events` and `/v1/stream`.
-//! - `websocket` (private): the server side of RFC 6455 under `/v1/stream` — a frame codec
-//!   on bytes alone, the upgrade, and the socket that writes shared frames.
-//! - [`net`]: the listener (TCP_NODELAY, write timeout) every connection comes through.
-//! - [`view`]: the in-memory mirror (keys, revocation set, subject generations) requests read.
-//! - [`store`]: the durable state behind the [`store::Store`] trait; SQLite by default,
-//!   PostgreSQL for replicas.
-//! - [`apikeys`]: API key generation, hashing, lookup, first-start files.
-//! - [`metrics`], [`shutdown`], [`error`].
+//! # The public surface
+//!
+//! What an embedder (and the `revocast-authority` binary) needs, and nothing more:
+//! - [`Authority`]: open the store, load the state, [`router`](Authority::router) and
+//!   [`serve`](Authority::serve); [`Handle`], cloneable and usable while it serves, reads its
+//!   head, epoch and active key and does what needs no HTTP (create an API key, revoke a
+//!   token in-process). [`open_store`] opens the store a [`Config`] names.
+//! - [`config`]: [`Config`] (with [`Config::for_data_dir`]) and the types of its fields; the
+//!   command line ([`Cli`], [`config::ServeArgs`], [`config::Command`]) that validates into it;
+//!   [`Scope`].
+//! - [`store`]: the [`store::Store`] trait, its SQLite and PostgreSQL backends, and the
+//!   commands, outcomes and records its methods take and return — for
+//!   [`Authority::with_store`].
+//! - [`apikeys::create`], [`tls::server_config`] (what fills [`Config::tls`]),
+//!   [`openapi()`], [`shutdown::shutdown_signal`], [`Error`], [`StoreError`].
+//!
+//! # Inside (private)
+//!
+//! - `app`: what every handler reaches (`App`), the background purge and heartbeat.
+//! - `api`: the router and one module per group of endpoints; `auth` and `extract`: the
+//!   extractors for API keys and bodies that fail in our error shape (`ApiError`, in `error`).
+//! - `ledger`: the single writer, committing concurrent mutations in groups (one fsync each).
+//! - `tail`: applies the log to the view and the hub in `seq` order — our own commits, and on
+//!   a shared PostgreSQL database those of the other replicas.
+//! - `view`: the in-memory mirror (keys, revocation set, subject generations) requests read.
+//! - `stream`: the fan-out `Hub` and the per-connection `Feed` behind `/v1/events` and
+//!   `/v1/stream`, paced by [`config::Pacing`].
+//! - `websocket`: the server side of RFC 6455 under `/v1/stream` — a frame codec on bytes
+//!   alone, the upgrade, and the socket that writes shared frames.
+//! - `net`: the listener (TCP_NODELAY, write timeout, TLS) every connection comes through.
+//! - `limit`: per-key rate limits; `metrics`: the Prometheus registry behind `/metrics`.
 
 #![forbid(unsafe_code)]
 
-pub mod api;
 pub mod apikeys;
-pub mod app;
-pub mod auth;
 pub mod config;
-pub mod error;
-pub mod extract;
-pub mod ledger;
-pub mod limit;
-pub mod metrics;
-pub mod net;
 pub mod shutdown;
 pub mod store;
-pub mod stream;
-pub mod tail;
 pub mod tls;
-pub mod view;
+
+mod api;
+mod app;
+mod auth;
+mod error;
+mod extract;
+mod ledger;
+mod limit;
+mod metrics;
+mod net;
+mod stream;
+mod tail;
+mod view;
 mod websocket;
 
-pub use app::{App, AppState, Authority};
+pub use api::openapi;
+pub use app::{Authority, Handle, open_store};
 pub use config::{Cli, Config, Scope};
-pub use error::{ApiError, Error};
+pub use error::{Error, StoreError};

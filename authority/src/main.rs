@@ -39,7 +39,7 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             std::fs::create_dir_all(&config.data_dir).with_context(|| {
                 format!("cannot create data directory {}", config.data_dir.display())
             })?;
-            let store = revocast_authority::app::open_store(&config).await?;
+            let store = revocast_authority::open_store(&config).await?;
             let key = apikeys::create(store.as_ref(), scope, label.as_deref(), UnixSeconds::now())
                 .await?;
             store.close().await;

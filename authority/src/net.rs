@@ -141,7 +141,6 @@ impl Conn {
 /// What the handlers may learn about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
-    pub addr: SocketAddr,
     /// A client certificate was presented and verified against `--client-ca`.
     pub client_cert: bool,
 }
@@ -149,7 +148,6 @@ pub struct Peer {
 impl Connected<IncomingStream<'_, TunedListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, TunedListener>) -> Self {
         Peer {
-            addr: *stream.remote_addr(),
             client_cert: stream.io().has_client_cert(),
         }
     }

@@ -1,4 +1,5 @@
 //! HTTPS: the rustls server configuration from `--tls-cert`, `--tls-key` and `--client-ca`.
+//! Public because it is how an embedder fills [`Config::tls`](crate::Config::tls).
 //!
 //! With `--client-ca`, clients may present a certificate signed by that CA; the handshake
 //! verifies it if presented, and the stream and snapshot routes then require one (mutual TLS
@@ -31,7 +32,7 @@ fn config_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// Every certificate in a PEM file; at least one.
-pub fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub(crate) fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| config_error(path, what, e))?
         .collect::<Result<Vec<_>, _>>()

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use revocast_authority::{AppState, Authority, Config, Scope, apikeys};
+use revocast_authority::{Authority, Config, Handle, Scope};
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::token::issue;
-use revocast_shared::{Claims, SigningKey, UnixMillis, UnixSeconds, VerifyingKey};
+use revocast_shared::{Claims, SigningKey, UnixMillis, VerifyingKey};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -15,7 +15,7 @@ struct Server {
     base: String,
     admin: String,
     subscriber: String,
-    app: AppState,
+    handle: Handle,
     http: reqwest::Client,
     _stop: oneshot::Sender<()>,
     _dir: tempfile::TempDir,
@@ -26,7 +26,7 @@ async fn start() -> Server {
     let authority = Authority::open(Config::for_data_dir(dir.path()))
         .await
         .unwrap();
-    let app = AppState::clone(authority.state());
+    let handle = authority.handle();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
@@ -43,7 +43,7 @@ async fn start() -> Server {
         admin: read("admin.key"),
         subscriber: read("subscriber.key"),
         base,
-        app,
+        handle,
         http: reqwest::Client::new(),
         _stop: stop,
         _dir: dir,
@@ -176,7 +176,7 @@ async fn issue_verify_revoke_and_revoke_again() {
         (again["seq"].clone(), again["revoked_at"].clone()),
         (first["seq"].clone(), first["revoked_at"].clone())
     );
-    assert_eq!(s.app.hub.head().get(), 1, "nothing written twice");
+    assert_eq!(s.handle.head().get(), 1, "nothing written twice");
 
     // Another token with identical claims is a different token.
     let other = s.token_for("alice").await;
@@ -226,7 +226,7 @@ async fn revoking_expired_or_foreign_tokens_is_refused() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_error_shape(&v, "invalid_token");
     }
-    assert_eq!(s.app.hub.head().get(), 0, "nothing was logged");
+    assert_eq!(s.handle.head().get(), 0, "nothing was logged");
 }
 
 #[tokio::test]
@@ -401,14 +401,11 @@ async fn concurrent_revocations_get_gap_free_seqs() {
 async fn oauth_revoke_and_introspect() {
     let s = start().await;
     let token = s.token_for("dave").await;
-    let introspector = apikeys::create(
-        s.app.store.as_ref(),
-        Scope::Introspect,
-        Some("test"),
-        UnixSeconds::new(0),
-    )
-    .await
-    .unwrap();
+    let introspector = s
+        .handle
+        .create_api_key(Scope::Introspect, Some("test"))
+        .await
+        .unwrap();
 
     let (status, body) = s
         .form(
@@ -464,14 +461,11 @@ async fn oauth_revoke_and_introspect() {
 #[tokio::test]
 async fn every_route_checks_its_scope() {
     let s = start().await;
-    let introspector = apikeys::create(
-        s.app.store.as_ref(),
-        Scope::Introspect,
-        None,
-        UnixSeconds::new(0),
-    )
-    .await
-    .unwrap();
+    let introspector = s
+        .handle
+        .create_api_key(Scope::Introspect, None)
+        .await
+        .unwrap();
     let token = s.token_for("e").await;
     let admin_routes = [
         ("/v1/tokens", json!({ "sub": "x" })),
@@ -662,7 +656,7 @@ async fn bad_input_gets_a_clear_400_in_the_contract_shape() {
     let (status, v) = s.get("/v1/tokens").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_error_shape(&v, "method_not_allowed");
-    assert_eq!(s.app.hub.head().get(), 0);
+    assert_eq!(s.handle.head().get(), 0);
 }
 
 #[tokio::test]
@@ -694,7 +688,7 @@ async fn every_jws_malformation_is_a_clear_verdict() {
     let s = start().await;
     let token = s.token_for("mallory").await;
     let parts: Vec<&str> = token.split('.').collect();
-    let kid = s.app.view.active_kid().to_string();
+    let kid = s.handle.active_kid().to_string();
     let with_header = |header: Value| {
         format!(
             "{}.{}.{}",
@@ -842,9 +836,5 @@ async fn bad_forms_and_deep_objects_get_a_clear_400() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_error_shape(&resp.json().await.unwrap(), "invalid_request");
-    assert_eq!(
-        s.app.hub.head().get(),
-        0,
-        "nothing was revoked by any of it"
-    );
+    assert_eq!(s.handle.head().get(), 0, "nothing was revoked by any of it");
 }

@@ -9,7 +9,9 @@ pub mod stream_client;
 use std::future::Future;
 use std::time::Duration;
 
-use revocast_authority::{AppState, Authority, Config};
+use revocast_authority::config::DatabaseUrl;
+use revocast_authority::{Authority, Config, Handle, Scope};
+use revocast_shared::{Epoch, KeyId};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -33,7 +35,8 @@ pub struct TestAuthority {
     pub base: String,
     pub admin_key: String,
     pub subscriber_key: String,
-    pub app: AppState,
+    /// The authority in-process: its head, epoch and active key, and what needs no HTTP.
+    pub handle: Handle,
     pub http: reqwest::Client,
     pub addr: std::net::SocketAddr,
     config: Config,
@@ -75,8 +78,7 @@ impl TestAuthority {
         n: usize,
         configure: impl Fn(&mut Config),
     ) -> Vec<Self> {
-        let url =
-            Some(revocast_authority::config::DatabaseUrl::parse(&db.url).expect("database URL"));
+        let url = Some(DatabaseUrl::parse(&db.url).expect("database URL"));
         let starts = (0..n).map(|_| {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = Config::for_data_dir(dir.path());
@@ -114,7 +116,7 @@ impl TestAuthority {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (app, stop, served) = serve(config.clone(), listener).await;
+        let (handle, stop, served) = serve(config.clone(), listener).await;
         let scheme = if config.tls.is_some() {
             "https"
         } else {
@@ -124,7 +126,7 @@ impl TestAuthority {
             admin_key: String::new(),
             subscriber_key: String::new(),
             base: format!("{scheme}://{addr}"),
-            app,
+            handle,
             http: reqwest::Client::new(),
             addr,
             config,
@@ -150,8 +152,8 @@ impl TestAuthority {
         let listener = tokio::net::TcpListener::bind(self.addr)
             .await
             .expect("rebind the same address");
-        let (app, stop, served) = serve(self.config.clone(), listener).await;
-        self.app = app;
+        let (handle, stop, served) = serve(self.config.clone(), listener).await;
+        self.handle = handle;
         self.stop = Some(stop);
         self.served = Some(served);
     }
@@ -211,30 +213,49 @@ impl TestAuthority {
             .expect("metrics text")
     }
 
+    /// The value of the series `name` in `/metrics`, labels included as they are printed
+    /// (`revocast_log_floor`, `revocast_stream_subscribers{transport="sse"}`); 0 while it has
+    /// no sample (a labelled series appears on its first change).
+    pub async fn metric(&self, name: &str) -> i64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |value| value.trim().parse().expect("an integer metric"))
+    }
+
     /// A new API key of `scope`.
-    pub async fn create_key(&self, scope: revocast_authority::Scope) -> String {
-        revocast_authority::apikeys::create(
-            self.app.store.as_ref(),
-            scope,
-            None,
-            revocast_shared::UnixSeconds::now(),
-        )
-        .await
-        .expect("create key")
-        .to_string()
+    pub async fn create_key(&self, scope: Scope) -> String {
+        self.handle
+            .create_api_key(scope, None)
+            .await
+            .expect("create key")
+            .to_string()
+    }
+
+    /// The configuration it was started with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn head(&self) -> u64 {
-        self.app.hub.head().get()
+        self.handle.head().get()
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.handle.epoch()
+    }
+
+    pub fn active_kid(&self) -> KeyId {
+        self.handle.active_kid()
     }
 }
 
 async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
-) -> (AppState, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+) -> (Handle, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let authority = Authority::open(config).await.expect("authority opens");
-    let app = AppState::clone(authority.state());
+    let handle = authority.handle();
     let (stop, stopped) = oneshot::channel::<()>();
     let served = tokio::spawn(async move {
         authority
@@ -244,5 +265,5 @@ async fn serve(
             .await
             .expect("authority serves");
     });
-    (app, stop, served)
+    (handle, stop, served)
 }

@@ -146,7 +146,7 @@ async fn a_stalled_link_fails_closed_in_time_and_heals() {
     let a = TestAuthority::start().await;
     let proxy = FaultyProxy::start(a.addr).await;
     let max_staleness = Duration::from_secs(1);
-    let heartbeat = a.app.config.heartbeat_interval;
+    let heartbeat = a.config().heartbeat_interval;
     let mut config = AgentConfig::new(proxy.base(), a.subscriber_key.clone());
     config.max_staleness = max_staleness;
     config.backoff_min = Duration::from_millis(10);

@@ -6,12 +6,11 @@
 
 use std::sync::Arc;
 
-use revocast_authority::config::Scope;
-use revocast_authority::error::StoreError;
 use revocast_authority::store::{
     Backlog, InitKey, KeyInit, Mutation, NewApiKey, Outcome, PgStore, Prune, Pruned, RevokeSession,
     RevokeToken, SnapshotPart, Store, TokenRevocation,
 };
+use revocast_authority::{Scope, StoreError};
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::{RevocationId, Seq, SigningKey, UnixMillis, UnixSeconds};
 use revocast_tests::postgres::TestDatabase;

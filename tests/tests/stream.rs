@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use revocast_authority::app::prune_log;
-use revocast_authority::stream::Pacing;
-use revocast_shared::{UnixMillis, UnixSeconds};
+use revocast_authority::config::Pacing;
+use revocast_shared::UnixMillis;
 use revocast_tests::TestAuthority;
 use revocast_tests::stream_client::{BOTH, Subscriber, Transport, event_seq};
 use serde_json::{Value, json};
@@ -23,7 +22,7 @@ async fn connect(a: &TestAuthority, t: Transport, query: &str) -> Subscriber {
 async fn hello(s: &mut Subscriber, a: &TestAuthority) -> u64 {
     let m = s.next().await.expect("hello");
     assert_eq!(m["type"], "hello", "first message is hello: {m}");
-    assert_eq!(m["epoch"], a.app.view.epoch().to_string());
+    assert_eq!(m["epoch"], a.epoch().to_string());
     m["seq"].as_u64().expect("hello seq")
 }
 
@@ -204,14 +203,7 @@ async fn last_event_id_wins_over_since() {
 async fn bad_positions_and_credentials_are_refused() {
     let a = TestAuthority::start().await;
     revoke_sessions(&a, "x", 3).await;
-    let introspect = revocast_authority::apikeys::create(
-        a.app.store.as_ref(),
-        revocast_authority::Scope::Introspect,
-        None,
-        UnixSeconds::now(),
-    )
-    .await
-    .unwrap();
+    let introspect = a.create_key(revocast_authority::Scope::Introspect).await;
     for t in BOTH {
         for (key, query, status, code) in [
             (None, "", 401, "invalid_client"),
@@ -301,7 +293,7 @@ async fn a_pruned_or_foreign_position_gets_reset() {
     revoke_sessions(&a, "old", 5).await;
     // Every event is now older than the retention window.
     let later = UnixMillis::new(UnixMillis::now().as_millis() + 2_000);
-    prune_log(&a.app, later, Duration::from_secs(1)).await;
+    a.handle.prune_log_at(later, Duration::from_secs(1)).await;
     for t in BOTH {
         for since in [0, 4] {
             let mut s = connect(&a, t, &format!("since={since}")).await;
@@ -309,7 +301,7 @@ async fn a_pruned_or_foreign_position_gets_reset() {
             let reset = s.next().await.expect("reset");
             assert_eq!(reset["type"], "reset", "{t:?} since={since}: {reset}");
             assert_eq!(reset["seq"], a.head());
-            assert_eq!(reset["epoch"], a.app.view.epoch().to_string());
+            assert_eq!(reset["epoch"], a.epoch().to_string());
             assert!(s.next().await.is_none(), "the stream ends after reset");
         }
         // From the floor on, resume is still exact.
@@ -331,18 +323,13 @@ async fn the_fast_subscriber_sees_every_event_while_a_slow_one_is_dropped() {
     let _slow = Subscriber::connect_small_buffer_ws(&a.base, &a.subscriber_key).await;
     let mut fast = connect(&a, Transport::Sse, "").await;
     hello(&mut fast, &a).await;
-    let slow_disconnects = || {
-        a.app
-            .metrics
-            .slow_disconnects
-            .get_or_create(&vec![("transport", "websocket")])
-            .get()
-    };
+    let slow_disconnects =
+        || a.metric(r#"revocast_stream_slow_disconnects_total{transport="websocket"}"#);
     // Long subjects make each event ~600 bytes, so the slow socket's buffers fill sooner.
     let long = "y".repeat(500);
     let mut rounds = 0;
     let mut seen = Vec::new();
-    while slow_disconnects() == 0 {
+    while slow_disconnects().await == 0 {
         rounds += 1;
         assert!(rounds < 2000, "the slow subscriber was never disconnected");
         join_all((0..32).map(|i| {
@@ -368,7 +355,7 @@ async fn snapshot_plus_resume_reconstructs_the_set() {
         .await;
     revoke_sessions(&a, "s", 3).await;
     let snap = a.snapshot().await;
-    assert_eq!(snap["epoch"], a.app.view.epoch().to_string());
+    assert_eq!(snap["epoch"], a.epoch().to_string());
     let snap_seq = snap["seq"].as_u64().unwrap();
     assert_eq!(snap_seq, 5);
     let mut s = connect(&a, Transport::WebSocket, &format!("since={snap_seq}")).await;
@@ -455,9 +442,9 @@ async fn expired_entries_leave_the_snapshot_and_the_store() {
     }
     // Once also out of the retention window, the expired rows leave the store.
     let later = UnixMillis::new(UnixMillis::now().as_millis() + 10_000);
-    prune_log(&a.app, later, Duration::from_secs(1)).await;
-    assert_eq!(a.app.metrics.log_rows_pruned.get(), 2);
-    assert_eq!(a.app.metrics.log_floor.get(), 3);
+    a.handle.prune_log_at(later, Duration::from_secs(1)).await;
+    assert_eq!(a.metric("revocast_log_rows_pruned_total").await, 2);
+    assert_eq!(a.metric("revocast_log_floor").await, 3);
     assert_eq!(a.snapshot().await["events"].as_array().unwrap().len(), 1);
 }
 
@@ -524,18 +511,20 @@ async fn ndjson_snapshot_holds_the_same_events_line_by_line() {
 async fn subscribers_are_counted_by_transport() {
     let a = TestAuthority::start().await;
     let gauge = |t: &'static str| {
-        a.app
-            .metrics
-            .subscribers
-            .get_or_create(&vec![("transport", t)])
-            .get()
+        let a = &a;
+        async move {
+            a.metric(&format!(
+                r#"revocast_stream_subscribers{{transport="{t}"}}"#
+            ))
+            .await
+        }
     };
     let mut ws = connect(&a, Transport::WebSocket, "").await;
     let mut sse = connect(&a, Transport::Sse, "").await;
     hello(&mut ws, &a).await;
     hello(&mut sse, &a).await;
     ws.ping().await;
-    assert_eq!((gauge("websocket"), gauge("sse")), (1, 1));
+    assert_eq!((gauge("websocket").await, gauge("sse").await), (1, 1));
     a.revoke_session("m").await;
     ws.events_through(1).await;
     sse.events_through(1).await;
@@ -549,7 +538,7 @@ async fn subscribers_are_counted_by_transport() {
     ws.close().await;
     drop(sse);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while gauge("websocket") + gauge("sse") != 0 {
+    while gauge("websocket").await + gauge("sse").await != 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "gauges never went down"

@@ -63,7 +63,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi::document))
 }
 
-/// The OpenAPI 3.1 document of every route [`router`] serves.
+/// The OpenAPI 3.1 document of every route [`Authority::router`](crate::Authority::router)
+/// serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     routes().into_openapi()
 }

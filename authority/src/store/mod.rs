@@ -23,9 +23,10 @@ use revocast_shared::event::RevocationEvent;
 use revocast_shared::{Epoch, KeyId, Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
+pub(crate) use mutation::Command;
 pub use mutation::{
-    AddKey, Command, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune,
-    Pruned, RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune, Pruned,
+    RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
     TokenRevocation,
 };
 pub use postgres::PgStore;
@@ -167,7 +168,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// Commit `command` on its own, outside the ledger (the first start, before the ledger runs),
 /// and return its outcome.
-pub async fn commit_one<C: Command>(
+pub(crate) async fn commit_one<C: Command>(
     store: &dyn Store,
     at: UnixMillis,
     command: C,

@@ -229,7 +229,7 @@ impl Outcome {
     }
 
     /// The signing key this outcome made the active one.
-    pub fn activated(&self) -> Option<&Arc<SigningKey>> {
+    pub(crate) fn activated(&self) -> Option<&Arc<SigningKey>> {
         match self {
             Self::AddKey(KeyAdded { key })
             | Self::InitKey(KeyInit::Added(key))
@@ -242,7 +242,7 @@ impl Outcome {
     }
 
     /// Whether the stored signing keys changed (one added, retired or revoked).
-    pub fn changed_keys(&self) -> bool {
+    pub(crate) fn changed_keys(&self) -> bool {
         matches!(
             self,
             Self::AddKey(_)
@@ -253,7 +253,7 @@ impl Outcome {
 }
 
 /// A command of a batch, tied to the type of its outcome.
-pub trait Command: Into<Mutation> + Send + 'static {
+pub(crate) trait Command: Into<Mutation> + Send + 'static {
     type Outcome: Send + 'static;
 
     /// This command's outcome out of the store's answer to its mutation. The store answers

@@ -68,7 +68,8 @@ impl Utf8Bytes {
     }
 
     /// The text. The crate forbids the `unsafe` that skipping the check would take, so this
-    /// checks the bytes again: for tests and logs, not the hot path.
+    /// checks the bytes again: for tests, not the hot path.
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         match std::str::from_utf8(&self.0) {
             Ok(text) => text,
@@ -78,10 +79,6 @@ impl Utf8Bytes {
 
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 

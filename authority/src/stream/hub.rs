@@ -72,6 +72,7 @@ pub enum SubscribeError {
 impl Hub {
     /// `queue` is how many commit groups and heartbeats a subscriber may fall behind before it
     /// is disconnected.
+    #[cfg(test)]
     pub fn new(epoch: Epoch, head: Seq, queue: usize) -> Self {
         Self::with_recent_capacity(epoch, head, queue, RECENT_EVENTS)
     }
@@ -104,12 +105,7 @@ impl Hub {
         self.lock().head
     }
 
-    /// Connections currently following the live feed.
-    pub fn subscribers(&self) -> usize {
-        self.lock().receivers()
-    }
-
-    /// [`subscribers`](Self::subscribers) as of the last heartbeat or join, without a lock.
+    /// Connections following the live feed, as of the last heartbeat or join, without a lock.
     pub fn fleet_size(&self) -> usize {
         self.fleet.load(Ordering::Relaxed)
     }

@@ -11,9 +11,8 @@ mod part;
 #[cfg(test)]
 mod testing;
 
-pub use encoded::{Encoded, Utf8Bytes};
 pub use feed::{End, Feed};
-pub use hub::{Hub, RECENT_EVENTS, SubscribeError, Subscription};
+pub use hub::{Hub, RECENT_EVENTS, SubscribeError};
 pub use pacing::{MAX_LINGER, Pacing};
+pub use part::Frame;
 pub(crate) use part::sse_of;
-pub use part::{FRAME_BYTES, Frame, Part, Published};

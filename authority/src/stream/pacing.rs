@@ -25,7 +25,7 @@ pub struct Pacing {
 
 impl Pacing {
     /// The quiet time after a write for one of `subscribers` connections.
-    pub fn linger(&self, subscribers: usize) -> Duration {
+    pub(crate) fn linger(&self, subscribers: usize) -> Duration {
         let spread =
             Duration::from_secs_f64(subscribers as f64 / f64::from(self.writes_per_second.max(1)));
         spread.max(self.min_linger).min(MAX_LINGER)

@@ -11,7 +11,7 @@ use clap::Args;
 use revocast_agent::{Agent, AgentConfig, Transport};
 use revocast_authority::config::DatabaseUrl;
 use revocast_authority::store::{RevokeToken, TokenRevocation};
-use revocast_authority::{Authority, Config};
+use revocast_authority::{Authority, Config, StoreError};
 use revocast_shared::{RevocationId, UnixSeconds};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
@@ -58,9 +58,9 @@ pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Commit `n` token revocations through the ledger, many in flight so they group-commit.
+/// Commit `n` token revocations in-process, many in flight so they group-commit.
 async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
-    let ledger = authority.state().ledger.clone();
+    let handle = authority.handle();
     let exp = UnixSeconds::now().saturating_add_secs(3600);
     let mut inflight = JoinSet::new();
     for i in 0..n {
@@ -72,8 +72,8 @@ async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
             exp,
             reason: None,
         };
-        let ledger = ledger.clone();
-        inflight.spawn(async move { ledger.submit(revoke).await });
+        let handle = handle.clone();
+        inflight.spawn(async move { handle.revoke_token(revoke).await });
         if inflight.len() >= 8192 {
             check(inflight.join_next().await)?;
         }
@@ -85,12 +85,7 @@ async fn preload(authority: &Authority, n: usize) -> anyhow::Result<()> {
 }
 
 fn check(
-    done: Option<
-        Result<
-            Result<TokenRevocation, revocast_authority::error::StoreError>,
-            tokio::task::JoinError,
-        >,
-    >,
+    done: Option<Result<Result<TokenRevocation, StoreError>, tokio::task::JoinError>>,
 ) -> anyhow::Result<()> {
     if let Some(done) = done {
         done??;
