@@ -40,10 +40,7 @@ pub struct RotateKeyAnswer {
     operation_id = "rotate_key",
     responses(
         (status = OK, description = "The new key signs from now on.", body = RotateKeyAnswer),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::KeyedErrors,
     ),
     security(("admin" = [])),
 )]
@@ -82,11 +79,7 @@ pub struct RevokeKeyAnswer {
             description = "`invalid_request`: the path is not valid percent-encoded UTF-8."),
         (status = NOT_FOUND, body = ErrorBody,
             description = "`unknown_key`: this authority has no such key."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::LimitedErrors,
     ),
     security(("admin" = [])),
 )]

@@ -6,6 +6,7 @@
 //! test checks them against the real types' JSON).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::http::header;
@@ -23,7 +24,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{OpenApi, OpenApiBuilder, Ref, RefOr, Response};
-use utoipa::{PartialSchema, ToResponse, ToSchema};
+use utoipa::{IntoResponses, PartialSchema, ToResponse, ToSchema};
 
 use crate::error::{ApiError, ErrorBody};
 
@@ -532,4 +533,48 @@ error_response!(
         "`temporarily_unavailable`: the store cannot take the request now (or the authority \
          is shutting down); retry later.",
     )
+);
+
+/// A route's shared error answers by status, as one entry of its `responses(...)`: references
+/// to the responses above, so each is described once.
+macro_rules! error_group {
+    ($(#[$doc:meta])* $name:ident => [$($status:literal => $response:ident),+ $(,)?]) => {
+        $(#[$doc])*
+        pub enum $name {}
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                [$((
+                    $status.to_string(),
+                    RefOr::Ref(Ref::from_response_name(stringify!($response))),
+                )),+]
+                .into_iter()
+                .collect()
+            }
+        }
+    };
+}
+
+error_group!(
+    /// A keyed route without a body: the key (401, 403) and the store (500, 503).
+    KeyedErrors => ["401" => Unauthorized, "403" => Forbidden, "500" => ServerError,
+        "503" => Unavailable]
+);
+
+error_group!(
+    /// A keyed route with a body: [`KeyedErrors`] and the body limit (413).
+    BodyErrors => ["401" => Unauthorized, "403" => Forbidden, "413" => PayloadTooLarge,
+        "500" => ServerError, "503" => Unavailable]
+);
+
+error_group!(
+    /// A rate-limited keyed route without a body: [`KeyedErrors`] and the rate limit (429).
+    LimitedErrors => ["401" => Unauthorized, "403" => Forbidden, "429" => RateLimited,
+        "500" => ServerError, "503" => Unavailable]
+);
+
+error_group!(
+    /// A rate-limited keyed route with a body: [`BodyErrors`] and the rate limit (429).
+    LimitedBodyErrors => ["401" => Unauthorized, "403" => Forbidden, "413" => PayloadTooLarge,
+        "429" => RateLimited, "500" => ServerError, "503" => Unavailable]
 );

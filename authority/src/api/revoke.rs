@@ -108,12 +108,7 @@ pub struct RevokeTokenAnswer {
         (status = BAD_REQUEST, body = ErrorBody, description = "`token_expired`: the token \
             has expired and needs no revocation; `invalid_token`: not a genuine token of this \
             authority; `invalid_request`: a malformed body or a reason too long."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
-        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
 )]
@@ -152,12 +147,7 @@ pub async fn token(
             valid token of this authority. No body."),
         (status = BAD_REQUEST, body = ErrorBody,
             description = "`invalid_request`: a malformed form or no `token`."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
-        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
 )]
@@ -210,12 +200,7 @@ pub struct RevokeSubjectAnswer {
         (status = OK, description = "Revoked.", body = RevokeSubjectAnswer),
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
             body, an invalid `sub`, or a reason too long."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
-        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
 )]
@@ -282,12 +267,7 @@ pub struct RevokeSessionAnswer {
         (status = OK, description = "Revoked.", body = RevokeSessionAnswer),
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
             body, an invalid `sid`, or a reason too long."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
-        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
 )]

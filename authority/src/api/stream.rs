@@ -196,12 +196,9 @@ pub async fn events(
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: not a \
             WebSocket upgrade, or a `since` that is not a seq or is beyond the log's head, or \
             an unknown query parameter."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
         (status = UPGRADE_REQUIRED, body = ErrorBody,
             description = "`invalid_request`: the connection cannot be upgraded (HTTP/1.1 needed)."),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::KeyedErrors,
     ),
     security(("subscribe" = []), ("admin" = [])),
 )]
@@ -380,10 +377,7 @@ impl SnapshotFormat {
                 (openapi::Snapshot = "application/json"),
                 (String = "application/x-ndjson"),
             )),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::KeyedErrors,
     ),
     security(("subscribe" = []), ("admin" = [])),
 )]

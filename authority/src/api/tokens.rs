@@ -74,12 +74,7 @@ const MAX_AUDIENCES: usize = 16;
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
             body, an invalid `sub`, `sid` or `aud`, a `ttl` out of range, a reserved custom \
             claim, claims too large, or a revoked session."),
-        (status = UNAUTHORIZED, response = openapi::Unauthorized),
-        (status = FORBIDDEN, response = openapi::Forbidden),
-        (status = PAYLOAD_TOO_LARGE, response = openapi::PayloadTooLarge),
-        (status = TOO_MANY_REQUESTS, response = openapi::RateLimited),
-        (status = INTERNAL_SERVER_ERROR, response = openapi::ServerError),
-        (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
+        openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
 )]
