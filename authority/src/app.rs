@@ -12,6 +12,7 @@ use zeroize::Zeroizing;
 
 use crate::apikeys::{self, ApiKeys};
 use crate::config::{Config, Scope};
+use crate::datadir;
 use crate::error::{Error, StoreError};
 use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
@@ -55,8 +56,10 @@ impl Authority {
     /// if configured, else the embedded SQLite file — and get everything ready to serve. No
     /// port is bound.
     pub async fn open(config: Config) -> Result<Self, Error> {
-        create_data_dir(&config.data_dir)?;
+        datadir::prepare(&config.data_dir)?;
         let store = open_store(&config).await?;
+        // SQLite created its files with the process umask: private now, whatever it was.
+        datadir::make_private(&config.data_dir)?;
         Self::with_store(config, store).await
     }
 
@@ -338,16 +341,5 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
     Ok(match &config.database_url {
         Some(url) => Arc::new(PgStore::open(url.expose()).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir).await?),
-    })
-}
-
-fn create_data_dir(dir: &std::path::Path) -> Result<(), Error> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| Error::Io {
-        what: format!("cannot create data directory {}", dir.display()),
-        source,
     })
 }

@@ -14,6 +14,8 @@
 //! - [`store`]: the [`store::Store`] trait, its SQLite and PostgreSQL backends, and the
 //!   commands, outcomes and records its methods take and return — for
 //!   [`Authority::with_store`].
+//! - [`datadir`]: the data directory, created and kept private (what the binary does at every
+//!   start, before and after opening the store).
 //! - [`apikeys::create`], [`tls::server_config`] (what fills [`Config::tls`]),
 //!   [`openapi()`], [`shutdown::shutdown_signal`], [`Error`], [`StoreError`].
 //!
@@ -37,6 +39,7 @@
 
 pub mod apikeys;
 pub mod config;
+pub mod datadir;
 pub mod shutdown;
 pub mod store;
 pub mod tls;

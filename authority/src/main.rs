@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use revocast_authority::config::{Cli, Command, Config};
-use revocast_authority::{Authority, apikeys, shutdown};
+use revocast_authority::{Authority, Error, apikeys, datadir, shutdown};
 use revocast_shared::UnixSeconds;
 use revocast_shared::runtime::init_tracing;
 
@@ -16,6 +16,9 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return fail(&e.into(), ExitCode::from(2)),
     };
+    // Before anything is created: the database and key files hold secrets.
+    #[cfg(unix)]
+    datadir::restrict_umask();
     init_tracing("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -29,6 +32,10 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Found only at start, like the flags' errors: e.g. secrets open to other users.
+        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Config(_))) => {
+            fail(&e, ExitCode::from(2))
+        }
         Err(e) => fail(&e, ExitCode::FAILURE),
     }
 }
@@ -36,10 +43,9 @@ fn main() -> ExitCode {
 async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
     match command {
         Some(Command::CreateKey { scope, label }) => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
-                format!("cannot create data directory {}", config.data_dir.display())
-            })?;
+            datadir::prepare(&config.data_dir)?;
             let store = revocast_authority::open_store(&config).await?;
+            datadir::make_private(&config.data_dir)?;
             let key = apikeys::create(store.as_ref(), scope, label.as_deref(), UnixSeconds::now())
                 .await?;
             store.close().await;

@@ -1,5 +1,6 @@
 //! The real `revocast-authority` binary: durability across SIGKILL, the `create-key`
-//! subcommand, configuration errors before any port is bound, and no secrets in the logs.
+//! subcommand, configuration errors before any port is bound, a private data directory,
+//! and no secrets in the logs.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -252,6 +253,130 @@ fn invalid_configuration_exits_2_before_binding_or_writing() {
         );
         assert!(!out.stderr.is_empty());
         assert!(!data.exists(), "{args:?} touched the data directory");
+    }
+}
+
+/// Permission bits of `path`.
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The data directory is `0700` and every secret in it that exists `0600`; returns how many
+/// secret files there were.
+#[cfg(unix)]
+fn assert_private(dir: &Path) -> usize {
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    let secrets = [
+        "revocast.db",
+        "revocast.db-wal",
+        "revocast.db-shm",
+        "admin.key",
+        "subscriber.key",
+    ];
+    let present: Vec<_> = secrets
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|p| p.exists())
+        .collect();
+    for path in &present {
+        assert_eq!(mode(path), 0o600, "{}", path.display());
+    }
+    present.len()
+}
+
+fn create_key(data_dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["create-key", "--scope", "introspect", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn a_data_directory_made_by_create_key_stays_private_under_serve() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let out = create_key(&data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(assert_private(&data) >= 1, "create-key made no database");
+
+    let running = spawn(&data);
+    let secrets = assert_private(&data);
+    running.kill();
+    assert!(secrets >= 3, "serve wrote no database or key files");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_open_data_directory_and_database_are_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let open = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    for serve in [false, true] {
+        let parent = tempfile::tempdir().unwrap();
+        let data = parent.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        open(&data, 0o755);
+        // An empty file is an empty SQLite database.
+        std::fs::write(data.join("revocast.db"), b"").unwrap();
+        open(&data.join("revocast.db"), 0o644);
+        if serve {
+            spawn(&data).kill();
+        } else {
+            let out = create_key(&data);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(mode(&data.join("revocast.db")), 0o600, "serve: {serve}");
+        assert_private(&data);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_open_to_others_that_cannot_be_tightened_refuses_the_start() {
+    // procfs refuses every chmod, even root's: `admin.key` pointing at a world-readable
+    // /proc file is a secret others can read and nobody can tighten.
+    let unchangeable = Path::new("/proc/self/status");
+    if !unchangeable.exists() {
+        eprintln!(
+            "SKIPPED: no {} to stand for an unchangeable file",
+            unchangeable.display()
+        );
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::os::unix::fs::symlink(unchangeable, data.join("admin.key")).unwrap();
+    let serve = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    for (what, out) in [("serve", serve), ("create-key", create_key(&data))] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&data.join("admin.key").display().to_string())
+                && stderr.contains("0444"),
+            "{what}: {stderr}"
+        );
+        assert!(
+            !data.join("revocast.db").exists(),
+            "{what} opened the database"
+        );
     }
 }
 

@@ -30,6 +30,7 @@ pub use mutation::{
     TokenRevocation,
 };
 pub use postgres::PgStore;
+pub(crate) use sqlite::DB_FILE;
 pub use sqlite::SqliteStore;
 
 use crate::config::Scope;
