@@ -256,18 +256,19 @@ fn invalid_configuration_exits_2_before_binding_or_writing() {
     }
 }
 
-/// Permission bits of `path`.
+/// Permission bits of `path`, in octal (`"0600"`).
 #[cfg(unix)]
-fn mode(path: &Path) -> u32 {
+fn mode(path: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+    format!("{mode:04o}")
 }
 
 /// The data directory is `0700` and every secret in it that exists `0600`; returns how many
 /// secret files there were.
 #[cfg(unix)]
 fn assert_private(dir: &Path) -> usize {
-    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    assert_eq!(mode(dir), "0700", "{}", dir.display());
     let secrets = [
         "revocast.db",
         "revocast.db-wal",
@@ -281,17 +282,36 @@ fn assert_private(dir: &Path) -> usize {
         .filter(|p| p.exists())
         .collect();
     for path in &present {
-        assert_eq!(mode(path), 0o600, "{}", path.display());
+        assert_eq!(mode(path), "0600", "{}", path.display());
     }
     present.len()
 }
 
 fn create_key(data_dir: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["create-key", "--scope", "introspect", "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap()
+    exit_within(
+        Command::new(BIN)
+            .args(["create-key", "--scope", "introspect", "--data-dir"])
+            .arg(data_dir),
+    )
+}
+
+/// Run `command` to its end, killing it (and failing) if it is still running after 30 s: a
+/// start that should be refused must not hang the test instead.
+fn exit_within(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("still running after 30 s: {command:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
 }
 
 #[cfg(unix)]
@@ -338,7 +358,7 @@ fn an_open_data_directory_and_database_are_tightened_at_start() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        assert_eq!(mode(&data.join("revocast.db")), 0o600, "serve: {serve}");
+        assert_eq!(mode(&data.join("revocast.db")), "0600", "serve: {serve}");
         assert_private(&data);
     }
 }
@@ -360,11 +380,11 @@ fn a_secret_open_to_others_that_cannot_be_tightened_refuses_the_start() {
     let data = parent.path().join("data");
     std::fs::create_dir(&data).unwrap();
     std::os::unix::fs::symlink(unchangeable, data.join("admin.key")).unwrap();
-    let serve = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
-        .output()
-        .unwrap();
+    let serve = exit_within(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data),
+    );
     for (what, out) in [("serve", serve), ("create-key", create_key(&data))] {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
