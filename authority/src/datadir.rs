@@ -32,7 +32,7 @@ pub fn prepare(dir: &Path) -> Result<(), Error> {
 }
 
 /// Make `dir` `0700` and the secrets in it that exist `0600` (`revocast.db`, its `-wal` and
-/// `-shm`, `admin.key`, `subscriber.key`). An [`Error::Config`] naming the path and its mode
+/// `-shm`, `admin.key`, `subscriber.key`). An [`Error::Exposed`] naming the path and its mode
 /// if another user can read or write one and it cannot be changed (it belongs to another
 /// user, or lives on a file system that refuses). Called again once the store is open, for
 /// the files SQLite created.
@@ -73,10 +73,13 @@ fn restrict(path: &Path, mode: u32) -> Result<(), Error> {
         Ok(()) => Ok(()),
         // Only the owner has access: not what we asked for, but nothing is exposed.
         Err(_) if current & 0o077 == 0 => Ok(()),
-        Err(e) => Err(Error::Config(format!(
-            "{} is mode {current:04o}, open to other users, and cannot be made {mode:04o}: {e}",
-            path.display()
-        ))),
+        Err(source) => Err(Error::Exposed {
+            what: format!(
+                "{} is mode {current:04o}, open to other users, and cannot be made {mode:04o}",
+                path.display()
+            ),
+            source,
+        }),
     }
 }
 
@@ -116,7 +119,7 @@ mod tests {
             );
             return;
         }
-        let Err(Error::Config(message)) = restrict(path, 0o600) else {
+        let Err(Error::Exposed { what: message, .. }) = restrict(path, 0o600) else {
             panic!("{} was not refused", path.display());
         };
         assert!(message.contains("/proc/self/status"), "{message}");

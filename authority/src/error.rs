@@ -27,6 +27,15 @@ pub enum Error {
     },
     #[error(transparent)]
     Crypto(#[from] revocast_shared::Error),
+    /// A secret in the data directory that other users can reach and this process cannot
+    /// make private (`what` names the path and its mode): a start refused like a
+    /// configuration error.
+    #[error("invalid configuration: {what}")]
+    Exposed {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Failures of the durable store.

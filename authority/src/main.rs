@@ -32,8 +32,13 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command, config)) {
         Ok(()) => ExitCode::SUCCESS,
-        // Found only at start, like the flags' errors: e.g. secrets open to other users.
-        Err(e) if matches!(e.downcast_ref::<Error>(), Some(Error::Config(_))) => {
+        // Found only once started, but errors of the set-up all the same.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<Error>(),
+                Some(Error::Config(_) | Error::Exposed { .. })
+            ) =>
+        {
             fail(&e, ExitCode::from(2))
         }
         Err(e) => fail(&e, ExitCode::FAILURE),
