@@ -66,6 +66,15 @@ impl Authority {
     /// Like [`open`](Self::open) on a store the caller opened (another backend, or a test's).
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, Error> {
         let now = UnixMillis::now();
+        // Before anything is served or signed: tokens of another issuer would be rejected by
+        // the replicas, and restarts, that keep the recorded one.
+        let stored = store.claim_issuer(&config.issuer).await?;
+        if stored != config.issuer {
+            return Err(Error::IssuerMismatch {
+                stored,
+                configured: config.issuer,
+            });
+        }
         let doorbell = store.doorbell().await?;
         let mut loaded = store.load(now.to_seconds()).await?;
         if !loaded.keys.iter().any(|k| k.active) {

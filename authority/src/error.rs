@@ -36,6 +36,16 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The store was first started with another issuer: tokens it already issued carry
+    /// `stored`, which this process's own verification would reject. A start refused like a
+    /// configuration error.
+    #[error(
+        "invalid configuration: this database records the issuer {stored:?}, but this process \
+         is configured with {configured:?}; every replica of one database, and every restart \
+         of one data directory, must use the same issuer: pass --issuer {stored:?} explicitly \
+         (by default the issuer is the URL of --listen)"
+    )]
+    IssuerMismatch { stored: String, configured: String },
 }
 
 /// Failures of the durable store.

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Err(e)
             if matches!(
                 e.downcast_ref::<Error>(),
-                Some(Error::Config(_) | Error::Exposed { .. })
+                Some(Error::Config(_) | Error::Exposed { .. } | Error::IssuerMismatch { .. })
             ) =>
         {
             fail(&e, ExitCode::from(2))

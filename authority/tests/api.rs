@@ -838,3 +838,37 @@ async fn bad_forms_and_deep_objects_get_a_clear_400() {
     assert_error_shape(&resp.json().await.unwrap(), "invalid_request");
     assert_eq!(s.handle.head().get(), 0, "nothing was revoked by any of it");
 }
+
+/// A data directory remembers the issuer of its first start: reopened with another one (as a
+/// changed `--listen` changes the default), it refuses to start and names both; with the same
+/// one it opens.
+#[tokio::test]
+async fn a_data_directory_reopened_with_another_issuer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_issuer = |issuer: &str| {
+        let mut config = Config::for_data_dir(dir.path());
+        config.issuer = issuer.into();
+        config
+    };
+    drop(
+        Authority::open(with_issuer("https://a.example"))
+            .await
+            .unwrap(),
+    );
+    let refused = Authority::open(with_issuer("https://b.example"))
+        .await
+        .err()
+        .expect("another issuer was accepted");
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, revocast_authority::Error::IssuerMismatch { .. })
+            && message.contains("https://a.example")
+            && message.contains("https://b.example"),
+        "{message}"
+    );
+    drop(
+        Authority::open(with_issuer("https://a.example"))
+            .await
+            .unwrap(),
+    );
+}

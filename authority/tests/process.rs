@@ -287,6 +287,32 @@ fn assert_private(dir: &Path) -> usize {
     present.len()
 }
 
+#[test]
+fn a_data_directory_started_with_another_issuer_exits_2_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    // `spawn` leaves the issuer to its default, the URL of `--listen`.
+    spawn(dir.path()).kill();
+    let out = exit_within(
+        Command::new(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--issuer",
+                "https://other.example",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path()),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("http://127.0.0.1:0") && stderr.contains("https://other.example"),
+        "{stderr}"
+    );
+    // The recorded issuer still starts.
+    spawn(dir.path()).kill();
+}
+
 fn create_key(data_dir: &Path) -> std::process::Output {
     exit_within(
         Command::new(BIN)

@@ -277,3 +277,41 @@ async fn a_commit_sees_its_own_rows_before_they_are_written() {
     assert_eq!(loaded.revocations.len(), 3);
     store.close().await;
 }
+
+/// Replicas starting together on an empty database, each with its own issuer: exactly one
+/// records its issuer and every one, then and later, gets that one back.
+#[tokio::test]
+async fn concurrent_stores_record_one_issuer() {
+    let Some(db) = TestDatabase::create("store_issuer").await else {
+        return;
+    };
+    let stores: Vec<PgStore> =
+        futures_util::future::join_all((0..4).map(|_| PgStore::open(&db.url)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    let issuers: Vec<String> = (0..4).map(|i| format!("https://r{i}.example")).collect();
+    let claimed: Vec<String> = futures_util::future::join_all(
+        stores
+            .iter()
+            .zip(&issuers)
+            .map(|(s, issuer)| s.claim_issuer(issuer)),
+    )
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    assert!(issuers.contains(&claimed[0]), "{claimed:?}");
+    assert!(claimed.iter().all(|c| *c == claimed[0]), "{claimed:?}");
+    assert_eq!(
+        stores[1]
+            .claim_issuer("https://late.example")
+            .await
+            .unwrap(),
+        claimed[0]
+    );
+    for s in &stores {
+        s.close().await;
+    }
+}

@@ -456,3 +456,34 @@ async fn an_unreachable_database_fails_requests_cleanly_and_loses_nothing() {
     let (stored, stored_head) = stored_log(&db).await;
     assert_eq!(stored, (1..=stored_head).collect::<Vec<_>>());
 }
+
+/// Replicas of one database must share its issuer: one started with another refuses to start,
+/// naming both, before it serves anything.
+#[tokio::test]
+async fn a_replica_with_another_issuer_refuses_to_start() {
+    let Some(db) = TestDatabase::create("replicas_issuer").await else {
+        return;
+    };
+    let mut replicas = TestAuthority::start_replicas(&db, 2, |c| {
+        c.issuer = "https://auth.example".into();
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = revocast_authority::Config::for_data_dir(dir.path());
+    config.database_url = Some(DatabaseUrl::parse(&db.url).expect("database URL"));
+    config.issuer = "https://other.example".into();
+    let refused = revocast_authority::Authority::open(config)
+        .await
+        .err()
+        .expect("a replica with another issuer started");
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, revocast_authority::Error::IssuerMismatch { .. })
+            && message.contains("https://auth.example")
+            && message.contains("https://other.example"),
+        "{message}"
+    );
+    for r in &mut replicas {
+        r.stop().await;
+    }
+}

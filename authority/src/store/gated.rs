@@ -82,6 +82,9 @@ impl Store for GatedStore {
     ) -> Result<bool, StoreError> {
         self.inner.insert_first_api_keys(keys, now).await
     }
+    async fn claim_issuer(&self, issuer: &str) -> Result<String, StoreError> {
+        self.inner.claim_issuer(issuer).await
+    }
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
         self.key_lookups.fetch_add(1, Ordering::SeqCst);
         pass(&self.lookup_gate).await?;

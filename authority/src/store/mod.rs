@@ -141,6 +141,11 @@ pub trait Store: Send + Sync + 'static {
         now: UnixSeconds,
     ) -> Result<bool, StoreError>;
 
+    /// Record `issuer` as the issuer of this store's tokens if none is recorded yet, and
+    /// return the recorded one, atomically: of several replicas starting together on an empty
+    /// database exactly one records its issuer, and all get the same answer.
+    async fn claim_issuer(&self, issuer: &str) -> Result<String, StoreError>;
+
     /// For a store other processes write too: the doorbell that rings when they commit.
     /// `None` for a store this process alone writes.
     async fn doorbell(&self) -> Result<Option<Box<dyn Doorbell>>, StoreError> {

@@ -508,6 +508,17 @@ impl Store for PgStore {
         read_keys(&mut *self.pool.acquire().await?).await
     }
 
+    async fn claim_issuer(&self, issuer: &str) -> Result<String, StoreError> {
+        // One statement on the one `log_state` row: a second replica's update waits for the
+        // first one's row lock and then keeps the issuer it recorded.
+        Ok(sqlx::query_scalar(
+            "UPDATE log_state SET issuer = COALESCE(issuer, $1) WHERE id = 1 RETURNING issuer",
+        )
+        .bind(issuer)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],

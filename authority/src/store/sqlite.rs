@@ -367,6 +367,19 @@ impl Store for SqliteStore {
         read_keys(&mut *self.pool.acquire().await?).await
     }
 
+    async fn claim_issuer(&self, issuer: &str) -> Result<String, StoreError> {
+        // Recorded once and never changed, so the read after the insert sees the winner.
+        sqlx::query("INSERT OR IGNORE INTO meta (name, value) VALUES ('issuer', ?)")
+            .bind(issuer)
+            .execute(&self.pool)
+            .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'issuer'")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],
