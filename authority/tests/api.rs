@@ -4,51 +4,15 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use revocast_authority::{Authority, Config, Handle, Scope};
+use revocast_authority::{Authority, Config, Scope};
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::token::issue;
 use revocast_shared::{Claims, SigningKey, UnixMillis, VerifyingKey};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-struct Server {
-    base: String,
-    admin: String,
-    subscriber: String,
-    handle: Handle,
-    http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::open(Config::for_data_dir(dir.path()))
-        .await
-        .unwrap();
-    let handle = authority.handle();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(authority.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let read = |f: &str| {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    Server {
-        admin: read("admin.key"),
-        subscriber: read("subscriber.key"),
-        base,
-        handle,
-        http: reqwest::Client::new(),
-        _stop: stop,
-        _dir: dir,
-    }
-}
+use common::{Server, start};
 
 impl Server {
     async fn post(&self, path: &str, key: Option<&str>, body: Value) -> (StatusCode, Value) {
@@ -130,7 +94,7 @@ fn assert_error_shape(v: &Value, code: &str) {
 
 #[tokio::test]
 async fn issue_verify_revoke_and_revoke_again() {
-    let s = start().await;
+    let (s, handle) = start().await;
     let issued = s.issue(json!({ "sub": "alice", "aud": ["api", "web"], "sid": "s1", "claims": { "role": "admin" } })).await;
     for field in ["token", "rid", "kid", "jti", "iat", "exp"] {
         assert!(!issued[field].is_null(), "missing {field} in {issued}");
@@ -176,7 +140,7 @@ async fn issue_verify_revoke_and_revoke_again() {
         (again["seq"].clone(), again["revoked_at"].clone()),
         (first["seq"].clone(), first["revoked_at"].clone())
     );
-    assert_eq!(s.handle.head().get(), 1, "nothing written twice");
+    assert_eq!(handle.head().get(), 1, "nothing written twice");
 
     // Another token with identical claims is a different token.
     let other = s.token_for("alice").await;
@@ -185,7 +149,7 @@ async fn issue_verify_revoke_and_revoke_again() {
 
 #[tokio::test]
 async fn revoking_expired_or_foreign_tokens_is_refused() {
-    let s = start().await;
+    let (s, handle) = start().await;
     let short = s.issue(json!({ "sub": "a", "ttl": 1 })).await["token"]
         .as_str()
         .unwrap()
@@ -226,12 +190,12 @@ async fn revoking_expired_or_foreign_tokens_is_refused() {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert_error_shape(&v, "invalid_token");
     }
-    assert_eq!(s.handle.head().get(), 0, "nothing was logged");
+    assert_eq!(handle.head().get(), 0, "nothing was logged");
 }
 
 #[tokio::test]
 async fn subject_revocation_is_exact_within_the_same_second() {
-    let s = start().await;
+    let (s, _) = start().await;
     let before = s.token_for("bob").await;
     let bystander = s.token_for("carol").await;
     let (status, v) = s
@@ -260,7 +224,7 @@ async fn subject_revocation_is_exact_within_the_same_second() {
 
 #[tokio::test]
 async fn session_revocation_rejects_tokens_and_blocks_issuing() {
-    let s = start().await;
+    let (s, _) = start().await;
     let t1 = s.issue(json!({ "sub": "u", "sid": "sess-1" })).await["token"]
         .as_str()
         .unwrap()
@@ -289,7 +253,7 @@ async fn session_revocation_rejects_tokens_and_blocks_issuing() {
 
 #[tokio::test]
 async fn key_rotation_and_key_revocation() {
-    let s = start().await;
+    let (s, _) = start().await;
     let (_, jwks) = s.get("/.well-known/jwks.json").await;
     let keys = jwks["keys"].as_array().unwrap().clone();
     assert_eq!(keys.len(), 1);
@@ -366,7 +330,7 @@ async fn key_rotation_and_key_revocation() {
 
 #[tokio::test]
 async fn concurrent_revocations_get_gap_free_seqs() {
-    let s = start().await;
+    let (s, _) = start().await;
     let n = 200;
     let mut tasks = Vec::new();
     for i in 0..n {
@@ -399,10 +363,9 @@ async fn concurrent_revocations_get_gap_free_seqs() {
 
 #[tokio::test]
 async fn oauth_revoke_and_introspect() {
-    let s = start().await;
+    let (s, handle) = start().await;
     let token = s.token_for("dave").await;
-    let introspector = s
-        .handle
+    let introspector = handle
         .create_api_key(Scope::Introspect, Some("test"))
         .await
         .unwrap();
@@ -460,9 +423,8 @@ async fn oauth_revoke_and_introspect() {
 
 #[tokio::test]
 async fn every_route_checks_its_scope() {
-    let s = start().await;
-    let introspector = s
-        .handle
+    let (s, handle) = start().await;
+    let introspector = handle
         .create_api_key(Scope::Introspect, None)
         .await
         .unwrap();
@@ -566,7 +528,7 @@ async fn every_route_checks_its_scope() {
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_400_in_the_contract_shape() {
-    let s = start().await;
+    let (s, handle) = start().await;
     let raw = |path: &'static str, body: Vec<u8>| {
         let req = s
             .http
@@ -656,12 +618,12 @@ async fn bad_input_gets_a_clear_400_in_the_contract_shape() {
     let (status, v) = s.get("/v1/tokens").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_error_shape(&v, "method_not_allowed");
-    assert_eq!(s.handle.head().get(), 0);
+    assert_eq!(handle.head().get(), 0);
 }
 
 #[tokio::test]
 async fn metadata_names_the_endpoints() {
-    let s = start().await;
+    let (s, _) = start().await;
     let (_, v) = s.get("/.well-known/oauth-authorization-server").await;
     assert_eq!(v["issuer"], "http://revocast.test");
     assert_eq!(v["jwks_uri"], "http://revocast.test/.well-known/jwks.json");
@@ -685,10 +647,10 @@ async fn metadata_names_the_endpoints() {
 async fn every_jws_malformation_is_a_clear_verdict() {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    let s = start().await;
+    let (s, handle) = start().await;
     let token = s.token_for("mallory").await;
     let parts: Vec<&str> = token.split('.').collect();
-    let kid = s.handle.active_kid().to_string();
+    let kid = handle.active_kid().to_string();
     let with_header = |header: Value| {
         format!(
             "{}.{}.{}",
@@ -804,7 +766,7 @@ async fn every_jws_malformation_is_a_clear_verdict() {
 /// `token=` is not among them: RFC 7009 answers an invalid token with `200`.)
 #[tokio::test]
 async fn bad_forms_and_deep_objects_get_a_clear_400() {
-    let s = start().await;
+    let (s, handle) = start().await;
     for (path, body) in [
         ("/oauth2/revoke", ""),
         ("/oauth2/revoke", "token=a&token=b"),
@@ -836,7 +798,7 @@ async fn bad_forms_and_deep_objects_get_a_clear_400() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_error_shape(&resp.json().await.unwrap(), "invalid_request");
-    assert_eq!(s.handle.head().get(), 0, "nothing was revoked by any of it");
+    assert_eq!(handle.head().get(), 0, "nothing was revoked by any of it");
 }
 
 /// A data directory remembers the issuer of its first start: reopened with another one (as a

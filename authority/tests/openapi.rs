@@ -8,45 +8,11 @@
 use std::path::PathBuf;
 
 use reqwest::{Method, StatusCode};
-use revocast_authority::{Authority, Config};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
-struct Server {
-    base: String,
-    admin: String,
-    subscriber: String,
-    http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let authority = Authority::open(Config::for_data_dir(dir.path()))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(authority.serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let read = |f: &str| {
-        std::fs::read_to_string(dir.path().join(f))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    Server {
-        admin: read("admin.key"),
-        subscriber: read("subscriber.key"),
-        base,
-        http: reqwest::Client::new(),
-        _stop: stop,
-        _dir: dir,
-    }
-}
+use common::{Server, start};
 
 impl Server {
     /// `method path` with an optional key and JSON body; the status and the body as JSON
@@ -118,7 +84,7 @@ fn operations(doc: &Value) -> Vec<(String, Method, Value)> {
 
 #[tokio::test]
 async fn the_checked_in_document_is_the_served_one() {
-    let s = start().await;
+    let (s, _) = start().await;
     let (served, doc) = s.document().await;
     assert_eq!(doc["openapi"], "3.1.0");
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
@@ -136,7 +102,7 @@ async fn the_checked_in_document_is_the_served_one() {
 
 #[tokio::test]
 async fn the_router_serves_exactly_the_documented_operations() {
-    let s = start().await;
+    let (s, _) = start().await;
     let (_, doc) = s.document().await;
     let documented = operations(&doc);
     assert!(documented.len() >= 18, "{}", documented.len());
@@ -211,7 +177,7 @@ fn scopes(operation: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn every_operation_takes_exactly_the_documented_keys() {
-    let s = start().await;
+    let (s, _) = start().await;
     let (_, doc) = s.document().await;
     let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
     for scope in ["admin", "introspect", "subscribe"] {
@@ -396,7 +362,7 @@ fn strict_unless(doc: &Value, schema: &Value, part: bool) -> Value {
 
 #[tokio::test]
 async fn answers_fit_the_documented_schemas() {
-    let s = start().await;
+    let (s, _) = start().await;
     let (_, doc) = s.document().await;
     let admin = Some(s.admin.as_str());
     let post = |path: &'static str, body: Value| {
