@@ -75,6 +75,16 @@ impl Authority {
                 configured: config.issuer,
             });
         }
+        // Every token lives at most the largest `--max-ttl` any start recorded: subject and
+        // session revocations must outlive them, even after `--max-ttl` is lowered.
+        let max_ttl = store.raise_max_ttl(config.max_ttl_secs).await?;
+        if max_ttl > config.max_ttl_secs {
+            tracing::info!(
+                recorded = max_ttl,
+                configured = config.max_ttl_secs,
+                "an earlier start allowed longer-lived tokens; revocations are kept for the recorded max-ttl"
+            );
+        }
         let doorbell = store.doorbell().await?;
         let mut loaded = store.load(now.to_seconds()).await?;
         if !loaded.keys.iter().any(|k| k.active) {
@@ -99,7 +109,7 @@ impl Authority {
             config.subscriber_queue,
             config.stream_recent_events,
         ));
-        let view = Arc::new(View::new(loaded, config.max_ttl_secs)?);
+        let view = Arc::new(View::new(loaded, max_ttl)?);
         let tail = Arc::new(LogTail::new(
             Arc::clone(&store),
             Arc::clone(&view),
@@ -322,8 +332,7 @@ async fn prune_log(app: &App, now: UnixMillis, retention: Duration) {
 /// of trusting it.
 async fn heartbeat(app: AppState) {
     let interval = app.config.heartbeat_interval;
-    // Three missed polls: one slow query does not silence the stream.
-    let current_within = app.config.database_poll_interval * 3 + interval;
+    let current_within = tail::current_within(&app.config);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut silent = false;

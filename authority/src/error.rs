@@ -63,6 +63,11 @@ pub enum StoreError {
     TimedOut,
     #[error("the commit queue is closed (shutting down)")]
     Closed,
+    /// The commit is durable, but this replica could not read the log up to it in time, so it
+    /// does not enforce it yet: the answer must not say it is done. Retrying is safe (every
+    /// revocation is idempotent) and answers once it is applied.
+    #[error("committed durably, but not yet applied on this replica")]
+    NotApplied,
     /// A rule the store keeps broke inside this process (a bug, not bad data).
     #[error("internal invariant broken: {0}")]
     Invariant(&'static str),
@@ -160,7 +165,13 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = &e as &dyn std::error::Error, "store failure");
-        Self::unavailable("storage is unavailable; retry later")
+        match e {
+            StoreError::NotApplied => Self::unavailable(
+                "the revocation is durable, but this replica cannot read the log to apply it \
+                 yet; retrying the same request is safe",
+            ),
+            _ => Self::unavailable("storage is unavailable; retry later"),
+        }
     }
 }
 

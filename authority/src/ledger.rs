@@ -5,7 +5,8 @@
 //! ledger task takes whatever has queued up (up to [`MAX_BATCH`]), commits it in one
 //! transaction — one fsync for the whole group — hands the new events to the [`LogTail`] (which
 //! mirrors them into the view and the stream hub in `seq` order), and only then answers. So a
-//! revocation is answered only after it is durable and on its way to every subscriber,
+//! revocation is answered only after it is durable, applied here and on its way to every
+//! subscriber (a replica that cannot read the log up to it answers 503 instead),
 //! concurrent revocations share an fsync, and `seq` order is commit order — on the wire too.
 
 use std::sync::Arc;
@@ -121,12 +122,23 @@ async fn run(
         match committed {
             Ok(outcomes) => {
                 let appended = mirror(&outcomes, at, &view, &metrics);
-                tail.committed(&appended).await;
+                if let Some(through) = outcomes.iter().filter_map(Outcome::position).max() {
+                    // On failure, the answers below that it does not cover say so.
+                    let _ = tail.committed(&appended, through).await;
+                }
+                let head = tail.head();
                 let mut outcomes = outcomes.into_iter();
                 for reply in replies {
-                    let outcome = outcomes.next().ok_or(StoreError::Invariant(
-                        "the store answered fewer outcomes than it was given mutations",
-                    ));
+                    let outcome = outcomes
+                        .next()
+                        .ok_or(StoreError::Invariant(
+                            "the store answered fewer outcomes than it was given mutations",
+                        ))
+                        .and_then(|o| match o.position() {
+                            // Durable, but this process does not enforce it yet: no 200.
+                            Some(seq) if seq > head => Err(StoreError::NotApplied),
+                            _ => Ok(o),
+                        });
                     // The requester may have gone away (client disconnected); the commit stands.
                     let _ = reply.send(outcome);
                 }
@@ -176,7 +188,7 @@ mod tests {
 
     use super::*;
     use crate::store::gated::GatedStore;
-    use crate::store::{AddKey, RevokeSession, SessionRevoked, SqliteStore};
+    use crate::store::{AddKey, RevokeSession, RevokeToken, SessionRevoked, SqliteStore};
     use crate::stream::Hub;
 
     #[tokio::test]
@@ -258,5 +270,87 @@ mod tests {
             ledger.submit(session(201)).await,
             Err(StoreError::Closed)
         ));
+    }
+
+    /// On a shared store another replica's commits come before ours in the log: a revocation
+    /// of ours is answered only once this process has read and applied everything up to it —
+    /// after retrying the read — and otherwise answered "durable, not applied", as is a retry
+    /// of it while the log still cannot be read (never 200 with the revocation unenforced).
+    #[tokio::test]
+    async fn a_commit_is_answered_only_once_applied_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = SqliteStore::open(dir.path()).await.unwrap();
+        let key = Arc::new(revocast_shared::SigningKey::generate().unwrap());
+        sqlite
+            .commit(UnixMillis::now(), &[AddKey { key }.into()])
+            .await
+            .unwrap();
+        let store = Arc::new(GatedStore::closed(sqlite));
+        store.commit_gate.add_permits(1000);
+        let loaded = store.load(UnixSeconds::new(0)).await.unwrap();
+        let hub = Arc::new(Hub::new(loaded.epoch.clone(), loaded.head, 16));
+        let view = Arc::new(View::new(loaded, 3600).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let tail = Arc::new(LogTail::new(
+            store.clone(),
+            Arc::clone(&view),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            true,
+        ));
+        let (ledger, task) = Ledger::spawn(store.clone(), Arc::clone(&view), tail, metrics);
+        let session = |sid: &str| RevokeSession {
+            sid: sid.into(),
+            until: UnixSeconds::new(i64::MAX),
+            reason: None,
+        };
+        // "Another replica": a commit straight to the store, which this process has not read.
+        let other = |sid: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .commit(UnixMillis::now(), &[session(sid).into()])
+                    .await
+                    .unwrap();
+            }
+        };
+        let now = UnixSeconds::now().get();
+
+        // Reading the other replica's event fails twice, then works: the answer waits for it.
+        other("theirs").await;
+        store.read_failures.store(2, Ordering::SeqCst);
+        let ours = ledger.submit(session("ours")).await.unwrap();
+        assert_eq!((ours.seq.get(), hub.head().get()), (2, 2));
+        assert_eq!(store.read_failures.load(Ordering::SeqCst), 0, "it retried");
+        assert!(view.issuing("x", Some("theirs"), UnixSeconds::new(now)).is_err());
+
+        // Reading keeps failing: the revocation is durable but not applied here, so no 200 —
+        // for the first request and for its retry alike.
+        other("theirs-again").await;
+        store.read_failures.store(usize::MAX, Ordering::SeqCst);
+        let token = RevokeToken {
+            rid: revocast_shared::RevocationId::of_signature(b"a token"),
+            sub: "ann".into(),
+            exp: UnixSeconds::new(now + 600),
+            reason: None,
+        };
+        for attempt in ["first", "retry"] {
+            assert!(
+                matches!(
+                    ledger.submit(token.clone()).await,
+                    Err(StoreError::NotApplied)
+                ),
+                "{attempt}"
+            );
+            assert_eq!(hub.head().get(), 2, "{attempt}: nothing applied out of order");
+        }
+        // Once the log can be read, the retry is answered: the same, first revocation.
+        store.read_failures.store(0, Ordering::SeqCst);
+        let retried = ledger.submit(token).await.unwrap();
+        assert!(retried.is_already_revoked());
+        assert_eq!(retried.logged().seq.get(), 4);
+        assert_eq!(hub.head().get(), 4);
+        assert!(view.issuing("x", Some("theirs-again"), UnixSeconds::new(now)).is_err());
+        task.stop().await;
     }
 }

@@ -9,9 +9,11 @@
 //! The head is the hub's (see [`Hub::head`]): it moves with the hub's ring, atomically.
 //!
 //! Fail closed: on a shared database this process can only vouch for its head while it can
-//! read the log. [`LogTail::is_current`] says whether it did recently; the heartbeat task sends
-//! no heartbeat otherwise, so agents go stale and fail over instead of trusting a replica that
-//! may be missing revocations.
+//! read the log. [`LogTail::is_current`] says whether it did recently (within
+//! [`current_within`]); otherwise the heartbeat task sends no heartbeat, so agents go stale and
+//! fail over, and verification, introspection and issuance answer 503 instead of answering
+//! from a view that may miss revocations. Likewise the ledger answers a commit only once it is
+//! applied here ([`LogTail::committed`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::{Seq, UnixSeconds};
 
+use crate::config::Config;
 use crate::error::StoreError;
 use crate::metrics::{Metrics, gauge_value};
 use crate::store::{Backlog, Doorbell, Ring, Store};
@@ -27,6 +30,18 @@ use crate::view::View;
 
 /// Events read from the store per catch-up query.
 const CATCH_UP_PAGE: u32 = 4096;
+
+/// How long the ledger keeps retrying to apply one of its commits here (reading what other
+/// replicas committed before it) before answering that it is durable but not yet applied.
+pub const APPLY_WITHIN: Duration = Duration::from_secs(5);
+
+/// How recently a replica must have read the shared log to vouch for its view: three missed
+/// polls (one slow query does not count) plus a heartbeat interval. Past it, heartbeats stop
+/// and `/v1/verify`, `/oauth2/introspect` and `/v1/tokens` answer 503 — the one figure both
+/// use.
+pub fn current_within(config: &Config) -> Duration {
+    config.database_poll_interval * 3 + config.heartbeat_interval
+}
 
 pub struct LogTail {
     store: Arc<dyn Store>,
@@ -59,33 +74,87 @@ impl LogTail {
     }
 
     /// Apply the events of one of our commits (in `seq` order), after first reading from the
-    /// store whatever other replicas committed before them. If that read fails, our events
-    /// wait too: the next catch-up brings them all, in order.
-    pub async fn committed(&self, events: &[RevocationEvent]) {
-        let Some(first) = events.first() else {
-            return;
-        };
+    /// store whatever other replicas committed before them, and make sure the log is applied
+    /// here through `through`: the furthest position any answer of the commit vouches for (a
+    /// revocation appended now, or one found already there, perhaps from another replica).
+    ///
+    /// The ledger answers only what is applied, so a failed read is retried for up to
+    /// [`APPLY_WITHIN`]; after that this answers [`StoreError::NotApplied`] — the commit is
+    /// durable and the next catch-up applies it, in order, but it must not be acknowledged yet.
+    pub async fn committed(
+        &self,
+        events: &[RevocationEvent],
+        through: Seq,
+    ) -> Result<(), StoreError> {
         let _order = self.order.lock().await;
-        if first.seq > self.hub.head().next()
-            && let Err(e) = self.read_until(first.seq).await
+        let deadline = tokio::time::Instant::now() + APPLY_WITHIN;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match tokio::time::timeout_at(deadline, self.apply_through(events, through)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "cannot read the log before our own commit; retrying"
+                ),
+                Err(_) => {}
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                tracing::warn!(
+                    through = %through,
+                    head = %self.hub.head(),
+                    "our commit is durable but not applied here yet; the next catch-up applies it"
+                );
+                return Err(StoreError::NotApplied);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    /// One attempt of [`committed`](Self::committed). The caller holds `order`; a cancelled
+    /// attempt leaves the head consistent (events are published only after a read returned).
+    async fn apply_through(
+        &self,
+        events: &[RevocationEvent],
+        through: Seq,
+    ) -> Result<(), StoreError> {
+        if let Some(first) = events.first()
+            && first.seq > self.hub.head()
         {
-            tracing::warn!(
-                error = &e as &dyn std::error::Error,
-                "cannot read the log before our own commit; it will be published at the next catch-up"
-            );
-            return;
+            if first.seq > self.hub.head().next() {
+                self.read_until(first.seq).await?;
+            }
+            let head = self.hub.head();
+            if head.next() < first.seq {
+                return Err(StoreError::Corrupt(format!(
+                    "the log ends at {head}, before our own commit at {}",
+                    first.seq
+                )));
+            }
+            let fresh: Vec<RevocationEvent> =
+                events.iter().filter(|e| e.seq > head).cloned().collect();
+            self.publish(&fresh);
+        }
+        if self.hub.head() < through {
+            self.read_until(through.next()).await?;
         }
         let head = self.hub.head();
-        let fresh: Vec<RevocationEvent> = events.iter().filter(|e| e.seq > head).cloned().collect();
-        self.publish(&fresh);
+        if head < through {
+            return Err(StoreError::Corrupt(format!(
+                "the log ends at {head}, before {through}, which a commit reported"
+            )));
+        }
+        Ok(())
     }
 
     /// Read and apply everything committed after our head. Returns how many events it applied.
     pub async fn catch_up(&self) -> Result<usize, StoreError> {
         let _order = self.order.lock().await;
+        // The read shows the log as of some moment after this one: vouch only for this one.
+        let started = Instant::now();
         let applied = self.read_until(Seq::new(u64::MAX)).await?;
         if let Some(confirmed) = &self.confirmed {
-            *confirmed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            *confirmed.lock().unwrap_or_else(|p| p.into_inner()) = started;
         }
         Ok(applied)
     }
@@ -114,7 +183,15 @@ impl LogTail {
         Ok(())
     }
 
+    /// Re-read the longest token lifetime the store records, which a replica started with a
+    /// larger `--max-ttl` raises.
+    pub async fn refresh_max_ttl(&self) -> Result<(), StoreError> {
+        self.view.raise_max_ttl(self.store.max_ttl().await?);
+        Ok(())
+    }
+
     /// Whether this process read the log within `within` (always, for a store only it writes).
+    /// Callers pass [`current_within`].
     pub fn is_current(&self, within: Duration) -> bool {
         self.confirmed.as_ref().is_none_or(|confirmed| {
             confirmed
@@ -204,6 +281,12 @@ pub async fn follow(tail: Arc<LogTail>, mut bell: Box<dyn Doorbell>, poll: Durat
             tracing::warn!(
                 error = &e as &dyn std::error::Error,
                 "cannot re-read the signing keys"
+            );
+        }
+        if keys && let Err(e) = tail.refresh_max_ttl().await {
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "cannot re-read the longest token lifetime"
             );
         }
         match tail.catch_up().await {

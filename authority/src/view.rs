@@ -8,6 +8,7 @@
 //! hash lookups. Signature checks run outside the lock.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use revocast_shared::event::{Revocation, RevocationEvent};
@@ -24,7 +25,7 @@ use crate::store::{KeyRecord, Loaded};
 struct KeyEntry {
     key: Arc<SigningKey>,
     /// When it stopped being the active key; it keeps verifying until its tokens have expired,
-    /// i.e. `retired_at + max_ttl`.
+    /// i.e. `retired_at + max_ttl` (the recorded one, see [`View::max_ttl`]).
     retired_at: Option<UnixSeconds>,
     revoked: bool,
 }
@@ -39,7 +40,9 @@ struct Inner {
 
 pub struct View {
     epoch: Epoch,
-    max_ttl_secs: i64,
+    /// The longest token lifetime the store records (the largest `--max-ttl` any replica was
+    /// started with), not this process's own: it only rises.
+    max_ttl_secs: AtomicI64,
     inner: RwLock<Inner>,
 }
 
@@ -53,7 +56,8 @@ pub enum IssueRefusal {
 }
 
 impl View {
-    /// Build from what the store loaded. `loaded.keys` must hold an active key.
+    /// Build from what the store loaded. `loaded.keys` must hold an active key; `max_ttl_secs`
+    /// is the longest token lifetime the store records.
     pub fn new(loaded: Loaded, max_ttl_secs: i64) -> Result<Self, StoreError> {
         let (keys, active) = key_entries(loaded.keys)?;
         let mut revset = RevocationSet::new();
@@ -62,7 +66,7 @@ impl View {
         }
         Ok(Self {
             epoch: loaded.epoch,
-            max_ttl_secs,
+            max_ttl_secs: AtomicI64::new(max_ttl_secs),
             inner: RwLock::new(Inner {
                 revset,
                 subject_generations: loaded.subject_generations.into_iter().collect(),
@@ -88,6 +92,16 @@ impl View {
 
     pub fn active_kid(&self) -> KeyId {
         self.read().active
+    }
+
+    /// The longest lifetime of any token issued on this store, in seconds, as last read.
+    pub fn max_ttl(&self) -> i64 {
+        self.max_ttl_secs.load(Ordering::SeqCst)
+    }
+
+    /// Take a recorded longest lifetime read from the store; it only ever rises.
+    pub fn raise_max_ttl(&self, secs: i64) {
+        self.max_ttl_secs.fetch_max(secs, Ordering::SeqCst);
     }
 
     pub fn revocation_entries(&self) -> usize {
@@ -149,6 +163,7 @@ impl View {
     /// Published keys: not revoked, and either active or retired recently enough that tokens
     /// it signed may still be alive.
     pub fn jwks(&self, now: UnixSeconds) -> JwkSet {
+        let max_ttl = self.max_ttl();
         let inner = self.read();
         let mut keys: Vec<_> = inner
             .keys
@@ -156,7 +171,7 @@ impl View {
             .filter(|e| {
                 !e.revoked
                     && e.retired_at
-                        .is_none_or(|t| t.saturating_add_secs(self.max_ttl_secs) > now)
+                        .is_none_or(|t| t.saturating_add_secs(max_ttl) > now)
             })
             .map(|e| e.key.verifying_key().to_jwk())
             .collect();

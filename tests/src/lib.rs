@@ -158,6 +158,13 @@ impl TestAuthority {
         self.served = Some(served);
     }
 
+    /// Stop, then start again on the same address and data directory with the configuration
+    /// adjusted by `configure`, as an operator restarts with other flags.
+    pub async fn restart_with(&mut self, configure: impl FnOnce(&mut Config)) {
+        configure(&mut self.config);
+        self.restart().await;
+    }
+
     /// POST `body` with the admin key and return the JSON answer; panics unless 2xx.
     pub async fn admin_post(&self, path: &str, body: Value) -> Value {
         let resp = self

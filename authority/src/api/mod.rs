@@ -25,8 +25,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
-use crate::app::AppState;
+use crate::app::{App, AppState};
 use crate::error::ApiError;
+use crate::tail;
 
 /// Longest `sub`, `sid`, audience or reason accepted, in bytes.
 pub(crate) const MAX_ID_LEN: usize = 512;
@@ -123,6 +124,20 @@ pub(crate) fn check_reason(reason: Option<&str>) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// 503 unless this process read the shared log recently (see
+/// [`LogTail::is_current`](crate::tail::LogTail::is_current)): a replica cut off from the
+/// database must not vouch for a token or issue one from a view that may miss revocations.
+pub(crate) fn ensure_current(app: &App) -> Result<(), ApiError> {
+    if app.tail.is_current(tail::current_within(&app.config)) {
+        Ok(())
+    } else {
+        Err(ApiError::unavailable(
+            "this replica cannot read the shared revocation log right now, so its view may be \
+             behind; retry later or ask another replica",
+        ))
+    }
 }
 
 /// Run CPU-heavy crypto (ML-DSA sign or verify, ~0.1–1 ms) off the async workers.

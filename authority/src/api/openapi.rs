@@ -531,7 +531,10 @@ error_response!(
     /// 503.
     Unavailable => error_with(
         "`temporarily_unavailable`: the store cannot take the request now (or the authority \
-         is shutting down); retry later.",
+         is shutting down); on a replica of a shared database, also: it has not read the \
+         shared log recently, so it neither verifies, introspects nor issues from a view that \
+         may miss revocations, or a revocation is durable but not yet applied there. Retry \
+         later (a repeated revocation is safe), or ask another replica.",
     )
 );
 
@@ -556,7 +559,8 @@ macro_rules! error_group {
 }
 
 error_group!(
-    /// A keyed route without a body: the key (401, 403) and the store (500, 503).
+    /// A keyed route without a body: the key (401, 403) and the store (500, 503; on a replica,
+    /// 503 also while its view of the shared log may be behind).
     KeyedErrors => ["401" => Unauthorized, "403" => Forbidden, "500" => ServerError,
         "503" => Unavailable]
 );

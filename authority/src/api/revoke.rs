@@ -164,6 +164,15 @@ pub async fn oauth(
     }
 }
 
+/// Until when a subject or session revoked now must stay revoked: until every token it covers
+/// has expired. Tokens live at most the longest lifetime the store records — re-read here,
+/// because a replica started since with a larger `--max-ttl` may have raised it and issued
+/// tokens that long.
+async fn covering_until(app: &AppState) -> Result<UnixSeconds, ApiError> {
+    app.view.raise_max_ttl(app.store.max_ttl().await?);
+    Ok(UnixSeconds::now().saturating_add_secs(app.view.max_ttl()))
+}
+
 /// `POST /v1/revoke/subject`'s body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -212,7 +221,7 @@ pub async fn subject(
 ) -> Result<Json<RevokeSubjectAnswer>, ApiError> {
     check_id("sub", &req.sub)?;
     check_reason(req.reason.as_deref())?;
-    let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
+    let until = covering_until(&app).await?;
     let SubjectRevoked {
         sub,
         r#gen,
@@ -279,7 +288,7 @@ pub async fn session(
 ) -> Result<Json<RevokeSessionAnswer>, ApiError> {
     check_id("sid", &req.sid)?;
     check_reason(req.reason.as_deref())?;
-    let until = UnixSeconds::now().saturating_add_secs(app.config.max_ttl_secs);
+    let until = covering_until(&app).await?;
     let SessionRevoked { sid, seq, at, .. } = app
         .ledger
         .submit(RevokeSession {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use super::{blocking, check_id, openapi};
+use super::{blocking, check_id, ensure_current, openapi};
 use crate::app::AppState;
 use crate::auth::{Admin, Authorized};
 use crate::config::Config;
@@ -85,6 +85,8 @@ pub async fn issue(
     JsonBody(req): JsonBody<IssueRequest>,
 ) -> Result<(StatusCode, Json<IssueAnswer>), ApiError> {
     let ttl = check(&req, &app.config)?;
+    // The subject's generation and the session's revocation come from the view.
+    ensure_current(&app)?;
     let now = UnixSeconds::now();
     let (key, r#gen) = app
         .view

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::openapi::{self, False, True};
-use super::{TokenForm, blocking};
+use super::{TokenForm, blocking, ensure_current};
 use crate::app::AppState;
 use crate::auth::{Authorized, Introspect};
 use crate::error::{ApiError, ErrorBody};
@@ -21,11 +21,13 @@ pub struct TokenRequest {
     token: String,
 }
 
-/// Verify off the async workers and count the result.
+/// Verify off the async workers and count the result; 503 while this replica's view may be
+/// behind the shared log.
 async fn check(
     app: &AppState,
     token: String,
 ) -> Result<Result<VerifiedToken, VerifyError>, ApiError> {
+    ensure_current(app)?;
     let worker = AppState::clone(app);
     let verdict = blocking(move || {
         worker

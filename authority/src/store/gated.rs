@@ -23,6 +23,8 @@ pub struct GatedStore {
     pub commits: AtomicUsize,
     /// API-key lookups that reached the gate.
     pub key_lookups: AtomicUsize,
+    /// Log reads (`events_after`) that fail, one fewer each time, before reads work again.
+    pub read_failures: AtomicUsize,
 }
 
 impl GatedStore {
@@ -35,6 +37,7 @@ impl GatedStore {
             entered: AtomicUsize::new(0),
             commits: AtomicUsize::new(0),
             key_lookups: AtomicUsize::new(0),
+            read_failures: AtomicUsize::new(0),
         }
     }
 }
@@ -63,6 +66,12 @@ impl Store for GatedStore {
         after: revocast_shared::Seq,
         limit: u32,
     ) -> Result<Backlog, StoreError> {
+        let failing = self
+            .read_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::TimedOut);
+        }
         self.inner.events_after(after, limit).await
     }
     async fn snapshot(
@@ -84,6 +93,12 @@ impl Store for GatedStore {
     }
     async fn claim_issuer(&self, issuer: &str) -> Result<String, StoreError> {
         self.inner.claim_issuer(issuer).await
+    }
+    async fn raise_max_ttl(&self, secs: i64) -> Result<i64, StoreError> {
+        self.inner.raise_max_ttl(secs).await
+    }
+    async fn max_ttl(&self) -> Result<i64, StoreError> {
+        self.inner.max_ttl().await
     }
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
         self.key_lookups.fetch_add(1, Ordering::SeqCst);

@@ -146,6 +146,14 @@ pub trait Store: Send + Sync + 'static {
     /// database exactly one records its issuer, and all get the same answer.
     async fn claim_issuer(&self, issuer: &str) -> Result<String, StoreError>;
 
+    /// Raise the recorded longest token lifetime (seconds) to at least `secs`, never lower it,
+    /// and return the recorded one, atomically: every start records its `--max-ttl`, so the
+    /// recorded value bounds the lifetime of every token any replica ever issued.
+    async fn raise_max_ttl(&self, secs: i64) -> Result<i64, StoreError>;
+
+    /// The recorded longest token lifetime (seconds), as another replica may have raised it.
+    async fn max_ttl(&self) -> Result<i64, StoreError>;
+
     /// For a store other processes write too: the doorbell that rings when they commit.
     /// `None` for a store this process alone writes.
     async fn doorbell(&self) -> Result<Option<Box<dyn Doorbell>>, StoreError> {

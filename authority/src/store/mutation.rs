@@ -228,6 +228,23 @@ impl Outcome {
         })
     }
 
+    /// Where in the log the revocation this outcome answers for is — appended now, or found
+    /// there (already revoked): an answer vouches for it, so it must be applied first.
+    pub fn position(&self) -> Option<Seq> {
+        match self {
+            Self::RevokeToken(t) => Some(t.logged().seq),
+            Self::RevokeSubject(s) => Some(s.seq),
+            Self::RevokeSession(s) => Some(s.seq),
+            Self::RevokeKey(
+                KeyRevocation::Revoked { logged, .. } | KeyRevocation::AlreadyRevoked(logged),
+            ) => Some(logged.seq),
+            Self::RevokeKey(KeyRevocation::UnknownKey)
+            | Self::AddKey(_)
+            | Self::InitKey(_)
+            | Self::Prune(_) => None,
+        }
+    }
+
     /// The signing key this outcome made the active one.
     pub(crate) fn activated(&self) -> Option<&Arc<SigningKey>> {
         match self {

@@ -519,6 +519,26 @@ impl Store for PgStore {
         .await?)
     }
 
+    async fn raise_max_ttl(&self, secs: i64) -> Result<i64, StoreError> {
+        // One statement on the one `log_state` row, which every commit locks too: a commit
+        // after this one sees the raised value.
+        Ok(sqlx::query_scalar(
+            "UPDATE log_state SET max_ttl_secs = GREATEST(max_ttl_secs, $1) WHERE id = 1
+             RETURNING max_ttl_secs",
+        )
+        .bind(secs)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn max_ttl(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT max_ttl_secs FROM log_state WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],

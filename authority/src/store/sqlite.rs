@@ -380,6 +380,28 @@ impl Store for SqliteStore {
         )
     }
 
+    async fn raise_max_ttl(&self, secs: i64) -> Result<i64, StoreError> {
+        // One statement, so the read-modify-write is atomic under SQLite's write lock.
+        let raised: String = sqlx::query_scalar(
+            "INSERT INTO meta (name, value) VALUES ('max_ttl_secs', ?1)
+             ON CONFLICT (name) DO UPDATE
+                 SET value = CAST(MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)
+             RETURNING value",
+        )
+        .bind(secs.to_string())
+        .fetch_one(&self.pool)
+        .await?;
+        parse_max_ttl(&raised)
+    }
+
+    async fn max_ttl(&self) -> Result<i64, StoreError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'max_ttl_secs'")
+                .fetch_optional(&self.pool)
+                .await?;
+        stored.as_deref().map_or(Ok(0), parse_max_ttl)
+    }
+
     async fn insert_first_api_keys(
         &self,
         keys: &[NewApiKey<'_>],
@@ -452,6 +474,13 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The `max_ttl_secs` meta row's value.
+fn parse_max_ttl(stored: &str) -> Result<i64, StoreError> {
+    stored
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("max_ttl_secs is not a number: {stored:?}")))
 }
 
 #[cfg(test)]
