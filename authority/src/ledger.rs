@@ -322,7 +322,10 @@ mod tests {
         let ours = ledger.submit(session("ours")).await.unwrap();
         assert_eq!((ours.seq.get(), hub.head().get()), (2, 2));
         assert_eq!(store.read_failures.load(Ordering::SeqCst), 0, "it retried");
-        assert!(view.issuing("x", Some("theirs"), UnixSeconds::new(now)).is_err());
+        assert!(
+            view.issuing("x", Some("theirs"), UnixSeconds::new(now))
+                .is_err()
+        );
 
         // Reading keeps failing: the revocation is durable but not applied here, so no 200 —
         // for the first request and for its retry alike.
@@ -342,7 +345,11 @@ mod tests {
                 ),
                 "{attempt}"
             );
-            assert_eq!(hub.head().get(), 2, "{attempt}: nothing applied out of order");
+            assert_eq!(
+                hub.head().get(),
+                2,
+                "{attempt}: nothing applied out of order"
+            );
         }
         // Once the log can be read, the retry is answered: the same, first revocation.
         store.read_failures.store(0, Ordering::SeqCst);
@@ -350,7 +357,10 @@ mod tests {
         assert!(retried.is_already_revoked());
         assert_eq!(retried.logged().seq.get(), 4);
         assert_eq!(hub.head().get(), 4);
-        assert!(view.issuing("x", Some("theirs-again"), UnixSeconds::new(now)).is_err());
+        assert!(
+            view.issuing("x", Some("theirs-again"), UnixSeconds::new(now))
+                .is_err()
+        );
         task.stop().await;
     }
 }

@@ -60,7 +60,10 @@ async fn cut_off_answers_unavailable(b: &TestAuthority, token: &str) {
     let until = tokio::time::Instant::now() + Duration::from_secs(2);
     while tokio::time::Instant::now() < until {
         let verified = verify(b, token).await;
-        assert!(behind(&verified), "verify on the cut-off replica: {verified:?}");
+        assert!(
+            behind(&verified),
+            "verify on the cut-off replica: {verified:?}"
+        );
         let introspected = introspect(b, token).await;
         assert!(
             behind(&introspected),
@@ -124,7 +127,10 @@ async fn a_replica_cut_off_from_the_database_answers_503_never_valid() {
         verify(&b, &first).await.1["error"] == "token_revoked"
     })
     .await;
-    assert_eq!(introspect(&b, &first).await, (200, json!({ "active": false })));
+    assert_eq!(
+        introspect(&b, &first).await,
+        (200, json!({ "active": false }))
+    );
 
     // 2. The database refuses B: connections reset, new ones refused. A revokes gus as a
     // subject; B answers 503 until it reads the log again, then `revoked`, and issues tokens

@@ -436,7 +436,10 @@ async fn an_unreachable_database_fails_requests_cleanly_and_loses_nothing() {
     // fails closed (tests/tests/replica_lag.rs covers it in depth).
     eventually("A stops vouching for tokens", || async {
         let (status, answer) = post(&a, "/v1/verify", json!({ "token": token })).await;
-        assert!(status == 503 || answer["valid"] == true, "{status} {answer}");
+        assert!(
+            status == 503 || answer["valid"] == true,
+            "{status} {answer}"
+        );
         status == 503
     })
     .await;

@@ -62,7 +62,11 @@ async fn lowering_max_ttl_keeps_revocations_as_long_as_the_longest_token() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 400, "a ttl over the new --max-ttl is refused");
+    assert_eq!(
+        resp.status(),
+        400,
+        "a ttl over the new --max-ttl is refused"
+    );
     // …but revocations still cover the hour-long token issued before it.
     a.admin_post("/v1/revoke/subject", json!({ "sub": "hal" }))
         .await;
@@ -89,7 +93,9 @@ async fn replicas_share_the_longest_max_ttl() {
         .await
         .remove(0);
     let long = TestAuthority::start_with_keys(&short, max_ttl(HOUR)).await;
-    let exp = long.issue("ida", HOUR as u64).await["exp"].as_i64().unwrap();
+    let exp = long.issue("ida", HOUR as u64).await["exp"]
+        .as_i64()
+        .unwrap();
     for (replica, name) in [(&short, "short"), (&long, "long")] {
         replica
             .admin_post("/v1/revoke/subject", json!({ "sub": "ida" }))
@@ -149,7 +155,10 @@ async fn a_revoked_token_stays_in_the_snapshot_while_an_agent_could_accept_it() 
 
     // Still there just before exp + grace…
     sleep_until((exp + GRACE) * 1000 - 700).await;
-    assert!(in_snapshot(&a.snapshot().await), "dropped before exp + grace");
+    assert!(
+        in_snapshot(&a.snapshot().await),
+        "dropped before exp + grace"
+    );
     // …and dropped from the snapshot only after it.
     sleep_until((exp + GRACE + 1) * 1000 + 200).await;
     assert!(!in_snapshot(&a.snapshot().await), "kept after exp + grace");
