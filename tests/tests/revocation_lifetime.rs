@@ -108,6 +108,81 @@ async fn replicas_share_the_longest_max_ttl() {
     }
 }
 
+/// The race: a replica that has not yet seen another's raise of the longest lifetime computes
+/// a short `until`; the commit, which reads the recorded lifetime under the log's row lock,
+/// still covers the longer tokens. Each store plays one replica.
+#[tokio::test]
+async fn a_commit_covers_a_lifetime_raised_by_a_replica_not_yet_seen() {
+    use revocast_authority::store::{
+        Mutation, Outcome, PgStore, RevokeSession, RevokeSubject, Store,
+    };
+    use revocast_shared::UnixSeconds;
+    let Some(db) = TestDatabase::create("max_ttl_race").await else {
+        return;
+    };
+    let (short, long) = (
+        PgStore::open(&db.url).await.unwrap(),
+        PgStore::open(&db.url).await.unwrap(),
+    );
+    assert_eq!(short.raise_max_ttl(TEN_MINUTES).await.unwrap(), TEN_MINUTES);
+    // The long replica starts: it may issue hour-long tokens from now on.
+    assert_eq!(long.raise_max_ttl(HOUR).await.unwrap(), HOUR);
+    assert_eq!(
+        short.raise_max_ttl(TEN_MINUTES).await.unwrap(),
+        HOUR,
+        "never lowered"
+    );
+    // The short one revokes with the `until` its own, stale figure gives.
+    let at = UnixMillis::now();
+    let stale = UnixSeconds::new(at.as_secs() + TEN_MINUTES);
+    let outcomes = short
+        .commit(
+            at,
+            &[
+                Mutation::RevokeSubject(RevokeSubject {
+                    sub: "kit".into(),
+                    until: stale,
+                    reason: None,
+                }),
+                Mutation::RevokeSession(RevokeSession {
+                    sid: "kit-session".into(),
+                    until: stale,
+                    reason: None,
+                }),
+            ],
+        )
+        .await
+        .unwrap();
+    let covered = at.as_secs() + HOUR;
+    match outcomes.as_slice() {
+        [
+            Outcome::RevokeSubject(subject),
+            Outcome::RevokeSession(session),
+        ] => {
+            assert!(subject.until.get() >= covered, "{subject:?}");
+            assert!(session.until.get() >= covered, "{session:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(short.max_ttl().await.unwrap(), HOUR);
+}
+
+/// What enforces the rule below in a deployment: the authority's grace is a constant, not a
+/// flag, and an agent refuses a leeway above it.
+#[tokio::test]
+async fn an_agent_refuses_a_leeway_above_the_authoritys_grace() {
+    use revocast_agent::config::MAX_LEEWAY_SECS;
+    use revocast_shared::event::EXPIRY_GRACE_SECS;
+    assert_eq!(i64::from(MAX_LEEWAY_SECS), EXPIRY_GRACE_SECS);
+    let a = TestAuthority::start().await;
+    assert_eq!(a.config().expiry_grace_secs, EXPIRY_GRACE_SECS);
+    let mut config = AgentConfig::new(a.base.clone(), a.subscriber_key.clone());
+    config.leeway_secs = MAX_LEEWAY_SECS;
+    assert!(Agent::start(config.clone()).is_ok());
+    config.leeway_secs = MAX_LEEWAY_SECS + 1;
+    assert!(Agent::start(config).is_err(), "a leeway above the grace");
+}
+
 /// The rule "a revoked token stays rejected for as long as any agent could still accept it"
 /// at its boundary, with short figures (leeway 2 s, grace 3 s, a 2 s token): just before
 /// `exp + leeway` an agent that resyncs from a fresh snapshot still rejects the token as

@@ -165,12 +165,10 @@ pub async fn oauth(
 }
 
 /// Until when a subject or session revoked now must stay revoked: until every token it covers
-/// has expired. Tokens live at most the longest lifetime the store records — re-read here,
-/// because a replica started since with a larger `--max-ttl` may have raised it and issued
-/// tokens that long.
-async fn covering_until(app: &AppState) -> Result<UnixSeconds, ApiError> {
-    app.view.raise_max_ttl(app.store.max_ttl().await?);
-    Ok(UnixSeconds::now().saturating_add_secs(app.view.max_ttl()))
+/// has expired, i.e. for the longest lifetime the store records. The commit raises it further
+/// if another replica raised that lifetime since this one last read it.
+fn covering_until(app: &AppState) -> UnixSeconds {
+    UnixSeconds::now().saturating_add_secs(app.view.max_ttl())
 }
 
 /// `POST /v1/revoke/subject`'s body.
@@ -221,7 +219,7 @@ pub async fn subject(
 ) -> Result<Json<RevokeSubjectAnswer>, ApiError> {
     check_id("sub", &req.sub)?;
     check_reason(req.reason.as_deref())?;
-    let until = covering_until(&app).await?;
+    let until = covering_until(&app);
     let SubjectRevoked {
         sub,
         r#gen,
@@ -288,7 +286,7 @@ pub async fn session(
 ) -> Result<Json<RevokeSessionAnswer>, ApiError> {
     check_id("sid", &req.sid)?;
     check_reason(req.reason.as_deref())?;
-    let until = covering_until(&app).await?;
+    let until = covering_until(&app);
     let SessionRevoked { sid, seq, at, .. } = app
         .ledger
         .submit(RevokeSession {

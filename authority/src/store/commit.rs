@@ -52,6 +52,11 @@ pub(super) trait LogWriter {
     /// `Some(active)` for a stored key, `None` for an unknown one.
     async fn key_state(&mut self, kid: &str) -> Result<Option<bool>, StoreError>;
     async fn has_active_key(&mut self) -> Result<bool, StoreError>;
+    /// The recorded longest token lifetime (seconds; see `Store::raise_max_ttl`), read inside
+    /// the commit: on PostgreSQL under the `log_state` row lock, so a replica's raise either
+    /// comes before this commit (and is seen) or after it (and that replica loads this
+    /// commit's revocations before it issues anything).
+    async fn max_ttl(&mut self) -> Result<i64, StoreError>;
     /// Retire the active key (if any) and insert `key` as the active one.
     async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError>;
     async fn mark_key_revoked(
@@ -94,7 +99,11 @@ pub(super) async fn apply_batch<W: LogWriter>(
     at: UnixMillis,
     batch: &[Mutation],
 ) -> Result<Applied, StoreError> {
-    let mut log = Tip { head, at };
+    let mut log = Tip {
+        head,
+        at,
+        max_ttl: None,
+    };
     let mut keys_changed = false;
     let mut outcomes = Vec::with_capacity(batch.len());
     for mutation in batch {
@@ -122,10 +131,12 @@ pub(super) async fn apply_batch<W: LogWriter>(
     })
 }
 
-/// The log as a commit in progress sees it: its head so far, and the commit's time.
+/// The log as a commit in progress sees it: its head so far, the commit's time, and the
+/// recorded longest token lifetime once a mutation needed it (read once per commit).
 struct Tip {
     head: Seq,
     at: UnixMillis,
+    max_ttl: Option<i64>,
 }
 
 async fn revoke_token<W: LogWriter>(
@@ -154,16 +165,17 @@ async fn revoke_subject<W: LogWriter>(
     m: &RevokeSubject,
 ) -> Result<SubjectRevoked, StoreError> {
     let r#gen = generation_of(w.raise_generation(&m.sub).await?)?;
+    let until = covering(w, log, m.until).await?;
     let revocation = Revocation::Subject {
         sub: m.sub.clone(),
         r#gen,
-        until: m.until.get(),
+        until: until.get(),
     };
     let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
     Ok(SubjectRevoked {
         sub: m.sub.clone(),
         r#gen,
-        until: m.until,
+        until,
         seq,
         at,
     })
@@ -174,17 +186,34 @@ async fn revoke_session<W: LogWriter>(
     log: &mut Tip,
     m: &RevokeSession,
 ) -> Result<SessionRevoked, StoreError> {
+    let until = covering(w, log, m.until).await?;
     let revocation = Revocation::Session {
         sid: m.sid.clone(),
-        until: m.until.get(),
+        until: until.get(),
     };
     let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
     Ok(SessionRevoked {
         sid: m.sid.clone(),
-        until: m.until,
+        until,
         seq,
         at,
     })
+}
+
+/// A subject or session revocation's `until`: at least the requested one, and at least until
+/// every token it covers has expired — the commit's time plus the longest lifetime recorded,
+/// which a replica started with a larger `--max-ttl` may have raised since the request
+/// computed its `until`.
+async fn covering<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    requested: UnixSeconds,
+) -> Result<UnixSeconds, StoreError> {
+    let max_ttl = match log.max_ttl {
+        Some(known) => known,
+        None => *log.max_ttl.insert(w.max_ttl().await?),
+    };
+    Ok(requested.max(log.at.to_seconds().saturating_add_secs(max_ttl)))
 }
 
 async fn revoke_key<W: LogWriter>(

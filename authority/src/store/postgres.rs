@@ -313,6 +313,14 @@ impl LogWriter for Writer<'_, '_> {
         )
     }
 
+    async fn max_ttl(&mut self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT max_ttl_secs FROM log_state WHERE id = 1")
+                .fetch_one(&mut **self.tx)
+                .await?,
+        )
+    }
+
     async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET active = false, retired_at = COALESCE(retired_at, $1)

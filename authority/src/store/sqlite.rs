@@ -186,6 +186,14 @@ impl LogWriter for Writer<'_, '_> {
         Ok(n > 0)
     }
 
+    async fn max_ttl(&mut self) -> Result<i64, StoreError> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM meta WHERE name = 'max_ttl_secs'")
+                .fetch_optional(&mut **self.0)
+                .await?;
+        stored.as_deref().map_or(Ok(0), parse_max_ttl)
+    }
+
     async fn activate_key(&mut self, key: &SigningKey, now: UnixSeconds) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE signing_keys SET active = 0, retired_at = COALESCE(retired_at, ?) WHERE active = 1",
