@@ -71,6 +71,14 @@ async fn cut_off_answers_unavailable(b: &TestAuthority, token: &str) {
         );
         let issued = issue(b, "fay").await;
         assert!(behind(&issued), "issue on the cut-off replica: {issued:?}");
+        let ready = b
+            .http
+            .get(format!("{}/readyz", b.base))
+            .timeout(PATIENCE)
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(ready.status(), 503, "readyz on the cut-off replica");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

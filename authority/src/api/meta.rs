@@ -102,18 +102,22 @@ pub struct Readiness {
     seq: Seq,
 }
 
-/// Readiness: the store answers. Also reports the log's epoch and head `seq`.
+/// Readiness: the store answers and, on a replica, its view of the shared log is current (so
+/// a load balancer sends verification and issuance elsewhere meanwhile). Also reports the
+/// log's epoch and head `seq`.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     operation_id = "readyz",
     responses(
-        (status = OK, description = "The store answers.", body = Readiness),
+        (status = OK, description = "The store answers, and this replica has read the shared \
+            log recently.", body = Readiness),
         (status = SERVICE_UNAVAILABLE, response = openapi::Unavailable),
     ),
 )]
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    super::ensure_current(&app)?;
     app.store.ping().await?;
     Ok(Json(Readiness {
         status: "ready",
