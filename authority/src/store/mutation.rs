@@ -24,6 +24,7 @@ pub struct RevokeToken {
 #[derive(Debug, Clone)]
 pub struct RevokeSubject {
     pub sub: String,
+    /// At least this; the commit raises it to its time plus the recorded longest lifetime.
     pub until: UnixSeconds,
     pub reason: Option<String>,
 }
@@ -31,6 +32,7 @@ pub struct RevokeSubject {
 #[derive(Debug, Clone)]
 pub struct RevokeSession {
     pub sid: String,
+    /// At least this; the commit raises it to its time plus the recorded longest lifetime.
     pub until: UnixSeconds,
     pub reason: Option<String>,
 }
