@@ -58,6 +58,10 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             println!("{}", key.as_str());
         }
         None => {
+            // Before the store and the listener take any: the connection caps, not the
+            // descriptor table, must be what runs out first.
+            #[cfg(unix)]
+            revocast_authority::raise_descriptor_limit(config.max_connections);
             let listen = config.listen;
             let authority = Authority::open(config).await?;
             let listener = tokio::net::TcpListener::bind(listen)
