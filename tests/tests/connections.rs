@@ -88,12 +88,14 @@ fn enough_descriptors(needed: u64) -> bool {
     }
 }
 
-/// Connect from the attacker's address; `None` if the connection did not complete (the
-/// authority's accept queue is full, say).
+/// Connect from the attacker's address; `None` if the connection did not complete within a
+/// second (the authority's accept queue is full, say): the whole flood must be in place well
+/// within the TLS handshake timeout, or an authority that stalls accepting while handshakes
+/// are pending would have recovered before the admin tries.
 async fn attacker_connect(to: SocketAddr) -> Option<TcpStream> {
     let socket = TcpSocket::new_v4().ok()?;
     socket.bind(ATTACKER.parse().unwrap()).ok()?;
-    tokio::time::timeout(Duration::from_secs(2), socket.connect(to))
+    tokio::time::timeout(Duration::from_secs(1), socket.connect(to))
         .await
         .ok()?
         .ok()
