@@ -476,7 +476,10 @@ mod tests {
             (c.header_read_timeout, c.idle_timeout),
             (Duration::from_secs(10), Duration::from_secs(60))
         );
-        assert_eq!((c.max_connections, c.max_connections_per_ip), (16_384, 4_096));
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (16_384, 4_096)
+        );
     }
 
     #[test]

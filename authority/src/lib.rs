@@ -18,7 +18,8 @@
 //!   start, before and after opening the store).
 //! - [`apikeys::create`], [`tls::server_config`] (what fills [`Config::tls`]),
 //!   [`openapi()`], [`shutdown::shutdown_signal`], [`Error`], [`StoreError`];
-//!   `raise_descriptor_limit` (what the binary does before it serves).
+//!   `fit_to_descriptor_limit` and `raise_descriptor_limit` (what the binary does before it
+//!   serves).
 //!
 //! # Inside (private)
 //!
@@ -65,4 +66,4 @@ pub use app::{Authority, Handle, open_store};
 pub use config::{Cli, Config, Scope};
 pub use error::{Error, StoreError};
 #[cfg(unix)]
-pub use net::raise_descriptor_limit;
+pub use net::{fit_to_descriptor_limit, raise_descriptor_limit};

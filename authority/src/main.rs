@@ -60,8 +60,9 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
         None => {
             // Before the store and the listener take any: the connection caps, not the
             // descriptor table, must be what runs out first.
+            let mut config = config;
             #[cfg(unix)]
-            revocast_authority::raise_descriptor_limit(config.max_connections);
+            revocast_authority::fit_to_descriptor_limit(&mut config);
             let listen = config.listen;
             let authority = Authority::open(config).await?;
             let listener = tokio::net::TcpListener::bind(listen)

@@ -15,8 +15,9 @@
 //! - **Writes.** TCP_NODELAY (stream events are small and latency-bound; Nagle would hold them
 //!   back) and a write timeout: a peer that stops reading cannot pin a connection, its task
 //!   and its buffers forever.
-//! - **Descriptors.** [`raise_descriptor_limit`] lifts `RLIMIT_NOFILE` to its hard limit at
-//!   start, so the caps, not the descriptor table, are what runs out first.
+//! - **Descriptors.** [`fit_to_descriptor_limit`] lifts `RLIMIT_NOFILE` to its hard limit at
+//!   start, and lowers the caps if they still do not fit under it: the caps, not the
+//!   descriptor table, must be what runs out first.
 //!
 //! Graceful shutdown as axum's: stop accepting, let every connection finish the request it
 //! is serving (streams end when the hub closes), then return.
@@ -192,9 +193,9 @@ impl Shared {
         // Our own timers below decide; hyper's (which starts when it waits for a request and
         // would default to 30s once a timer is set) is only a backstop for what ours cannot
         // see, such as the partial next request of a pipelining client.
-        builder.timer(TokioTimer::new()).header_read_timeout(
-            self.settings.idle_timeout + self.settings.header_read_timeout,
-        );
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.idle_timeout + self.settings.header_read_timeout);
         let conn = builder
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
@@ -416,7 +417,10 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.request();
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        let answer = self.router.clone().oneshot(request.map(axum::body::Body::new));
+        let answer = self
+            .router
+            .clone()
+            .oneshot(request.map(axum::body::Body::new));
         Box::pin(async move {
             let response = answer.await?;
             Ok(response.map(|body| TrackedBody {
@@ -428,7 +432,7 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 }
 
 /// A response body that keeps its request in flight until it is written or dropped.
-pub struct TrackedBody {
+struct TrackedBody {
     body: axum::body::Body,
     _in_flight: InFlight,
 }
@@ -507,12 +511,10 @@ impl AsyncWrite for Tracked {
     }
 }
 
-/// Raise the soft `RLIMIT_NOFILE` of this process to its hard limit, log the figures, and
-/// warn if `max_connections` (plus [`DESCRIPTOR_HEADROOM`]) does not fit under it: beyond
-/// the limit, accepting fails (and backs off) for everyone instead of the caps refusing the
-/// excess. Returns the soft limit before and after (`None`: unlimited).
+/// Raise the soft `RLIMIT_NOFILE` of this process to its hard limit and log the figures.
+/// Returns the soft limit before and after (`None`: unlimited).
 #[cfg(unix)]
-pub fn raise_descriptor_limit(max_connections: usize) -> (Option<u64>, Option<u64>) {
+pub fn raise_descriptor_limit() -> (Option<u64>, Option<u64>) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
     let limit = getrlimit(Resource::Nofile);
@@ -543,22 +545,46 @@ pub fn raise_descriptor_limit(max_connections: usize) -> (Option<u64>, Option<u6
         after = %show(after),
         "open file limit (RLIMIT_NOFILE)"
     );
-    let needed = u64::try_from(max_connections)
-        .unwrap_or(u64::MAX)
-        .saturating_add(DESCRIPTOR_HEADROOM);
-    if let Some(limit) = after
-        && limit < needed
-    {
+    (before, after)
+}
+
+/// Raise the open file limit (see [`raise_descriptor_limit`]), and if `--max-connections`
+/// plus [`DESCRIPTOR_HEADROOM`] does not fit under it, warn and lower both caps to what
+/// fits, keeping their ratio: past the limit, accepting would fail for every client instead
+/// of the caps refusing the excess — and one address could take all there is.
+#[cfg(unix)]
+pub fn fit_to_descriptor_limit(config: &mut crate::Config) {
+    let (_, Some(limit)) = raise_descriptor_limit() else {
+        return;
+    };
+    let (max, per_ip) = fit_caps(limit, config.max_connections, config.max_connections_per_ip);
+    if max < config.max_connections {
         tracing::warn!(
             limit,
-            max_connections,
+            configured = config.max_connections,
+            max_connections = max,
+            max_connections_per_ip = per_ip,
             "--max-connections plus {DESCRIPTOR_HEADROOM} descriptors for the store and the \
-             rest exceeds the open file limit: once it is reached, accepting fails for every \
-             client instead of the caps refusing the excess; raise the limit (LimitNOFILE=, \
-             ulimit -n) or lower --max-connections"
+             rest exceeds the open file limit: both connection caps lowered to fit; raise the \
+             limit (LimitNOFILE=, ulimit -n) to serve more"
         );
+        config.max_connections = max;
+        config.max_connections_per_ip = per_ip;
     }
-    (before, after)
+}
+
+/// The connection caps (in all, per address) that fit under an open file limit of `limit`:
+/// unchanged if they do, else the total what fits and the per-address cap lowered in the same
+/// proportion.
+fn fit_caps(limit: u64, max_connections: usize, per_ip: usize) -> (usize, usize) {
+    let fits = usize::try_from(limit.saturating_sub(DESCRIPTOR_HEADROOM))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if max_connections <= fits {
+        return (max_connections, per_ip);
+    }
+    let scaled = (per_ip as u128 * fits as u128 / max_connections.max(1) as u128) as usize;
+    (fits, scaled.clamp(1, fits))
 }
 
 /// An accepted connection: plain TCP, or TLS over it.
@@ -671,20 +697,34 @@ mod tests {
         let _second = admission.admit(a).unwrap();
         assert!(admission.admit(a).is_none(), "a third from one address");
         // The same address seen as IPv4-mapped IPv6 on a dual-stack socket.
-        assert!(admission.admit("::ffff:192.0.2.1".parse().unwrap()).is_none());
+        assert!(
+            admission
+                .admit("::ffff:192.0.2.1".parse().unwrap())
+                .is_none()
+        );
         let _third = admission.admit(b).unwrap();
         assert!(admission.admit(b).is_none(), "a fourth in all");
         assert_eq!(metrics.connections_open.get(), 3);
         drop(first);
         assert_eq!(metrics.connections_open.get(), 2);
-        assert!(admission.admit(a).is_some(), "the place came back");
+        let _again = admission.admit(a).expect("the place came back");
+        assert!(admission.admit(b).is_none(), "and only that one");
         let rendered = metrics.render();
         assert!(
-            rendered.contains(r#"revocast_connections_refused_total{reason="max_connections_per_ip"} 2"#)
-                && rendered
-                    .contains(r#"revocast_connections_refused_total{reason="max_connections"} 1"#),
+            rendered.contains(
+                r#"revocast_connections_refused_total{reason="max_connections_per_ip"} 2"#
+            ) && rendered
+                .contains(r#"revocast_connections_refused_total{reason="max_connections"} 2"#),
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn caps_that_do_not_fit_the_descriptor_limit_shrink_in_proportion() {
+        assert_eq!(fit_caps(1_048_576, 16_384, 4_096), (16_384, 4_096));
+        assert_eq!(fit_caps(16_384 + 256, 16_384, 4_096), (16_384, 4_096));
+        assert_eq!(fit_caps(1_024, 16_384, 4_096), (768, 192));
+        assert_eq!(fit_caps(100, 16_384, 4_096), (1, 1));
     }
 
     #[test]
@@ -694,9 +734,15 @@ mod tests {
         let activity = Arc::new(Activity::new(start));
         // A new connection: its first request's headers are due.
         let (deadline, phase) = activity.deadline(&settings).unwrap();
-        assert_eq!((deadline, phase), (start + settings.header_read_timeout, "headers"));
+        assert_eq!(
+            (deadline, phase),
+            (start + settings.header_read_timeout, "headers")
+        );
         let request = activity.request();
-        assert!(activity.deadline(&settings).is_none(), "a request in flight");
+        assert!(
+            activity.deadline(&settings).is_none(),
+            "a request in flight"
+        );
         // Bytes of a request body, or of a stream's client, start nothing.
         activity.read();
         assert!(activity.deadline(&settings).is_none());

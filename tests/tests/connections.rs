@@ -10,8 +10,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
 use revocast_agent::{Agent, AgentConfig, TlsOptions, Transport};
 use revocast_authority::tls::{TlsFiles, server_config};
-use revocast_tests::stream_client::{self, Subscriber};
 use revocast_tests::proxy::FaultyProxy;
+use revocast_tests::stream_client::{self, Subscriber};
 use revocast_tests::{PATIENCE, TestAuthority};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,7 +75,7 @@ impl Pki {
 /// Raise this process's open file limit to its hard limit; `false` (with a visible message)
 /// if even that leaves fewer than `needed` descriptors.
 fn enough_descriptors(needed: u64) -> bool {
-    let (_, after) = revocast_authority::raise_descriptor_limit(0);
+    let (_, after) = revocast_authority::raise_descriptor_limit();
     match after {
         Some(limit) if limit < needed => {
             eprintln!(
@@ -104,8 +104,7 @@ async fn attacker_connect(to: SocketAddr) -> Option<TcpStream> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_flooding_idle_connections_and_stalled_handshakes_locks_no_one_out() {
     // Attacker sockets, the authority's ends of those it holds, and everything else.
-    if !enough_descriptors((IDLE_CONNECTIONS + STALLED_HANDSHAKES) as u64 + PER_IP as u64 + 1_000)
-    {
+    if !enough_descriptors((IDLE_CONNECTIONS + STALLED_HANDSHAKES) as u64 + PER_IP as u64 + 1_000) {
         return;
     }
     let pki = Pki::new();
@@ -155,7 +154,12 @@ async fn one_address_flooding_idle_connections_and_stalled_handshakes_locks_no_o
             }
         });
         next += 200;
-        held.extend(futures_util::future::join_all(wave).await.into_iter().flatten());
+        held.extend(
+            futures_util::future::join_all(wave)
+                .await
+                .into_iter()
+                .flatten(),
+        );
     }
     eprintln!("flood: {} attacker connections established", held.len());
 
@@ -288,9 +292,18 @@ async fn idle_and_slow_connections_are_closed_but_streams_stay_open() {
         }
     })
     .await;
-    assert!(dripping.is_ok(), "headers that never end kept the connection");
-    assert!(closed_by_peer(&mut idle).await, "the idle keep-alive was kept");
-    assert!(closed_by_peer(&mut silent).await, "the silent connection was kept");
+    assert!(
+        dripping.is_ok(),
+        "headers that never end kept the connection"
+    );
+    assert!(
+        closed_by_peer(&mut idle).await,
+        "the idle keep-alive was kept"
+    );
+    assert!(
+        closed_by_peer(&mut silent).await,
+        "the silent connection was kept"
+    );
 
     // By now every stream has been open for several timeouts; heartbeats still come.
     let until = tokio::time::Instant::now() + Duration::from_secs(2);
