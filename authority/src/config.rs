@@ -166,8 +166,8 @@ pub struct ServeArgs {
     #[arg(long, env = "REVOCAST_DATABASE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub database_poll_interval: Duration,
     /// A request's headers must arrive in full within this long of its first byte (for the
-    /// first request of a connection: of the connection being accepted, after TLS); else the
-    /// connection is closed.
+    /// first request of a connection: of the connection being accepted, after TLS), and its
+    /// body may pause no longer than this; else the connection is closed.
     #[arg(long, env = "REVOCAST_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// A keep-alive connection that sends no new request for this long after its last

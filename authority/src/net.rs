@@ -9,9 +9,10 @@
 //!   progress and long-lived streams (SSE, and WebSocket after the upgrade) count too.
 //! - **Timeouts.** A TLS handshake must finish within [`HANDSHAKE_TIMEOUT`]; a request's
 //!   headers within `--header-read-timeout` of its first byte (of the connection, for the
-//!   first request); between two requests a keep-alive connection may stay silent for
-//!   `--idle-timeout`. While a response is in flight — a stream's above all — neither runs:
-//!   a stream is bounded by its heartbeats and the write timeout instead.
+//!   first request), and its body may pause no longer than that; between two requests a
+//!   keep-alive connection may stay silent for `--idle-timeout`. While a response is in
+//!   flight — a stream's above all — neither runs: a stream is bounded by its heartbeats and
+//!   the write timeout instead.
 //! - **Writes.** TCP_NODELAY (stream events are small and latency-bound; Nagle would hold them
 //!   back) and a write timeout: a peer that stops reading cannot pin a connection, its task
 //!   and its buffers forever.
@@ -188,6 +189,7 @@ impl Shared {
             router: self.router.clone(),
             peer,
             activity: Arc::clone(&activity),
+            body_pause: self.settings.header_read_timeout,
         };
         let mut builder = hyper::server::conn::http1::Builder::new();
         // Our own timers below decide; hyper's (which starts when it waits for a request and
@@ -405,6 +407,8 @@ struct ConnService {
     router: Router,
     peer: Peer,
     activity: Arc<Activity>,
+    /// The longest a request body may pause (`--header-read-timeout`).
+    body_pause: Duration,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -417,10 +421,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let in_flight = self.activity.request();
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        let answer = self
-            .router
-            .clone()
-            .oneshot(request.map(axum::body::Body::new));
+        let pause = self.body_pause;
+        let request = request.map(|body| {
+            if hyper::body::Body::is_end_stream(&body) {
+                axum::body::Body::new(body)
+            } else {
+                axum::body::Body::new(TimedBody::new(body, pause))
+            }
+        });
+        let answer = self.router.clone().oneshot(request);
         Box::pin(async move {
             let response = answer.await?;
             Ok(response.map(|body| TrackedBody {
@@ -428,6 +437,60 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
                 _in_flight: in_flight,
             }))
         })
+    }
+}
+
+/// A request body that must keep coming: a pause longer than `pause` before its first piece
+/// or between two ends it with an error (the handler answers 400, and the connection, its
+/// body unread, closes). While a request is in flight the connection's own timers stop, so
+/// without this a client could hold its connection by trickling, or never sending, a body.
+struct TimedBody {
+    body: Incoming,
+    pause: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(body: Incoming, pause: Duration) -> Self {
+        Self {
+            body,
+            pause,
+            deadline: Box::pin(tokio::time::sleep(pause)),
+        }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = Instant::now() + this.pause;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|piece| piece.map_err(axum::Error::new)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request body stopped coming",
+                ))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -2,7 +2,8 @@
 //! with idle connections and stalled TLS handshakes hits its per-address cap (refused at once,
 //! counted) while an admin and a reconnecting agent from another address get in; a keep-alive connection
 //! left idle, a fresh one that sends nothing and one whose headers never end are closed after
-//! their timeouts, while streams with heartbeats flowing stay open.
+//! their timeouts, and so is one whose request body stops coming, while streams with
+//! heartbeats flowing stay open.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -261,6 +262,14 @@ async fn idle_and_slow_connections_are_closed_but_streams_stay_open() {
     assert_eq!(read_response(&mut idle).await, 200);
     // A connection that never sends anything.
     let mut silent = TcpStream::connect(a.addr).await.unwrap();
+    // A request whose body stops coming after its first bytes.
+    let mut stalled_body = TcpStream::connect(a.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/revoke/session HTTP/1.1\r\nhost: test\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"sid\":",
+        a.admin_key
+    );
+    stalled_body.write_all(head.as_bytes()).await.unwrap();
     // Streams, open much longer than the timeouts while their heartbeats flow.
     let mut streams = Vec::new();
     for transport in stream_client::BOTH {
@@ -303,6 +312,10 @@ async fn idle_and_slow_connections_are_closed_but_streams_stay_open() {
     assert!(
         closed_by_peer(&mut silent).await,
         "the silent connection was kept"
+    );
+    assert!(
+        closed_by_peer(&mut stalled_body).await,
+        "the request whose body stopped was kept"
     );
 
     // By now every stream has been open for several timeouts; heartbeats still come.
