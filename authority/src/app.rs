@@ -17,7 +17,7 @@ use crate::error::{Error, StoreError};
 use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
-use crate::net::{Peer, TunedListener};
+use crate::net::{self, ListenerSettings};
 use crate::store::{
     self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, RevokeToken, SqliteStore, Store,
     TokenRevocation,
@@ -151,7 +151,7 @@ impl Authority {
     }
 
     /// The HTTP API as a router (for `oneshot` tests, say). Only [`serve`](Self::serve) adds
-    /// the listener (TLS, client certificates, write timeout) and the background tasks
+    /// the listener (TLS, client certificates, connection caps and timeouts) and the background tasks
     /// (heartbeats, expiry, following other replicas).
     pub fn router(&self) -> Router {
         crate::api::router(Arc::clone(&self.app))
@@ -191,21 +191,22 @@ impl Authority {
             // shutdown below does not wait for subscribers to leave by themselves.
             hub.close();
         };
-        let listener = TunedListener::new(
+        let settings = ListenerSettings {
+            write_timeout: self.app.config.write_timeout,
+            header_read_timeout: self.app.config.header_read_timeout,
+            idle_timeout: self.app.config.idle_timeout,
+            max_connections: self.app.config.max_connections,
+            max_connections_per_ip: self.app.config.max_connections_per_ip,
+        };
+        net::serve(
             listener,
-            self.app.config.write_timeout,
+            router,
             self.app.config.tls.clone(),
-        );
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<Peer>(),
+            settings,
+            Arc::clone(&self.app.metrics),
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| Error::Io {
-            what: "serving HTTP".into(),
-            source,
-        });
+        .await;
         purger.abort();
         heartbeats.abort();
         if let Some(follower) = follower {
@@ -214,7 +215,7 @@ impl Authority {
         self.ledger_task.stop().await;
         self.app.store.close().await;
         tracing::info!("stopped");
-        served
+        Ok(())
     }
 }
 

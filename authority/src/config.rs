@@ -165,6 +165,24 @@ pub struct ServeArgs {
     /// learn of a revocation committed by another replica.
     #[arg(long, env = "REVOCAST_DATABASE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub database_poll_interval: Duration,
+    /// A request's headers must arrive in full within this long of its first byte (for the
+    /// first request of a connection: of the connection being accepted, after TLS), and its
+    /// body may pause no longer than this; else the connection is closed.
+    #[arg(long, env = "REVOCAST_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection that sends no new request for this long after its last
+    /// response is closed. Streams are not idle while they are being served.
+    #[arg(long, env = "REVOCAST_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Connections open at once, streams and TLS handshakes included; over it, a new
+    /// connection is closed at once. Needs this many open files, plus some (see
+    /// DEPLOYMENT.md).
+    #[arg(long, env = "REVOCAST_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// Connections open at once from one source address; over it, a new connection from that
+    /// address is closed at once. Agents behind one NAT address share it.
+    #[arg(long, env = "REVOCAST_MAX_CONNECTIONS_PER_IP", default_value_t = 4_096)]
+    pub max_connections_per_ip: usize,
 }
 
 /// A PostgreSQL connection URL. It may hold a password, so it never prints.
@@ -221,6 +239,10 @@ pub struct Config {
     /// The shared PostgreSQL database, or `None` for the embedded SQLite file.
     pub database_url: Option<DatabaseUrl>,
     pub database_poll_interval: Duration,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl ServeArgs {
@@ -232,6 +254,7 @@ impl ServeArgs {
         self.check_request_limits()?;
         self.check_streams()?;
         self.check_storage()?;
+        self.check_connections()?;
         // Read last: only a configuration that is otherwise valid is worth opening files for.
         let tls = tls_files.as_ref().map(tls::server_config).transpose()?;
         let subscriber_client_cert = tls_files.is_some_and(|f| f.client_ca.is_some());
@@ -329,6 +352,24 @@ impl ServeArgs {
         Ok(())
     }
 
+    /// The connection timeouts and caps.
+    fn check_connections(&self) -> Result<(), Error> {
+        let bounds = Duration::from_millis(100)..=Duration::from_secs(3600);
+        if !bounds.contains(&self.header_read_timeout) {
+            return invalid("--header-read-timeout must be between 100ms and 1h");
+        }
+        if !bounds.contains(&self.idle_timeout) {
+            return invalid("--idle-timeout must be between 100ms and 1h");
+        }
+        if !(1..=1 << 24).contains(&self.max_connections) {
+            return invalid("--max-connections must be between 1 and 16777216");
+        }
+        if !(1..=self.max_connections).contains(&self.max_connections_per_ip) {
+            return invalid("--max-connections-per-ip must be between 1 and --max-connections");
+        }
+        Ok(())
+    }
+
     /// The checked flags as a [`Config`].
     fn into_config(
         self,
@@ -359,6 +400,10 @@ impl ServeArgs {
             expiry_grace_secs: revocast_shared::event::EXPIRY_GRACE_SECS,
             database_url: self.database_url,
             database_poll_interval: self.database_poll_interval,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
         }
     }
 }
@@ -427,6 +472,14 @@ mod tests {
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert_eq!((c.default_ttl_secs, c.max_ttl_secs), (3600, 86400));
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
+        assert_eq!(
+            (c.header_read_timeout, c.idle_timeout),
+            (Duration::from_secs(10), Duration::from_secs(60))
+        );
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (16_384, 4_096)
+        );
     }
 
     #[test]
@@ -491,6 +544,10 @@ mod tests {
         assert!(parse(&["--stream-writes-per-second", "0"]).is_err());
         assert!(parse(&["--subscriber-queue", "1"]).is_err());
         assert!(parse(&["--log-retention", "0"]).is_err());
+        assert!(parse(&["--header-read-timeout", "0"]).is_err());
+        assert!(parse(&["--idle-timeout", "0"]).is_err());
+        assert!(parse(&["--max-connections", "0"]).is_err());
+        assert!(parse(&["--max-connections", "10", "--max-connections-per-ip", "11"]).is_err());
         assert_eq!(
             parse(&["--issuer", "https://auth.example/"])
                 .unwrap()

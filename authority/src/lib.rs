@@ -17,7 +17,9 @@
 //! - [`datadir`]: the data directory, created and kept private (what the binary does at every
 //!   start, before and after opening the store).
 //! - [`apikeys::create`], [`tls::server_config`] (what fills [`Config::tls`]),
-//!   [`openapi()`], [`shutdown::shutdown_signal`], [`Error`], [`StoreError`].
+//!   [`openapi()`], [`shutdown::shutdown_signal`], [`Error`], [`StoreError`];
+//!   `fit_to_descriptor_limit` and `raise_descriptor_limit` (what the binary does before it
+//!   serves).
 //!
 //! # Inside (private)
 //!
@@ -32,7 +34,8 @@
 //!   `/v1/stream`, paced by [`config::Pacing`].
 //! - `websocket`: the server side of RFC 6455 under `/v1/stream` — a frame codec on bytes
 //!   alone, the upgrade, and the socket that writes shared frames.
-//! - `net`: the listener (TCP_NODELAY, write timeout, TLS) every connection comes through.
+//! - `net`: the accept loop every connection comes through: connection caps (in all, per
+//!   address), TLS, header-read and idle timeouts, TCP_NODELAY and the write timeout.
 //! - `limit`: per-key rate limits; `metrics`: the Prometheus registry behind `/metrics`.
 
 #![forbid(unsafe_code)]
@@ -62,3 +65,5 @@ pub use api::openapi;
 pub use app::{Authority, Handle, open_store};
 pub use config::{Cli, Config, Scope};
 pub use error::{Error, StoreError};
+#[cfg(unix)]
+pub use net::{fit_to_descriptor_limit, raise_descriptor_limit};

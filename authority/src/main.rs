@@ -58,6 +58,11 @@ async fn run(command: Option<Command>, config: Config) -> anyhow::Result<()> {
             println!("{}", key.as_str());
         }
         None => {
+            // Before the store and the listener take any: the connection caps, not the
+            // descriptor table, must be what runs out first.
+            let mut config = config;
+            #[cfg(unix)]
+            revocast_authority::fit_to_descriptor_limit(&mut config);
             let listen = config.listen;
             let authority = Authority::open(config).await?;
             let listener = tokio::net::TcpListener::bind(listen)

@@ -28,6 +28,13 @@ pub struct Metrics {
     pub log_rows_pruned: Counter,
     /// Requests refused with 429, by `limit` (`tokens`, `revocations`).
     pub rate_limited: Family<Labels, Counter>,
+    /// Connections open now (TLS handshakes and streams included).
+    pub connections_open: Gauge,
+    /// Connections closed at accept because a cap was reached, by `reason`
+    /// (`max_connections`, `max_connections_per_ip`).
+    pub connections_refused: Family<Labels, Counter>,
+    /// Connections closed by a timeout, by `phase` (`handshake`, `headers`, `idle`).
+    pub connections_timed_out: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -105,9 +112,30 @@ impl Metrics {
             "Requests refused with 429 by a per-key rate limit, by limit",
             rate_limited.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Client connections open, TLS handshakes and streams included",
+            connections_open.clone(),
+        );
+        let connections_refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept because a connection cap was reached, by reason",
+            connections_refused.clone(),
+        );
+        let connections_timed_out = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_timed_out",
+            "Connections closed by the handshake, header-read or idle timeout, by phase",
+            connections_timed_out.clone(),
+        );
         Self {
             registry,
             rate_limited,
+            connections_open,
+            connections_refused,
+            connections_timed_out,
             subscribers,
             events_sent,
             slow_disconnects,
@@ -133,6 +161,18 @@ impl Metrics {
     pub fn count_verification(&self, code: &'static str) {
         self.verifications
             .get_or_create(&vec![("result", code)])
+            .inc();
+    }
+
+    pub fn count_connection_refused(&self, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&vec![("reason", reason)])
+            .inc();
+    }
+
+    pub fn count_connection_timeout(&self, phase: &'static str) {
+        self.connections_timed_out
+            .get_or_create(&vec![("phase", phase)])
             .inc();
     }
 }
