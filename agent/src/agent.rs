@@ -226,16 +226,24 @@ impl Agent {
                 return Err(VerifyError::Expired.into());
             }
             let state = shared.mirror.read();
+            state.revset.check(&hit)?;
             // A verdict cached just before its key left (the cache is cleared then, but a
             // verify racing the removal may insert after the clear).
             if !state.keys.contains_key(&hit.kid()) {
                 return Err(VerifyError::UnknownKey.into());
             }
-            state.revset.check(&hit)?;
             return Ok(hit);
         }
         let unverified = UnverifiedToken::parse(token)?;
-        let key = shared.mirror.read().keys.get(&unverified.kid()).cloned();
+        let key = {
+            let state = shared.mirror.read();
+            // A revoked key is no longer held, so its tokens cannot be verified: they are
+            // revoked whatever their signature (and no JWKS fetch will bring the key back).
+            if state.revset.is_key_revoked(&unverified.kid()) {
+                return Err(VerifyError::Revoked.into());
+            }
+            state.keys.get(&unverified.kid()).cloned()
+        };
         let Some(key) = key else {
             shared.keys_wanted.notify_one();
             return Err(VerifyError::UnknownKey.into());
