@@ -476,6 +476,12 @@ async fn the_sidecar_answers_per_the_forward_auth_contract() {
     assert!(resp.headers().contains_key("www-authenticate"));
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["max_staleness_seconds"], 5.0);
+    assert_eq!(health["max_clock_skew_seconds"], 2.0);
+    assert_eq!(health["authority_clock_ahead"], false);
+    assert!(health["authority_age_seconds"].as_f64().unwrap() < 7.0, "{health}");
+    assert!(health["authority_clock_offset_seconds"].is_number(), "{health}");
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -488,6 +494,7 @@ async fn the_sidecar_answers_per_the_forward_auth_contract() {
         "revocast_agent_applied_seq",
         "revocast_agent_lag",
         "revocast_agent_staleness_milliseconds",
+        "revocast_agent_authority_clock_offset_milliseconds",
         "revocast_agent_reconnects_total",
         "revocast_agent_entries",
         "revocast_agent_verifications_total{result=\"ok\"}",
