@@ -242,6 +242,25 @@ mod tests {
 
     const SKEW: Duration = Duration::from_secs(2);
 
+    #[test]
+    fn a_jwks_refresh_holds_exactly_its_keys_less_revoked_ones() {
+        let key = || {
+            revocast_shared::SigningKey::generate()
+                .unwrap()
+                .verifying_key()
+                .clone()
+        };
+        let (a, b, c) = (key(), key(), key());
+        let mut state = LocalState::default();
+        state.add_keys([a.clone(), b.clone()]);
+        state.revset.apply(&Revocation::Key { kid: c.kid() });
+        // `a` left the JWKS, `c` is revoked: only `b` stays.
+        assert_eq!(state.replace_keys([b.clone(), c.clone()]), (0, 1));
+        assert_eq!(state.keys.keys().collect::<Vec<_>>(), vec![&b.kid()]);
+        assert_eq!(state.replace_keys([a.clone(), b.clone()]), (1, 0));
+        assert_eq!(state.keys.len(), 2);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn freshness_follows_the_arrival_clock() {
         let f = Freshness::default();

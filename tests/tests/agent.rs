@@ -480,8 +480,14 @@ async fn the_sidecar_answers_per_the_forward_auth_contract() {
     assert_eq!(health["max_staleness_seconds"], 5.0);
     assert_eq!(health["max_clock_skew_seconds"], 2.0);
     assert_eq!(health["authority_clock_ahead"], false);
-    assert!(health["authority_age_seconds"].as_f64().unwrap() < 7.0, "{health}");
-    assert!(health["authority_clock_offset_seconds"].is_number(), "{health}");
+    assert!(
+        health["authority_age_seconds"].as_f64().unwrap() < 7.0,
+        "{health}"
+    );
+    assert!(
+        health["authority_clock_offset_seconds"].is_number(),
+        "{health}"
+    );
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()

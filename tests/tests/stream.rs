@@ -506,7 +506,11 @@ async fn ndjson_snapshot_holds_the_same_events_line_by_line() {
     assert_eq!(lines.len(), events.len() + 2, "head, events, end: {text}");
     // The head carries the authority's time just before the read (an extension).
     let at = lines[0]["at"].as_f64().expect("the head's `at`");
-    assert!((at - json["at"].as_f64().unwrap()).abs() < 60.0, "{}", lines[0]);
+    assert!(
+        (at - json["at"].as_f64().unwrap()).abs() < 60.0,
+        "{}",
+        lines[0]
+    );
     assert_eq!(
         lines[0],
         json!({ "epoch": json["epoch"], "seq": json["seq"], "at": lines[0]["at"] })
