@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use crate::error::Error;
 
+/// Largest JWKS read: an ML-DSA-65 public key is about 2.6 KB in a JWK, so this is hundreds
+/// of keys.
+pub const MAX_JWKS: usize = 1024 * 1024;
+
 /// The verifying keys of `/.well-known/jwks.json`. A JWK whose `kid` is not its thumbprint, or
 /// that is not an ML-DSA-65 key, is skipped with a warning: one bad entry must not stop
 /// verification with the good ones.
@@ -31,7 +35,20 @@ pub async fn jwks(
             status: resp.status().as_u16(),
         });
     }
-    let set: JwkSet = resp.json().await?;
+    // A key set is a few KiB; read at most `MAX_JWKS` of it.
+    let mut body = resp.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk?;
+        if bytes.len() + chunk.len() > MAX_JWKS {
+            return Err(Error::Protocol(format!(
+                "the JWKS exceeds {MAX_JWKS} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let set: JwkSet =
+        serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("the JWKS: {e}")))?;
     Ok(set
         .keys
         .iter()
