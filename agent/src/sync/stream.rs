@@ -1,5 +1,5 @@
 //! A stream connection to the authority, WebSocket or SSE, yielding the protocol's messages one
-//! frame at a time (a WebSocket frame may hold a JSON array of several).
+//! WebSocket frame (which may hold a JSON array of several) or one SSE read at a time.
 
 use std::pin::Pin;
 use std::sync::Arc;
