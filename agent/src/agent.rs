@@ -86,9 +86,21 @@ pub struct Agent {
 pub struct Status {
     /// The first snapshot has been loaded.
     pub synced: bool,
-    /// Synced and heard from the authority within `max_staleness`.
+    /// Synced, heard from the authority within `max_staleness`, and its newest time stamp
+    /// held is within `max_staleness` + `max_clock_skew` of our clock (and not ahead of it by
+    /// more than the skew).
     pub fresh: bool,
+    /// Time since something last arrived while the copy was current.
     pub staleness: Option<Duration>,
+    /// Our clock minus the newest authority time stamp held, in milliseconds (how far behind
+    /// the copy may be); negative when the authority's clock is ahead. `None`: no stamp yet.
+    pub authority_age_ms: Option<i64>,
+    /// The authority's time stamp minus our clock when it arrived, in milliseconds.
+    pub clock_offset_ms: Option<i64>,
+    /// The authority's clock runs ahead of ours by more than `max_clock_skew`: not fresh.
+    pub clock_ahead: bool,
+    pub max_staleness: Duration,
+    pub max_clock_skew: Duration,
     pub epoch: Option<Epoch>,
     pub applied: Seq,
     pub head: Seq,
@@ -213,11 +225,25 @@ impl Agent {
             if hit.claims().exp <= now - i64::from(shared.config.leeway_secs) {
                 return Err(VerifyError::Expired.into());
             }
-            shared.mirror.read().revset.check(&hit)?;
+            let state = shared.mirror.read();
+            state.revset.check(&hit)?;
+            // A verdict cached just before its key left (the cache is cleared then, but a
+            // verify racing the removal may insert after the clear).
+            if !state.keys.contains_key(&hit.kid()) {
+                return Err(VerifyError::UnknownKey.into());
+            }
             return Ok(hit);
         }
         let unverified = UnverifiedToken::parse(token)?;
-        let key = shared.mirror.read().keys.get(&unverified.kid()).cloned();
+        let key = {
+            let state = shared.mirror.read();
+            // A revoked key is no longer held, so its tokens cannot be verified: they are
+            // revoked whatever their signature (and no JWKS fetch will bring the key back).
+            if state.revset.is_key_revoked(&unverified.kid()) {
+                return Err(VerifyError::Revoked.into());
+            }
+            state.keys.get(&unverified.kid()).cloned()
+        };
         let Some(key) = key else {
             shared.keys_wanted.notify_one();
             return Err(VerifyError::UnknownKey.into());
@@ -235,7 +261,10 @@ impl Agent {
         if !shared.freshness.is_synced() {
             return Err(Rejection::Unavailable);
         }
-        if shared.freshness.is_fresh(shared.config.max_staleness) {
+        if shared
+            .freshness
+            .is_fresh(shared.config.max_staleness, shared.config.max_clock_skew)
+        {
             return Ok(());
         }
         match shared.config.on_stale {
@@ -253,8 +282,18 @@ impl Agent {
         let state = shared.mirror.read();
         Status {
             synced: shared.freshness.is_synced(),
-            fresh: shared.freshness.is_fresh(shared.config.max_staleness),
+            fresh: shared
+                .freshness
+                .is_fresh(shared.config.max_staleness, shared.config.max_clock_skew),
             staleness: shared.freshness.staleness(),
+            authority_age_ms: shared
+                .freshness
+                .authority_time()
+                .map(|at| UnixMillis::now().as_millis().saturating_sub(at.as_millis())),
+            clock_offset_ms: shared.freshness.offset(),
+            clock_ahead: shared.freshness.is_ahead(),
+            max_staleness: shared.config.max_staleness,
+            max_clock_skew: shared.config.max_clock_skew,
             epoch: state.epoch.clone(),
             applied: state.applied,
             head: state.head,

@@ -106,6 +106,14 @@ impl VerdictCache {
         }
     }
 
+    /// Forget every verdict: the state they were reached under has been replaced (a resync)
+    /// or has lost a key.
+    pub fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.write().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.shards
             .iter()
@@ -168,6 +176,9 @@ mod tests {
         assert!(cache.len() <= 16);
         cache.purge_expired(10);
         assert_eq!(cache.len(), 0);
+        cache.insert(&tokens[0].0, Arc::clone(&tokens[0].1), 0);
+        cache.clear();
+        assert!(cache.get(&tokens[0].0).is_none());
         let disabled = VerdictCache::new(0);
         disabled.insert(&tokens[0].0, Arc::clone(&tokens[0].1), 0);
         assert!(disabled.get(&tokens[0].0).is_none());

@@ -17,6 +17,9 @@ use crate::tls::TlsOptions;
 /// token accepted within the leeway after its `exp` is still matched by its revocation.
 pub const MAX_LEEWAY_SECS: u32 = revocast_shared::event::EXPIRY_GRACE_SECS as u32;
 
+/// Most clock skew allowed between agent and authority (see `AgentConfig::max_clock_skew`).
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// What verify answers while the agent is stale (has not heard from the authority within
 /// `max_staleness`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -44,8 +47,14 @@ pub struct AgentConfig {
     pub authorities: Vec<String>,
     /// An API key of scope `subscribe`.
     pub subscriber_key: Zeroizing<String>,
-    /// Fresh while the authority was heard from within this.
+    /// Fresh while the authority was heard from within this — by arrival, and by the
+    /// authority's own time stamped on what the copy holds (see `max_clock_skew`).
     pub max_staleness: Duration,
+    /// How far the authority's clock and ours may disagree. Freshness allows the authority's
+    /// newest stamp to be up to `max_staleness + max_clock_skew` old on our clock; a stamp
+    /// more than this *ahead* of our clock means a clock is off: the agent reports it and is
+    /// not fresh while it lasts.
+    pub max_clock_skew: Duration,
     pub on_stale: OnStale,
     pub transport: Transport,
     /// Required `iss`, if any.
@@ -80,6 +89,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("authorities", &self.authorities)
             .field("subscriber_key", &"<redacted>")
             .field("max_staleness", &self.max_staleness)
+            .field("max_clock_skew", &self.max_clock_skew)
             .field("on_stale", &self.on_stale)
             .field("transport", &self.transport)
             .field("tls", &self.tls)
@@ -93,6 +103,7 @@ impl AgentConfig {
             authorities: vec![authority.into()],
             subscriber_key: Zeroizing::new(subscriber_key.into()),
             max_staleness: Duration::from_secs(5),
+            max_clock_skew: Duration::from_secs(2),
             on_stale: OnStale::Reject,
             transport: Transport::Auto,
             issuer: None,
@@ -144,6 +155,14 @@ impl AgentConfig {
         if self.max_staleness < Duration::from_millis(100) {
             return Err(Error::Config("max staleness must be at least 100ms".into()));
         }
+        // Each second of allowed skew is a second more a held-back stream still counts as
+        // fresh: a larger disagreement is a clock to fix, not to tolerate.
+        if self.max_clock_skew > MAX_CLOCK_SKEW {
+            return Err(Error::Config(format!(
+                "max clock skew must be at most {}s",
+                MAX_CLOCK_SKEW.as_secs()
+            )));
+        }
         if self.backoff_min.is_zero() || self.backoff_max < self.backoff_min {
             return Err(Error::Config(
                 "backoff must be positive with max >= min".into(),
@@ -186,6 +205,10 @@ pub struct SidecarArgs {
     /// Fresh while the authority was heard from within this.
     #[arg(long, env = "REVOCAST_MAX_STALENESS", default_value = "5s", value_parser = parse_duration)]
     pub max_staleness: Duration,
+    /// How far the authority's clock may be from ours: its newest time stamp may be up to
+    /// max-staleness + this old; one ahead by more makes the agent not fresh (and reported).
+    #[arg(long, env = "REVOCAST_MAX_CLOCK_SKEW", default_value = "2s", value_parser = parse_duration)]
+    pub max_clock_skew: Duration,
     /// What to answer when stale: reject (503, fail closed) or allow (fail open, counted).
     #[arg(long, env = "REVOCAST_ON_STALE", value_enum, default_value = "reject")]
     pub on_stale: OnStale,
@@ -231,6 +254,7 @@ impl SidecarArgs {
         let mut config = AgentConfig::new(first, key);
         config.authorities.extend(authorities);
         config.max_staleness = self.max_staleness;
+        config.max_clock_skew = self.max_clock_skew;
         config.on_stale = self.on_stale;
         config.transport = self.transport;
         config.issuer = self.issuer;
@@ -302,10 +326,13 @@ mod tests {
             "2s",
             "--on-stale",
             "allow",
+            "--max-clock-skew",
+            "500ms",
         ])
         .unwrap();
         assert_eq!(args.authorities.len(), 2);
         assert_eq!(args.max_staleness, Duration::from_secs(2));
+        assert_eq!(args.max_clock_skew, Duration::from_millis(500));
         assert_eq!(args.on_stale, OnStale::Allow);
         assert!(
             SidecarArgs::try_parse_from(["revocast-agent", "--subscriber-key-file", "/k"]).is_err()

@@ -16,6 +16,8 @@ pub struct Metrics {
     /// Milliseconds, set when rendering.
     pub staleness_ms: Gauge,
     pub synced: Gauge,
+    /// The authority's time stamp minus ours when it arrived, milliseconds.
+    pub clock_offset_ms: Gauge,
     pub entries: Gauge,
     pub reconnects: Counter,
     pub resyncs: Counter,
@@ -70,6 +72,13 @@ impl Metrics {
                 Gauge::default(),
                 "staleness_milliseconds",
                 "Time since the authority was last heard while current (-1: never)"
+            ),
+            clock_offset_ms: register!(
+                Gauge::default(),
+                "authority_clock_offset_milliseconds",
+                "The authority's newest time stamp minus the agent's clock when it arrived: \
+                 above max_clock_skew, the authority's clock runs ahead (not fresh); well below \
+                 zero, the stream is held back on the way"
             ),
             synced: register!(
                 Gauge::default(),

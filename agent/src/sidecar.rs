@@ -50,7 +50,9 @@ async fn verify(State(agent): State<Agent>, headers: HeaderMap) -> Response {
     }
 }
 
-/// `200` only when synced and fresh.
+/// `200` only when synced and fresh. Says how fresh, by arrival (`staleness_seconds`) and by
+/// the authority's clock (`authority_age_seconds`, against `max_staleness_seconds` +
+/// `max_clock_skew_seconds`), and whether the authority's clock runs ahead of ours.
 async fn healthz(State(agent): State<Agent>) -> Response {
     let s = agent.status();
     let body = axum::Json(json!({
@@ -58,6 +60,11 @@ async fn healthz(State(agent): State<Agent>) -> Response {
         "synced": s.synced,
         "fresh": s.fresh,
         "staleness_seconds": s.staleness.map(|d| d.as_secs_f64()),
+        "max_staleness_seconds": s.max_staleness.as_secs_f64(),
+        "authority_age_seconds": s.authority_age_ms.map(|ms| ms as f64 / 1000.0),
+        "authority_clock_offset_seconds": s.clock_offset_ms.map(|ms| ms as f64 / 1000.0),
+        "authority_clock_ahead": s.clock_ahead,
+        "max_clock_skew_seconds": s.max_clock_skew.as_secs_f64(),
         "epoch": s.epoch,
         "applied_seq": s.applied,
         "head_seq": s.head,

@@ -125,6 +125,69 @@ async fn the_verdict_cache_never_serves_a_revoked_token() {
     assert_ne!(code(&agent, &forged), "ok");
 }
 
+/// Cached verdicts do not outlive the state they rest on. After a resync to another log
+/// (another epoch, other keys) behind the same URL, a token verified and cached before is not
+/// valid from the cache: its key is gone. After its key is revoked, a cached token is
+/// rejected and the cache is emptied.
+#[tokio::test]
+async fn cached_verdicts_do_not_survive_a_resync_or_their_key() {
+    use revocast_authority::Scope;
+    use revocast_authority::store::{SqliteStore, Store};
+    use revocast_shared::{RevocationId, UnixSeconds};
+
+    let first = TestAuthority::start().await;
+    let second = TestAuthority::start().await;
+    // The second authority accepts the first's subscriber key (stored by its SHA-256), so
+    // one agent can follow either.
+    let store = SqliteStore::open(&second.config().data_dir).await.unwrap();
+    let digest = RevocationId::of_signature(first.subscriber_key.as_bytes());
+    store
+        .insert_api_key(
+            digest.as_bytes(),
+            Scope::Subscribe,
+            Some("the first authority's"),
+            UnixSeconds::now(),
+        )
+        .await
+        .unwrap();
+    let proxy = FaultyProxy::start(first.addr).await;
+    let agent = synced(config(&proxy.base(), &first)).await;
+    let t = token(&first, json!({ "sub": "olga" })).await;
+    assert_eq!(code(&agent, &t), "ok");
+    assert_eq!(code(&agent, &t), "ok");
+    assert_eq!(agent.cached_verdicts(), 1);
+
+    // Another log behind the same URL: the agent sees another epoch and resyncs.
+    proxy.set_target(second.addr);
+    proxy.cut();
+    eventually("the agent follows the other log", || async {
+        let s = agent.status();
+        s.epoch == Some(second.epoch()) && s.fresh
+    })
+    .await;
+    assert_eq!(
+        code(&agent, &t),
+        "unknown_key",
+        "its key is not the new log's"
+    );
+    assert_eq!(agent.cached_verdicts(), 0, "the resync emptied the cache");
+
+    // A key revoked: its cached tokens are rejected and the cache emptied.
+    let u = token(&second, json!({ "sub": "pia" })).await;
+    let kid = agent.verify_or_refresh_keys(&u).await.unwrap().kid();
+    assert_eq!(code(&agent, &u), "ok");
+    assert_eq!(agent.cached_verdicts(), 1);
+    second
+        .admin_post(&format!("/v1/keys/{kid}/revoke"), json!({}))
+        .await;
+    until_code(&agent, &u, "token_revoked").await;
+    assert_eq!(
+        agent.cached_verdicts(),
+        0,
+        "the key's removal emptied the cache"
+    );
+}
+
 #[tokio::test]
 async fn a_cut_connection_resumes_by_seq_with_nothing_lost() {
     let a = TestAuthority::start().await;
@@ -413,6 +476,18 @@ async fn the_sidecar_answers_per_the_forward_auth_contract() {
     assert!(resp.headers().contains_key("www-authenticate"));
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["max_staleness_seconds"], 5.0);
+    assert_eq!(health["max_clock_skew_seconds"], 2.0);
+    assert_eq!(health["authority_clock_ahead"], false);
+    assert!(
+        health["authority_age_seconds"].as_f64().unwrap() < 7.0,
+        "{health}"
+    );
+    assert!(
+        health["authority_clock_offset_seconds"].is_number(),
+        "{health}"
+    );
     let metrics = http
         .get(format!("{base}/metrics"))
         .send()
@@ -425,6 +500,7 @@ async fn the_sidecar_answers_per_the_forward_auth_contract() {
         "revocast_agent_applied_seq",
         "revocast_agent_lag",
         "revocast_agent_staleness_milliseconds",
+        "revocast_agent_authority_clock_offset_milliseconds",
         "revocast_agent_reconnects_total",
         "revocast_agent_entries",
         "revocast_agent_verifications_total{result=\"ok\"}",

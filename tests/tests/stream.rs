@@ -473,7 +473,13 @@ async fn snapshot_is_gzipped_when_asked() {
         .json()
         .await
         .unwrap();
-    assert_eq!(decoded, a.snapshot().await);
+    // The same but for `at`, the time each was read.
+    let (mut decoded, mut plain) = (decoded, a.snapshot().await);
+    for s in [&mut decoded, &mut plain] {
+        assert!(s["at"].is_number(), "{s}");
+        s.as_object_mut().unwrap().remove("at");
+    }
+    assert_eq!(decoded, plain);
     assert_eq!(decoded["events"].as_array().unwrap().len(), 3);
 }
 
@@ -498,9 +504,16 @@ async fn ndjson_snapshot_holds_the_same_events_line_by_line() {
     let json = a.snapshot().await;
     let events = json["events"].as_array().unwrap();
     assert_eq!(lines.len(), events.len() + 2, "head, events, end: {text}");
+    // The head carries the authority's time just before the read (an extension).
+    let at = lines[0]["at"].as_f64().expect("the head's `at`");
+    assert!(
+        (at - json["at"].as_f64().unwrap()).abs() < 60.0,
+        "{}",
+        lines[0]
+    );
     assert_eq!(
         lines[0],
-        json!({ "epoch": json["epoch"], "seq": json["seq"] })
+        json!({ "epoch": json["epoch"], "seq": json["seq"], "at": lines[0]["at"] })
     );
     assert_eq!(&lines[1..=events.len()], &events[..]);
     assert_eq!(lines[events.len() + 1], json!({ "end": { "events": 4 } }));

@@ -127,15 +127,34 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
         if messages.is_empty() {
             continue;
         }
+        // The newest time the authority stamped on this frame (events' commit times,
+        // heartbeats' send times).
+        let stamped = messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Event(event) => Some(event.at),
+                Message::Control(Control::Heartbeat { at, .. }) => Some(*at),
+                Message::Control(_) => None,
+            })
+            .max();
+        if let Some(at) = stamped {
+            observe_clock(shared, at);
+        }
         let current = {
             let mut state = shared.mirror.write();
             let before = state.applied;
+            let keys_before = state.keys.len();
             let handled = messages.iter().try_for_each(|m| handle(&mut state, m));
+            let keys_removed = state.keys.len() < keys_before;
             // `handle` applies events only in contiguous order, one `seq` each.
             shared
                 .metrics
                 .events_applied
                 .inc_by(state.applied.get() - before.get());
+            if keys_removed {
+                // Still under the lock: no verify sees the key gone but its verdicts cached.
+                shared.cache.clear();
+            }
             if let Err(why) = handled {
                 return SessionEnd::Resync(why);
             }
@@ -154,11 +173,35 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
             });
             state.applied >= state.head
         };
-        // Heard from the authority, and nothing it announced is missing: current as of now.
+        // Heard from the authority, and nothing it announced is missing: current as of the
+        // newest time it stamped (not as of now: the frame may have been held back).
         if current {
-            shared.freshness.heard();
+            shared.freshness.heard(stamped);
         }
     }
+}
+
+/// Note the authority's clock offset seen in a stamp that just arrived; log when it starts or
+/// stops running ahead of ours by more than the allowed skew.
+fn observe_clock(shared: &Shared, at: UnixMillis) {
+    let skew = shared.config.max_clock_skew;
+    let now = UnixMillis::now();
+    if shared.freshness.observe_offset(at, now, skew) {
+        let offset_ms = at.as_millis().saturating_sub(now.as_millis());
+        if shared.freshness.is_ahead() {
+            tracing::warn!(
+                offset_ms,
+                max_clock_skew = ?skew,
+                "the authority's clock is ahead of ours by more than the allowed skew: not fresh until the clocks agree"
+            );
+        } else {
+            tracing::info!(offset_ms, "the authority's clock agrees with ours again");
+        }
+    }
+    shared
+        .metrics
+        .clock_offset_ms
+        .set(at.as_millis().saturating_sub(now.as_millis()));
 }
 
 /// Apply one message; `Err` names why the copy must be resynced instead.
@@ -203,8 +246,12 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
     let fetch::Loaded {
         epoch,
         seq,
+        at,
         mut revset,
     } = fetch::snapshot(&shared.http, base, key, timeout * 4).await?;
+    if let Some(at) = at {
+        observe_clock(shared, at);
+    }
     revset.purge_expired(UnixMillis::now().as_secs() - i64::from(shared.config.leeway_secs));
     let entries = revset.len();
     {
@@ -217,6 +264,9 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
             keys: Default::default(),
         };
         state.add_keys(keys);
+        // Verdicts cached under the old copy may rest on keys or a log it no longer has (a
+        // resync to another epoch brings other keys): start over, under the same lock.
+        shared.cache.clear();
     }
     shared.metrics.resyncs.inc();
     shared.metrics.applied_seq.set(gauge(seq.get()));
@@ -224,24 +274,34 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
     shared.metrics.lag.set(0);
     shared.metrics.entries.set(gauge(entries as u64));
     shared.metrics.synced.set(1);
-    // Synced first: `Agent::wait_until_synced` looks again when `applied` changes.
-    shared.freshness.mark_synced();
+    // Synced first: `Agent::wait_until_synced` looks again when `applied` changes. Current
+    // as of the snapshot's `at`; one without it (an older authority) is of unknown age and
+    // makes the agent fresh only once a stamped heartbeat or event arrives.
+    shared.freshness.mark_synced(at);
     shared.applied.send_replace(seq);
+    if at.is_none() {
+        tracing::warn!(authority = %base, "the snapshot carries no `at` (an older authority): fresh only once a heartbeat arrives");
+    }
     tracing::info!(authority = %base, %epoch, seq = %seq, entries, "snapshot loaded");
     Ok(())
 }
 
-/// Fetch the JWKS from the current authority and add its new keys. Used when a token names an
-/// unknown `kid` (rate-limited by the caller).
+/// Fetch the JWKS from the current authority and hold exactly its keys (less revoked ones).
+/// Used when a token names an unknown `kid` (rate-limited by the caller). A key the JWKS no
+/// longer lists signs no live token (the authority lists retired keys while their tokens may
+/// live): it is dropped, and with it every cached verdict. Returns the keys added.
 pub(crate) async fn refresh_keys(shared: &Shared) -> Result<usize, Error> {
     let index = shared.current.load(Ordering::Relaxed);
     let base = &shared.config.authorities[index];
     let keys = fetch::jwks(&shared.http, base, shared.config.request_timeout).await?;
     shared.metrics.jwks_fetches.inc();
     let mut state = shared.mirror.write();
-    let before = state.keys.len();
-    state.add_keys(keys);
-    Ok(state.keys.len() - before)
+    let (added, removed) = state.replace_keys(keys);
+    if removed > 0 {
+        tracing::info!(removed, "signing keys left the JWKS");
+        shared.cache.clear();
+    }
+    Ok(added)
 }
 
 /// Exponential backoff with full jitter: each delay is uniform in `0..=current`, and `current`

@@ -1,5 +1,5 @@
 //! A stream connection to the authority, WebSocket or SSE, yielding the protocol's messages one
-//! frame at a time (a WebSocket frame may hold a JSON array of several).
+//! WebSocket frame (which may hold a JSON array of several) or one SSE read at a time.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 pub enum Connection {
     WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
-    Sse { body: ByteStream, buf: Vec<u8> },
+    Sse { body: ByteStream, parser: SseParser },
 }
 
 /// Why connecting failed, as far as the sync loop cares.
@@ -139,7 +139,7 @@ async fn connect_sse(
     match resp.status().as_u16() {
         200 => Ok(Connection::Sse {
             body: Box::pin(resp.bytes_stream()),
-            buf: Vec::new(),
+            parser: SseParser::new(MAX_SSE_EVENT),
         }),
         400 => Err(ConnectError::BadPosition),
         status => Err(ConnectError::Other(Error::Status {
@@ -199,19 +199,18 @@ impl Connection {
                 Some(Ok(_)) => Ok(()),
                 Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
             },
-            Connection::Sse { body, buf } => loop {
-                if let Some(end) = frame_end(buf) {
-                    let frame: Vec<u8> = buf.drain(..end).collect();
-                    if let Some(data) = sse_data(&frame) {
-                        out.extend(parse_one(&data)?);
-                    }
-                    if !out.is_empty() {
-                        return Ok(());
-                    }
-                    continue;
-                }
+            Connection::Sse { body, parser } => loop {
                 match body.next().await {
-                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Ok(chunk)) => {
+                        parser.feed(&chunk, |data| {
+                            out.extend(parse_one(data)?);
+                            Ok(())
+                        })?;
+                        // Comments and empty events are not news: keep reading.
+                        if !out.is_empty() {
+                            return Ok(());
+                        }
+                    }
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(Error::Ended),
                 }
@@ -220,34 +219,126 @@ impl Connection {
     }
 }
 
-/// Length of the first complete SSE frame in `buf` (including its blank line), if any.
-fn frame_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+/// Largest SSE event accepted, field lines and line ends included. The authority's events are
+/// a few hundred bytes; a peer that sends more without ending the event is not one to buffer
+/// for: the session ends with an error and the agent reconnects.
+pub const MAX_SSE_EVENT: usize = 1024 * 1024;
+
+/// An incremental `text/event-stream` parser: feed it the body in chunks of any size; every
+/// byte is looked at once (no rescans of what earlier chunks left over), and what it holds is
+/// bounded by the maximum event size. Lines end with LF, CRLF or a lone CR; a blank line ends
+/// an event; `data` lines join with `\n`; comments and other fields are ignored.
+pub struct SseParser {
+    /// The line being received, without its end, while it spans chunks.
+    line: Vec<u8>,
+    /// The current event's `data` (lines joined with `\n`); `None` until a `data` line.
+    data: Option<Vec<u8>>,
+    /// Bytes of the current event so far, line ends included.
+    event_len: usize,
+    /// The last chunk ended in CR: an LF at the start of the next one is the same line end.
+    after_cr: bool,
+    max_event: usize,
 }
 
-/// The `data` of one SSE frame (several `data:` lines join with `\n`); comments and other
-/// fields are ignored.
-fn sse_data(frame: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in frame.split(|b| *b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(value) = line.strip_prefix(b"data:") {
-            let value = value.strip_prefix(b" ").unwrap_or(value);
-            match &mut data {
+impl SseParser {
+    pub fn new(max_event: usize) -> Self {
+        Self {
+            line: Vec::new(),
+            data: None,
+            event_len: 0,
+            after_cr: false,
+            max_event,
+        }
+    }
+
+    fn too_large(&self) -> Error {
+        Error::Protocol(format!(
+            "an SSE event exceeds {} bytes without ending",
+            self.max_event
+        ))
+    }
+
+    /// Feed the next chunk; `on_data` gets the `data` of every event it completes, in order.
+    pub fn feed(
+        &mut self,
+        mut chunk: &[u8],
+        mut on_data: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.after_cr) && chunk[0] == b'\n' {
+            chunk = &chunk[1..];
+            self.event_len += 1;
+        }
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) {
+            let terminator = if chunk[end] == b'\r' {
+                match chunk.get(end + 1) {
+                    Some(b'\n') => 2,
+                    Some(_) => 1,
+                    None => {
+                        self.after_cr = true;
+                        1
+                    }
+                }
+            } else {
+                1
+            };
+            self.event_len += self.line.len() + end + terminator;
+            if self.event_len > self.max_event {
+                return Err(self.too_large());
+            }
+            if self.line.is_empty() {
+                self.line_done(&chunk[..end], &mut on_data)?;
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&chunk[..end]);
+                self.line_done(&line, &mut on_data)?;
+                line.clear();
+                self.line = line;
+            }
+            chunk = &chunk[end + terminator..];
+        }
+        if self.event_len + self.line.len() + chunk.len() > self.max_event {
+            return Err(self.too_large());
+        }
+        self.line.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn line_done(
+        &mut self,
+        line: &[u8],
+        on_data: &mut impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if line.is_empty() {
+            self.event_len = 0;
+            if let Some(data) = self.data.take() {
+                on_data(&data)?;
+            }
+            return Ok(());
+        }
+        if line[0] == b':' {
+            return Ok(());
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        if field == b"data" {
+            match &mut self.data {
                 Some(d) => {
                     d.push(b'\n');
                     d.extend_from_slice(value);
                 }
-                None => data = Some(value.to_vec()),
+                None => self.data = Some(value.to_vec()),
             }
         }
+        Ok(())
     }
-    data
 }
 
 #[cfg(test)]
@@ -256,15 +347,96 @@ mod tests {
 
     use super::*;
 
+    /// Every event's data, feeding `body` in chunks of `size`.
+    fn events(body: &[u8], size: usize, max: usize) -> Result<Vec<Vec<u8>>, Error> {
+        let mut parser = SseParser::new(max);
+        let mut out = Vec::new();
+        for chunk in body.chunks(size) {
+            parser.feed(chunk, |d| {
+                out.push(d.to_vec());
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
     #[test]
-    fn sse_frames_are_split_and_joined() {
-        let buf = b"id: 1\nevent: session\ndata: {\"a\":\ndata: 1}\n\n: comment\n\nrest";
-        let end = frame_end(buf).unwrap();
-        assert_eq!(sse_data(&buf[..end]).unwrap(), b"{\"a\":\n1}");
-        let end2 = frame_end(&buf[end..]).unwrap();
-        assert_eq!(sse_data(&buf[end..end + end2]), None);
-        assert_eq!(frame_end(b"data: x\r\n\r\n"), Some(11));
-        assert_eq!(frame_end(b"data: x\n"), None);
+    fn sse_events_are_split_and_joined_however_the_body_is_cut() {
+        let body: &[u8] =
+            b"id: 1\nevent: session\ndata: {\"a\":\ndata: 1}\n\n: comment\n\ndata:x\n\n: c\ndata: y\n\nrest";
+        for size in 1..=body.len() {
+            let got = events(body, size, MAX_SSE_EVENT).unwrap();
+            assert_eq!(
+                got,
+                vec![b"{\"a\":\n1}".to_vec(), b"x".to_vec(), b"y".to_vec()],
+                "chunk size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn sse_line_ends_may_be_crlf_lf_or_cr() {
+        let body: &[u8] = b"data: a\r\n\r\ndata: b\r\rdata: c\n\ndata: d\r\ndata: e\r\n\r\n";
+        for size in 1..=body.len() {
+            let got = events(body, size, MAX_SSE_EVENT).unwrap();
+            assert_eq!(
+                got,
+                vec![
+                    b"a".to_vec(),
+                    b"b".to_vec(),
+                    b"c".to_vec(),
+                    b"d\ne".to_vec()
+                ],
+                "chunk size {size}"
+            );
+        }
+        // A CR ending one chunk and the LF starting the next are one line end, not two (which
+        // would end the event early).
+        let mut parser = SseParser::new(MAX_SSE_EVENT);
+        let mut out = Vec::new();
+        for chunk in [&b"data: a\r"[..], b"\ndata: b\r", b"\n\r", b"\n"] {
+            parser
+                .feed(chunk, |d| {
+                    out.push(d.to_vec());
+                    Ok(())
+                })
+                .unwrap();
+        }
+        assert_eq!(out, vec![b"a\nb".to_vec()]);
+    }
+
+    #[test]
+    fn an_oversized_sse_event_ends_the_session() {
+        // One endless line, in small chunks: refused once it passes the bound, having held no
+        // more than the bound.
+        let mut parser = SseParser::new(1000);
+        let chunk = [b'x'; 64];
+        let mut fed = 0;
+        let err = loop {
+            if let Err(e) = parser.feed(&chunk, |_| Ok(())) {
+                break e;
+            }
+            fed += chunk.len();
+            assert!(fed <= 1000, "accepted {fed} bytes of one event");
+        };
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        assert!(parser.line.capacity() <= 2048);
+        // Many short lines of one event count too.
+        let many = b"data: 0123456789\n".repeat(100);
+        assert!(events(&many, 7, 1000).is_err());
+        // Comments are part of the event they are in.
+        let comments = b": 0123456789\n".repeat(100);
+        assert!(events(&comments, 7, 1000).is_err());
+        // The bound is per event: the same bytes as many events are fine.
+        let separate = b"data: 0123456789\n\n".repeat(100);
+        assert_eq!(events(&separate, 7, 1000).unwrap().len(), 100);
+        // At the real bound, a 1 MiB + 1 line fails and a large valid event passes.
+        let big = vec![b'y'; MAX_SSE_EVENT + 1];
+        assert!(events(&big, 4096, MAX_SSE_EVENT).is_err());
+        let mut ok = b"data: ".to_vec();
+        ok.extend(vec![b'z'; MAX_SSE_EVENT - 16]);
+        ok.extend(b"\n\n");
+        assert_eq!(events(&ok, 4096, MAX_SSE_EVENT).unwrap().len(), 1);
     }
 
     #[test]

@@ -180,6 +180,18 @@ schema!(
         .property("seq", Ref::from_schema_name("Seq"))
         .required("seq")
         .property(
+            "at",
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .description(Some(
+                    "An extension: the authority's time (Unix seconds with a millisecond \
+                     fraction) just before the snapshot was read; everything committed by then \
+                     is in it. A client that holds it is current as of `at`. Older authorities \
+                     leave it out.",
+                ))
+                .examples([serde_json::json!(1767222000.123)]),
+        )
+        .property(
             "events",
             ArrayBuilder::new()
                 .items(Ref::from_schema_name("RevocationEvent"))

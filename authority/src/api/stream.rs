@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
-use revocast_shared::{Epoch, Seq, UnixSeconds};
+use revocast_shared::{Epoch, Seq, UnixMillis, UnixSeconds};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use utoipa::IntoParams;
@@ -329,11 +329,14 @@ impl SnapshotFormat {
         }
     }
 
-    fn head(self, epoch: &Epoch, seq: Seq) -> Result<String, serde_json::Error> {
+    /// `at` is the authority's time just before the store read began: the snapshot holds
+    /// everything committed by then, so a client is current as of `at` once it has loaded it.
+    fn head(self, epoch: &Epoch, seq: Seq, at: UnixMillis) -> Result<String, serde_json::Error> {
         let epoch = serde_json::to_string(epoch)?;
+        let at = serde_json::to_string(&at)?;
         Ok(match self {
-            Self::Json => format!(r#"{{"epoch":{epoch},"seq":{seq},"events":["#),
-            Self::Ndjson => format!(r#"{{"epoch":{epoch},"seq":{seq}}}"#),
+            Self::Json => format!(r#"{{"epoch":{epoch},"seq":{seq},"at":{at},"events":["#),
+            Self::Ndjson => format!(r#"{{"epoch":{epoch},"seq":{seq},"at":{at}}}"#),
         })
     }
 
@@ -355,7 +358,7 @@ impl SnapshotFormat {
     }
 }
 
-/// `GET /v1/snapshot`: `{"epoch","seq","events":[…]}`, streamed from one consistent read of
+/// `GET /v1/snapshot`: `{"epoch","seq","at","events":[…]}`, streamed from one consistent read of
 /// the store, so memory stays flat however many revocations are in force.
 #[utoipa::path(
     get,
@@ -370,8 +373,9 @@ impl SnapshotFormat {
     ),
     responses(
         (status = OK, description = "Every revocation still in force, and the `seq` it is as \
-            of. As NDJSON (an extension, a client can apply it while it arrives): a first line \
-            `{\"epoch\",\"seq\"}`, one event per line, and a last line \
+            of, and (an extension) `at`, the authority's time just before it was read. As NDJSON (an \
+            extension, a client can apply it while it arrives): a first line \
+            `{\"epoch\",\"seq\",\"at\"}`, one event per line, and a last line \
             `{\"end\":{\"events\":N}}`; without that last line the snapshot is incomplete.",
             content(
                 (openapi::Snapshot = "application/json"),
@@ -389,6 +393,8 @@ pub async fn snapshot(
     let format = SnapshotFormat::from_accept(&headers);
     let (tx, mut rx) = mpsc::channel(2);
     let store = Arc::clone(&app.store);
+    // Taken before the read starts: whatever was committed by `at` is in the snapshot.
+    let at = UnixMillis::now();
     // Entries just past expiry stay in: agents may still accept their tokens within leeway.
     let now = UnixSeconds::now().saturating_sub_secs(app.config.expiry_grace_secs);
     tokio::spawn(async move {
@@ -403,7 +409,7 @@ pub async fn snapshot(
         return Err(ApiError::unavailable("the snapshot could not be read"));
     };
     let head = format
-        .head(&epoch, seq)
+        .head(&epoch, seq, at)
         .map_err(|e| ApiError::internal(&e))?;
     let state = SnapshotBody {
         rx,
