@@ -12,9 +12,10 @@ use zeroize::Zeroizing;
 use crate::error::Error;
 use crate::tls::TlsOptions;
 
-/// Most clock leeway allowed: the authority keeps revocation entries in snapshots for
-/// [`EXPIRY_GRACE_SECS`](revocast_shared::event::EXPIRY_GRACE_SECS) past their expiry, so a
-/// token accepted within the leeway after its `exp` is still matched by its revocation.
+/// Most clock leeway plus clock skew allowed: the authority keeps revocation entries in
+/// snapshots for [`EXPIRY_GRACE_SECS`](revocast_shared::event::EXPIRY_GRACE_SECS) past their
+/// expiry, so a token accepted within the leeway after its `exp`, by a clock up to the skew
+/// behind the authority's, is still matched by its revocation.
 pub const MAX_LEEWAY_SECS: u32 = revocast_shared::event::EXPIRY_GRACE_SECS as u32;
 
 /// Most clock skew allowed between agent and authority (see `AgentConfig::max_clock_skew`).
@@ -168,9 +169,19 @@ impl AgentConfig {
                 "backoff must be positive with max >= min".into(),
             ));
         }
-        if self.leeway_secs > MAX_LEEWAY_SECS {
+        // An agent whose clock runs behind the authority's by up to the skew accepts a token
+        // until `exp + leeway + skew` on the authority's clock (beyond the skew it fails
+        // closed); the authority keeps the token's revocation that long only if both fit in
+        // its grace.
+        let skew_secs = self
+            .max_clock_skew
+            .as_secs()
+            .saturating_add(u64::from(self.max_clock_skew.subsec_nanos() > 0));
+        if u64::from(self.leeway_secs) + skew_secs > u64::from(MAX_LEEWAY_SECS) {
             return Err(Error::Config(format!(
-                "leeway must be at most {MAX_LEEWAY_SECS}s (the authority keeps expired entries that long)"
+                "leeway ({}s) plus max clock skew ({}s) must be at most {MAX_LEEWAY_SECS}s \
+                 (the authority keeps expired entries that long)",
+                self.leeway_secs, skew_secs
             )));
         }
         if self.purge_interval.is_zero() {

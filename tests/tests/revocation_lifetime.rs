@@ -168,7 +168,7 @@ async fn a_commit_covers_a_lifetime_raised_by_a_replica_not_yet_seen() {
 }
 
 /// What enforces the rule below in a deployment: the authority's grace is a constant, not a
-/// flag, and an agent refuses a leeway above it.
+/// flag, and an agent refuses a leeway that, with its allowed clock skew, goes beyond it.
 #[tokio::test]
 async fn an_agent_refuses_a_leeway_above_the_authoritys_grace() {
     use revocast_agent::config::MAX_LEEWAY_SECS;
@@ -177,6 +177,17 @@ async fn an_agent_refuses_a_leeway_above_the_authoritys_grace() {
     let a = TestAuthority::start().await;
     assert_eq!(a.config().expiry_grace_secs, EXPIRY_GRACE_SECS);
     let mut config = AgentConfig::new(a.base.clone(), a.subscriber_key.clone());
+    // The leeway and the clock skew together: a clock behind the authority's accepts longer.
+    let skew = config.max_clock_skew.as_secs() as u32;
+    assert!(skew > 0, "the default allows some skew");
+    config.leeway_secs = MAX_LEEWAY_SECS - skew;
+    assert!(Agent::start(config.clone()).is_ok());
+    config.leeway_secs = MAX_LEEWAY_SECS - skew + 1;
+    assert!(
+        Agent::start(config.clone()).is_err(),
+        "a leeway that with the skew outlasts the grace"
+    );
+    config.max_clock_skew = std::time::Duration::ZERO;
     config.leeway_secs = MAX_LEEWAY_SECS;
     assert!(Agent::start(config.clone()).is_ok());
     config.leeway_secs = MAX_LEEWAY_SECS + 1;
