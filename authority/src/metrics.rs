@@ -28,6 +28,9 @@ pub struct Metrics {
     pub log_rows_pruned: Counter,
     /// Requests refused with 429, by `limit` (`tokens`, `revocations`).
     pub rate_limited: Family<Labels, Counter>,
+    /// API-key lookups that reached the store (cache misses and expired entries), by
+    /// `outcome` (`found`, `unknown` — unknown or revoked —, `error`).
+    pub api_key_lookups: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -105,9 +108,16 @@ impl Metrics {
             "Requests refused with 429 by a per-key rate limit, by limit",
             rate_limited.clone(),
         );
+        let api_key_lookups = Family::<Labels, Counter>::default();
+        registry.register(
+            "api_key_lookups",
+            "API-key lookups that reached the store (not answered from the cache), by outcome",
+            api_key_lookups.clone(),
+        );
         Self {
             registry,
             rate_limited,
+            api_key_lookups,
             subscribers,
             events_sent,
             slow_disconnects,
