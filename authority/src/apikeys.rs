@@ -528,7 +528,12 @@ mod tests {
     async fn gated(
         known_for: Duration,
         unknown_for: Duration,
-    ) -> (Arc<GatedStore>, ApiKeys, Zeroizing<String>, tempfile::TempDir) {
+    ) -> (
+        Arc<GatedStore>,
+        ApiKeys,
+        Zeroizing<String>,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
         let key = create(&sqlite, Scope::Subscribe, None, UnixSeconds::new(0))
@@ -633,7 +638,12 @@ mod tests {
         let flood = MAX_UNKNOWN + MAX_UNKNOWN / 2 + 10;
         let mut largest = 0;
         for i in 0..flood {
-            assert!(keys.scope_of(&format!("rvc_bad{i}")).await.unwrap().is_none());
+            assert!(
+                keys.scope_of(&format!("rvc_bad{i}"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             let cache = keys.cache.read().unwrap();
             largest = largest.max(cache.unknown.len() + cache.known.len());
         }
@@ -704,8 +714,16 @@ mod tests {
         assert_eq!(lookups(&store), before, "answered from the cache");
         // Revoking again keeps the first time; an unknown digest is `None`.
         let again = keys.revoke(&hash(&other), UnixSeconds::new(9)).await;
-        assert_eq!(again.unwrap().unwrap().revoked_at, Some(UnixSeconds::new(3)));
-        assert!(keys.revoke(&[7; 32], UnixSeconds::new(9)).await.unwrap().is_none());
+        assert_eq!(
+            again.unwrap().unwrap().revoked_at,
+            Some(UnixSeconds::new(3))
+        );
+        assert!(
+            keys.revoke(&[7; 32], UnixSeconds::new(9))
+                .await
+                .unwrap()
+                .is_none()
+        );
         let listed = keys.list().await.unwrap();
         assert_eq!(listed.len(), 2);
         assert!(listed.iter().all(|k| k.revoked_at.is_some()));
@@ -729,7 +747,9 @@ mod tests {
         keys.changed(&hash(&secret), None);
         let (scope, _) = keys.scope_of(&secret).await.unwrap().expect("works");
         assert_eq!(scope, Scope::Introspect);
-        let created = keys.create(Scope::Subscribe, None, UnixSeconds::new(2)).await;
+        let created = keys
+            .create(Scope::Subscribe, None, UnixSeconds::new(2))
+            .await;
         assert!(keys.scope_of(&created.unwrap()).await.unwrap().is_some());
     }
 

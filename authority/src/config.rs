@@ -76,7 +76,9 @@ pub enum KeysCommand {
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Everything.
@@ -555,8 +557,8 @@ mod tests {
 
     #[test]
     fn keys_subcommands_parse() {
-        let cli = Cli::try_parse_from(["x", "keys", "revoke", "abcdef", "--data-dir", "/d"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "keys", "revoke", "abcdef", "--data-dir", "/d"]).unwrap();
         assert!(matches!(
             cli.command,
             Some(Command::Keys { command: KeysCommand::Revoke { ref id } }) if id == "abcdef"

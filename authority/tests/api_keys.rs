@@ -61,13 +61,19 @@ async fn keys_are_listed_by_id_and_label_never_by_secret() {
     for secret in [&s.admin, &s.subscriber, &*gateway] {
         assert!(!text.contains(secret.as_str()), "a secret is listed");
         // Nor any recognisable piece of one.
-        assert!(!text.contains(&secret[4..16]), "a piece of a secret is listed");
+        assert!(
+            !text.contains(&secret[4..16]),
+            "a piece of a secret is listed"
+        );
     }
     let list: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(list["keys"].as_array().unwrap().len(), 3, "{list}");
     let admin = by_label(&list, "bootstrap admin");
     assert_eq!(admin["scope"], "admin");
-    assert_eq!(by_label(&list, "bootstrap subscriber")["scope"], "subscribe");
+    assert_eq!(
+        by_label(&list, "bootstrap subscriber")["scope"],
+        "subscribe"
+    );
     let gateway = by_label(&list, "gateway");
     assert_eq!(gateway["scope"], "introspect");
     assert_eq!(gateway["revoked_at"], Value::Null);
@@ -102,7 +108,10 @@ async fn a_revoked_key_is_refused_at_once_and_stays_listed() {
     }
     let (_, text) = s.list_keys(&s.admin).await;
     let list: Value = serde_json::from_str(&text).unwrap();
-    let id = by_label(&list, "gateway")["id"].as_str().unwrap().to_string();
+    let id = by_label(&list, "gateway")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let (status, revoked) = s.revoke_key(&s.admin, &id).await;
     assert_eq!(status, StatusCode::OK, "{revoked}");
@@ -114,14 +123,25 @@ async fn a_revoked_key_is_refused_at_once_and_stays_listed() {
 
     // Again: the same answer, the first revocation's time.
     let (status, again) = s.revoke_key(&s.admin, &id).await;
-    assert_eq!((status, again["revoked_at"].as_i64()), (StatusCode::OK, Some(at)));
+    assert_eq!(
+        (status, again["revoked_at"].as_i64()),
+        (StatusCode::OK, Some(at))
+    );
     let (_, text) = s.list_keys(&s.admin).await;
     let list: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(by_label(&list, "gateway")["revoked_at"], at);
-    assert_eq!(list["keys"].as_array().unwrap().len(), 3, "kept for the audit trail");
+    assert_eq!(
+        list["keys"].as_array().unwrap().len(),
+        3,
+        "kept for the audit trail"
+    );
 
     // Ids of no key, or no id at all.
-    for unknown in ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "nonsense", "%ff"] {
+    for unknown in [
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "nonsense",
+        "%ff",
+    ] {
         let (status, v) = s.revoke_key(&s.admin, unknown).await;
         assert!(
             (status == StatusCode::NOT_FOUND && v["error"] == "unknown_api_key")

@@ -464,12 +464,22 @@ async fn answers_fit_the_documented_schemas() {
         .unwrap();
     for _ in 0..2 {
         let (status, v) = s
-            .call(Method::POST, &format!("/v1/api-keys/{id}/revoke"), admin, None)
+            .call(
+                Method::POST,
+                &format!("/v1/api-keys/{id}/revoke"),
+                admin,
+                None,
+            )
             .await;
-        assert_eq!((status, v["label"].as_str()), (StatusCode::OK, Some("spare")));
+        assert_eq!(
+            (status, v["label"].as_str()),
+            (StatusCode::OK, Some("spare"))
+        );
         fits(&doc, "/v1/api-keys/{id}/revoke", "post", status, &v);
     }
-    let (status, v) = s.call(Method::GET, "/v1/api-keys", Some(&spare), None).await;
+    let (status, v) = s
+        .call(Method::GET, "/v1/api-keys", Some(&spare), None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     fits(&doc, "/v1/api-keys", "get", status, &v);
     let (status, v) = s

@@ -291,10 +291,22 @@ async fn keys_list_and_revoke_subcommands_work_against_a_running_authority() {
     // The table: a header, then one line per key with its id, scope and label.
     let rows: Vec<&str> = table.lines().collect();
     assert_eq!(rows.len(), 4, "{table}");
-    assert!(rows[0].starts_with("ID") && rows[0].contains("LABEL"), "{table}");
-    let row = rows.iter().find(|r| r.starts_with(&id)).expect("listed by id");
-    assert!(row.contains("introspect") && row.ends_with("gateway"), "{row}");
-    assert!(rows.iter().any(|r| r.contains("admin") && r.ends_with("bootstrap admin")));
+    assert!(
+        rows[0].starts_with("ID") && rows[0].contains("LABEL"),
+        "{table}"
+    );
+    let row = rows
+        .iter()
+        .find(|r| r.starts_with(&id))
+        .expect("listed by id");
+    assert!(
+        row.contains("introspect") && row.ends_with("gateway"),
+        "{row}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("admin") && r.ends_with("bootstrap admin"))
+    );
 
     // Revoke by a prefix of the id; the running authority refuses the key within a second.
     let (code, out, err) = keys(dir.path(), &["revoke", &id[..10]]);

@@ -43,7 +43,9 @@ async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second() 
         assert_eq!(verify_with(a, &key).await, 200);
     }
     // A fleet sharing the key costs B one store query per refresh, not one per request.
-    let before = b.metric("revocast_api_key_lookups_total{outcome=\"found\"}").await;
+    let before = b
+        .metric("revocast_api_key_lookups_total{outcome=\"found\"}")
+        .await;
     assert!(before > 0, "B counted its store queries");
     let burst: Vec<_> = (0..50)
         .map(|_| {
@@ -61,7 +63,10 @@ async fn a_key_revoked_on_one_replica_is_refused_by_the_other_within_a_second() 
     for request in burst {
         assert_eq!(request.await.unwrap().unwrap(), 200);
     }
-    let queries = b.metric("revocast_api_key_lookups_total{outcome=\"found\"}").await - before;
+    let queries = b
+        .metric("revocast_api_key_lookups_total{outcome=\"found\"}")
+        .await
+        - before;
     assert!(queries <= 5, "50 requests cost {queries} store queries");
 
     let list: Value = b

@@ -29,8 +29,8 @@ use super::log::{
     generation_of, logged_of, read_in_force, scope_of, send_in_force, seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome,
-    Ring, SnapshotPart, Store,
+    ApiKeyRecord, Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, Ring,
+    SnapshotPart, Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -560,9 +560,7 @@ impl Store for PgStore {
 
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
         let scope: Option<String> =
-            sqlx::query_scalar(
-                "SELECT scope FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
-            )
+            sqlx::query_scalar("SELECT scope FROM api_keys WHERE hash = $1 AND revoked_at IS NULL")
                 .bind(&hash[..])
                 .fetch_optional(&self.pool)
                 .await?;

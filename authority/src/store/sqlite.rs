@@ -414,12 +414,11 @@ impl Store for SqliteStore {
     }
 
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
-        let scope: Option<String> = sqlx::query_scalar(
-            "SELECT scope FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-        )
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await?;
+        let scope: Option<String> =
+            sqlx::query_scalar("SELECT scope FROM api_keys WHERE hash = ? AND revoked_at IS NULL")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
         scope_of(scope)
     }
 
