@@ -48,10 +48,11 @@ const UNKNOWN_FOR: Duration = Duration::from_secs(1);
 /// At most this many unknown keys are remembered: a flood of random keys must not grow memory
 /// without bound. When full, expired entries go, and if that frees too little, all of them.
 const MAX_UNKNOWN: usize = 10_000;
-/// Store queries for API keys in flight at once, whatever the number of distinct keys
-/// presented: a flood of random keys (which no cache can absorb) waits for these few slots
-/// instead of taking every store connection from snapshots and backlog reads.
-const MAX_LOOKUPS: usize = 4;
+/// Store queries for keys not known valid in flight at once, whatever the number of distinct
+/// keys presented: a flood of random keys (which no cache can absorb) waits for these few
+/// slots instead of taking the store's connections from snapshots, backlog reads and the
+/// periodic re-checks of real keys (which do not wait for these slots).
+const MAX_LOOKUPS: usize = 2;
 /// `keys revoke` takes a prefix of an id, if it names one key and is at least this long.
 pub const MIN_ID_PREFIX: usize = 6;
 
@@ -165,7 +166,8 @@ pub(crate) struct KeyDigest(pub(crate) [u8; 32]);
 ///   queries queued for the store's few connections, and handshakes waited seconds for them.
 ///   With the expiry, a fleet sharing one key costs one query per [`KNOWN_FOR`], not one per
 ///   request.
-/// - At most [`MAX_LOOKUPS`] store queries run at once.
+/// - At most [`MAX_LOOKUPS`] store queries for keys not known valid run at once; re-checks
+///   of known keys do not queue behind them, so a flood of bad keys does not slow real ones.
 ///
 /// When the store cannot answer, a key whose entry has expired is refused with 503, whatever
 /// its scope: its revocation may be exactly what cannot be read, and serving it would break
@@ -185,6 +187,26 @@ pub(crate) struct ApiKeys {
 
 /// One store query for a digest, shared by every caller that missed the cache meanwhile.
 type Lookup = OnceCell<Option<Scope>>;
+
+/// What the cache holds for a digest.
+enum Cached {
+    /// An answer young enough to trust.
+    Fresh(Option<Scope>),
+    /// A key the store confirmed, too long ago: to check again.
+    Expired,
+    /// Nothing (or an expired miss).
+    Miss,
+}
+
+/// Which store queries a lookup waits for.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// Re-checking a key the store confirmed: there are only as many of those as real keys,
+    /// each checked at most once per `KNOWN_FOR`, so they never wait behind a flood.
+    Known,
+    /// Any other key, possibly one of a flood: at most [`MAX_LOOKUPS`] at once.
+    Unknown,
+}
 
 #[derive(Default)]
 struct Cache {
@@ -235,14 +257,15 @@ impl ApiKeys {
         }
         let digest = hash(presented);
         let scope = match self.cached(&digest) {
-            Some(answer) => answer,
-            None => self.look_up(digest).await?,
+            Cached::Fresh(answer) => answer,
+            Cached::Expired => self.look_up(digest, Lane::Known).await?,
+            Cached::Miss => self.look_up(digest, Lane::Unknown).await?,
         };
         Ok(scope.map(|scope| (scope, KeyDigest(digest))))
     }
 
-    /// The cached answer for `digest`, if it is still fresh.
-    fn cached(&self, digest: &[u8; 32]) -> Option<Option<Scope>> {
+    /// What the cache holds for `digest`.
+    fn cached(&self, digest: &[u8; 32]) -> Cached {
         let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         // The map finds a candidate by hash; the final equality is constant time so that the
@@ -250,21 +273,22 @@ impl ApiKeys {
         let known = cache
             .known
             .get_key_value(digest)
-            .filter(|(stored, _)| bool::from(stored.ct_eq(digest)))
-            .filter(|(_, (_, since))| now.duration_since(*since) < self.known_for)
-            .map(|(_, (scope, _))| *scope);
-        if known.is_some() {
-            return Some(known);
+            .filter(|(stored, _)| bool::from(stored.ct_eq(digest)));
+        if let Some((_, (scope, since))) = known {
+            return if now.duration_since(*since) < self.known_for {
+                Cached::Fresh(Some(*scope))
+            } else {
+                Cached::Expired
+            };
         }
-        cache
-            .unknown
-            .get(digest)
-            .filter(|since| now.duration_since(**since) < self.unknown_for)
-            .map(|_| None)
+        match cache.unknown.get(digest) {
+            Some(since) if now.duration_since(*since) < self.unknown_for => Cached::Fresh(None),
+            _ => Cached::Miss,
+        }
     }
 
     /// Ask the store, joining a query for the same digest that is already in flight.
-    async fn look_up(&self, digest: [u8; 32]) -> Result<Option<Scope>, StoreError> {
+    async fn look_up(&self, digest: [u8; 32], lane: Lane) -> Result<Option<Scope>, StoreError> {
         let query = Arc::clone(
             self.inflight
                 .lock()
@@ -275,7 +299,7 @@ impl ApiKeys {
         // One caller runs the query; the others wait for its answer. If it fails, the next
         // waiter tries again.
         let answer = query
-            .get_or_try_init(|| self.ask_store(digest))
+            .get_or_try_init(|| self.ask_store(digest, lane))
             .await
             .copied();
         // Done: the next miss, once the cached answer expires, asks the store again.
@@ -290,12 +314,16 @@ impl ApiKeys {
     }
 
     /// One store query, counted, its answer cached.
-    async fn ask_store(&self, digest: [u8; 32]) -> Result<Option<Scope>, StoreError> {
-        let _slot = self
-            .lookups
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Closed)?;
+    async fn ask_store(&self, digest: [u8; 32], lane: Lane) -> Result<Option<Scope>, StoreError> {
+        let _slot = match lane {
+            Lane::Known => None,
+            Lane::Unknown => Some(
+                self.lookups
+                    .acquire()
+                    .await
+                    .map_err(|_| StoreError::Closed)?,
+            ),
+        };
         let changes = self.cache.read().unwrap_or_else(|e| e.into_inner()).changes;
         let started = Instant::now();
         let answer = self.store.api_key_scope(&digest).await;
@@ -678,6 +706,49 @@ mod tests {
             assert!(lookup.await.unwrap().unwrap().is_none());
         }
         assert_eq!(lookups(&store), 40);
+    }
+
+    /// While a flood of unknown keys holds every lookup slot, a known key whose cached answer
+    /// expired is re-checked at once, not behind the flood.
+    #[tokio::test]
+    async fn a_known_key_is_rechecked_without_waiting_behind_a_flood() {
+        let (store, keys, key, _dir) = gated(Duration::from_millis(50), LONG).await;
+        let keys = Arc::new(keys);
+        store.lookup_gate.add_permits(1);
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The flood takes the slots and waits at the (closed) gate.
+        let flood: Vec<_> = (0..20)
+            .map(|i| {
+                let keys = Arc::clone(&keys);
+                tokio::spawn(async move { keys.scope_of(&format!("rvc_bad{i}")).await })
+            })
+            .collect();
+        while lookups(&store) < 1 + MAX_LOOKUPS {
+            tokio::task::yield_now().await;
+        }
+        let recheck = {
+            let (keys, key) = (Arc::clone(&keys), key.clone());
+            tokio::spawn(async move { keys.scope_of(&key).await })
+        };
+        for _ in 0..1000 {
+            if lookups(&store) == 2 + MAX_LOOKUPS {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            lookups(&store),
+            2 + MAX_LOOKUPS,
+            "the re-check reached the store while the flood holds every slot"
+        );
+        // Let the queries at the gate through: the flood's two and the re-check.
+        store.lookup_gate.add_permits(MAX_LOOKUPS + 1);
+        assert!(recheck.await.unwrap().unwrap().is_some());
+        open(&store);
+        for lookup in flood {
+            assert!(lookup.await.unwrap().unwrap().is_none());
+        }
     }
 
     /// A key revoked by another process (a replica, the CLI) stops working here once its
