@@ -1,33 +1,60 @@
-//! API keys: generation, hashing, lookup with a small cache, and the first-start bootstrap that
-//! writes `admin.key` and `subscriber.key` into the data directory.
+//! API keys: generation, hashing, lookup with a small cache, listing and revocation, and the
+//! first-start bootstrap that writes `admin.key` and `subscriber.key` into the data directory.
 //!
 //! Keys are 256 random bits, so a plain SHA-256 is a sound stored form: there is nothing to
-//! brute-force that a slow password hash would protect. Only the hash is ever stored.
+//! brute-force that a slow password hash would protect. Only the hash is ever stored, and a
+//! key is only ever shown by its id — base64url of that hash — and its label.
 //!
-//! Public: [`create`], what `revocast-authority create-key` does, on any [`Store`]. The rest
-//! is the authority's own.
+//! Public: [`create`], what `revocast-authority create-key` does, on any [`Store`];
+//! [`ApiKeyInfo`], [`id_of`] and [`find`], what `keys list` and `keys revoke` show and take.
+//! The rest is the authority's own.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use revocast_shared::UnixSeconds;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
+use tokio::time::Instant;
+use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use crate::config::Scope;
 use crate::error::{Error, StoreError};
-use crate::store::{NewApiKey, Store};
+use crate::metrics::Metrics;
+use crate::store::{ApiKeyRecord, NewApiKey, Store};
 
 /// Prefix of every key, so leaked keys are recognisable by secret scanners.
 const PREFIX: &str = "rvc_";
 /// A presented key longer than this is refused before hashing.
 const MAX_KEY_LEN: usize = 256;
+
+/// How long a key the store confirmed is trusted before the store is asked again. A key
+/// revoked elsewhere (another replica, the CLI) stops working here within this plus one store
+/// query: the bound is one second, and this leaves room for a slow query.
+const KNOWN_FOR: Duration = Duration::from_millis(500);
+/// How long an unknown (or revoked) key is answered 401 without asking the store again. A key
+/// created by another process is, by then, one nobody could have presented before (it is 256
+/// random bits), so in practice this delays nothing; a key created through this process
+/// clears its entry at once.
+const UNKNOWN_FOR: Duration = Duration::from_secs(1);
+/// At most this many unknown keys are remembered: a flood of random keys must not grow memory
+/// without bound. When full, expired entries go, and if that frees too little, all of them.
+const MAX_UNKNOWN: usize = 10_000;
+/// Store queries for keys not known valid in flight at once, whatever the number of distinct
+/// keys presented: a flood of random keys (which no cache can absorb) waits for these few
+/// slots instead of taking the store's connections from snapshots, backlog reads and the
+/// periodic re-checks of real keys (which do not wait for these slots).
+const MAX_LOOKUPS: usize = 2;
+/// `keys revoke` takes a prefix of an id, if it names one key and is at least this long.
+pub const MIN_ID_PREFIX: usize = 6;
 
 pub(crate) const ADMIN_KEY_FILE: &str = "admin.key";
 pub(crate) const SUBSCRIBER_KEY_FILE: &str = "subscriber.key";
@@ -46,37 +73,181 @@ pub(crate) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// A key's id: base64url (unpadded) of its SHA-256, the stored form. Shown by `keys list` and
+/// `GET /v1/api-keys`; it reveals nothing of the secret.
+pub fn id_of(hash: &[u8; 32]) -> String {
+    URL_SAFE_NO_PAD.encode(hash)
+}
+
+/// The hash an [`id_of`] names; `None` if `id` is not one.
+pub(crate) fn parse_id(id: &str) -> Option<[u8; 32]> {
+    let bytes = URL_SAFE_NO_PAD.decode(id).ok()?;
+    bytes.try_into().ok()
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// The key's id: base64url (unpadded) of the SHA-256 of the key.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
+    pub id: String,
+    pub scope: Scope,
+    /// The note given when it was created.
+    pub label: Option<String>,
+    /// Created at, Unix seconds.
+    pub created_at: i64,
+    /// Revoked at, Unix seconds; `null` while the key is in force.
+    pub revoked_at: Option<i64>,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyInfo {
+    fn from(key: &ApiKeyRecord) -> Self {
+        Self {
+            id: id_of(&key.hash),
+            scope: key.scope,
+            label: key.label.clone(),
+            created_at: key.created_at.get(),
+            revoked_at: key.revoked_at.map(UnixSeconds::get),
+        }
+    }
+}
+
+/// What an id, or a prefix of one, names among `keys`.
+#[derive(Debug)]
+pub enum Found<'a> {
+    One(&'a ApiKeyRecord),
+    None,
+    /// The prefix fits this many keys.
+    Ambiguous(usize),
+    /// Shorter than [`MIN_ID_PREFIX`] and not a whole id.
+    TooShort,
+}
+
+/// The key whose id is `id`, or starts with it.
+pub fn find<'a>(keys: &'a [ApiKeyRecord], id: &str) -> Found<'a> {
+    if let Some(hash) = parse_id(id) {
+        return keys
+            .iter()
+            .find(|k| k.hash == hash)
+            .map_or(Found::None, Found::One);
+    }
+    if id.len() < MIN_ID_PREFIX {
+        return Found::TooShort;
+    }
+    let mut fits = keys.iter().filter(|k| id_of(&k.hash).starts_with(id));
+    match (fits.next(), fits.count()) {
+        (None, _) => Found::None,
+        (Some(key), 0) => Found::One(key),
+        (Some(_), more) => Found::Ambiguous(more + 1),
+    }
+}
+
+/// Admin keys still in force among `keys`.
+pub fn active_admin_keys(keys: &[ApiKeyRecord]) -> usize {
+    keys.iter()
+        .filter(|k| k.scope == Scope::Admin && k.revoked_at.is_none())
+        .count()
+}
+
 /// The SHA-256 of a key that authenticated: what the store keys on, and what per-key rate
 /// limits count against. `Authorized` puts it in the request's extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct KeyDigest(pub(crate) [u8; 32]);
 
-/// Resolves presented keys to scopes. Hits are cached; misses always ask the store, so a key
-/// created by `create-key` while the authority runs works at once.
+/// Resolves presented keys to scopes, with a short-lived cache in front of the store.
 ///
-/// Concurrent misses for one key share one store query. After a restart every agent of a
-/// fleet reconnects at once with the same subscriber key; without this, 10,000 identical
-/// queries queued for the store's few connections, and handshakes waited seconds for them.
+/// - A key the store confirmed is trusted for [`KNOWN_FOR`], then asked for again, so a key
+///   revoked on another replica stops working here within a second. A key revoked through
+///   this process is forgotten at once.
+/// - An unknown or revoked key is answered from the cache for [`UNKNOWN_FOR`] (at most
+///   [`MAX_UNKNOWN`] of them), so a client hammering with a bad key costs one query a second.
+/// - Concurrent lookups of one key share one store query. After a restart every agent of a
+///   fleet reconnects at once with the same subscriber key; without this, 10,000 identical
+///   queries queued for the store's few connections, and handshakes waited seconds for them.
+///   With the expiry, a fleet sharing one key costs one query per [`KNOWN_FOR`], not one per
+///   request.
+/// - At most [`MAX_LOOKUPS`] store queries for keys not known valid run at once; re-checks
+///   of known keys do not queue behind them, so a flood of bad keys does not slow real ones.
+///
+/// When the store cannot answer, a key whose entry has expired is refused with 503, whatever
+/// its scope: its revocation may be exactly what cannot be read, and serving it would break
+/// the one-second bound. During such an outage a PostgreSQL replica cannot follow the log
+/// either, so its agents are better off failing over to a replica that can.
 pub(crate) struct ApiKeys {
     store: Arc<dyn Store>,
-    cache: RwLock<HashMap<[u8; 32], Scope>>,
+    metrics: Arc<Metrics>,
+    cache: RwLock<Cache>,
     /// Store queries in flight, by digest.
     inflight: Mutex<HashMap<[u8; 32], Arc<Lookup>>>,
+    lookups: Semaphore,
+    /// [`KNOWN_FOR`] and [`UNKNOWN_FOR`], which unit tests change.
+    known_for: Duration,
+    unknown_for: Duration,
 }
 
 /// One store query for a digest, shared by every caller that missed the cache meanwhile.
 type Lookup = OnceCell<Option<Scope>>;
 
+/// What the cache holds for a digest.
+enum Cached {
+    /// An answer young enough to trust.
+    Fresh(Option<Scope>),
+    /// A key the store confirmed, too long ago: to check again.
+    Expired,
+    /// Nothing (or an expired miss).
+    Miss,
+}
+
+/// Which store queries a lookup waits for.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// Re-checking a key the store confirmed: there are only as many of those as real keys,
+    /// each checked at most once per `KNOWN_FOR`, so they never wait behind a flood.
+    Known,
+    /// Any other key, possibly one of a flood: at most [`MAX_LOOKUPS`] at once.
+    Unknown,
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Keys the store confirmed, with the time the confirming query started.
+    known: HashMap<[u8; 32], (Scope, Instant)>,
+    /// Keys the store did not know (or knew revoked), likewise.
+    unknown: HashMap<[u8; 32], Instant>,
+    /// Bumped by every create and revoke through this process: a query that started before
+    /// one may hold an answer it made outdated, so its answer is not cached.
+    changes: u64,
+}
+
+impl Cache {
+    fn remember_unknown(&mut self, digest: [u8; 32], at: Instant, unknown_for: Duration) {
+        if self.unknown.len() >= MAX_UNKNOWN {
+            let now = Instant::now();
+            self.unknown
+                .retain(|_, since| now.duration_since(*since) < unknown_for);
+            // Freeing at least half keeps this O(1) per insert, amortized.
+            if self.unknown.len() >= MAX_UNKNOWN / 2 {
+                self.unknown.clear();
+            }
+        }
+        self.unknown.insert(digest, at);
+    }
+}
+
 impl ApiKeys {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
-            cache: RwLock::new(HashMap::new()),
+            metrics,
+            cache: RwLock::new(Cache::default()),
             inflight: Mutex::new(HashMap::new()),
+            lookups: Semaphore::new(MAX_LOOKUPS),
+            known_for: KNOWN_FOR,
+            unknown_for: UNKNOWN_FOR,
         }
     }
 
-    /// The scope of `presented`, with its digest; `None` for an unknown key.
+    /// The scope of `presented`, with its digest; `None` for an unknown or revoked key.
     pub async fn scope_of(
         &self,
         presented: &str,
@@ -85,24 +256,39 @@ impl ApiKeys {
             return Ok(None);
         }
         let digest = hash(presented);
-        let cached = {
-            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-            // The map finds a candidate by hash; the final equality is constant time so that
-            // the comparison leaks nothing about how much of a stored hash was matched.
-            cache
-                .get_key_value(&digest)
-                .filter(|(stored, _)| bool::from(stored.ct_eq(&digest)))
-                .map(|(_, scope)| *scope)
+        let scope = match self.cached(&digest) {
+            Cached::Fresh(answer) => answer,
+            Cached::Expired => self.look_up(digest, Lane::Known).await?,
+            Cached::Miss => self.look_up(digest, Lane::Unknown).await?,
         };
-        if let Some(scope) = cached {
-            return Ok(Some((scope, KeyDigest(digest))));
-        }
-        let scope = self.look_up(digest).await?;
         Ok(scope.map(|scope| (scope, KeyDigest(digest))))
     }
 
+    /// What the cache holds for `digest`.
+    fn cached(&self, digest: &[u8; 32]) -> Cached {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        // The map finds a candidate by hash; the final equality is constant time so that the
+        // comparison leaks nothing about how much of a stored hash was matched.
+        let known = cache
+            .known
+            .get_key_value(digest)
+            .filter(|(stored, _)| bool::from(stored.ct_eq(digest)));
+        if let Some((_, (scope, since))) = known {
+            return if now.duration_since(*since) < self.known_for {
+                Cached::Fresh(Some(*scope))
+            } else {
+                Cached::Expired
+            };
+        }
+        match cache.unknown.get(digest) {
+            Some(since) if now.duration_since(*since) < self.unknown_for => Cached::Fresh(None),
+            _ => Cached::Miss,
+        }
+    }
+
     /// Ask the store, joining a query for the same digest that is already in flight.
-    async fn look_up(&self, digest: [u8; 32]) -> Result<Option<Scope>, StoreError> {
+    async fn look_up(&self, digest: [u8; 32], lane: Lane) -> Result<Option<Scope>, StoreError> {
         let query = Arc::clone(
             self.inflight
                 .lock()
@@ -113,16 +299,10 @@ impl ApiKeys {
         // One caller runs the query; the others wait for its answer. If it fails, the next
         // waiter tries again.
         let answer = query
-            .get_or_try_init(|| self.store.api_key_scope(&digest))
+            .get_or_try_init(|| self.ask_store(digest, lane))
             .await
             .copied();
-        if let Ok(Some(scope)) = answer {
-            self.cache
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(digest, scope);
-        }
-        // Done: the next miss (an unknown key, or a key created since) asks the store again.
+        // Done: the next miss, once the cached answer expires, asks the store again.
         let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         if inflight
             .get(&digest)
@@ -131,6 +311,101 @@ impl ApiKeys {
             inflight.remove(&digest);
         }
         answer
+    }
+
+    /// One store query, counted, its answer cached.
+    async fn ask_store(&self, digest: [u8; 32], lane: Lane) -> Result<Option<Scope>, StoreError> {
+        let _slot = match lane {
+            Lane::Known => None,
+            Lane::Unknown => Some(
+                self.lookups
+                    .acquire()
+                    .await
+                    .map_err(|_| StoreError::Closed)?,
+            ),
+        };
+        let changes = self.cache.read().unwrap_or_else(|e| e.into_inner()).changes;
+        let started = Instant::now();
+        let answer = self.store.api_key_scope(&digest).await;
+        let outcome = match answer {
+            Ok(Some(_)) => "found",
+            Ok(None) => "unknown",
+            Err(_) => "error",
+        };
+        self.metrics
+            .api_key_lookups
+            .get_or_create(&vec![("outcome", outcome)])
+            .inc();
+        let Ok(scope) = answer else {
+            return answer;
+        };
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        let current = cache.changes == changes;
+        match scope {
+            Some(scope) if current => {
+                cache.unknown.remove(&digest);
+                cache.known.insert(digest, (scope, started));
+            }
+            Some(_) => {}
+            None => {
+                // Unknown now is unknown for good (or until created here, which clears it).
+                cache.known.remove(&digest);
+                if current {
+                    cache.remember_unknown(digest, started, self.unknown_for);
+                }
+            }
+        }
+        Ok(scope)
+    }
+
+    /// Create a key of `scope` and return the secret; it works here at once.
+    pub async fn create(
+        &self,
+        scope: Scope,
+        label: Option<&str>,
+        now: UnixSeconds,
+    ) -> Result<Zeroizing<String>, Error> {
+        let key = create(self.store.as_ref(), scope, label, now).await?;
+        self.changed(&hash(&key), None);
+        Ok(key)
+    }
+
+    /// Revoke the key whose SHA-256 is `digest` (see [`Store::revoke_api_key`]); it stops
+    /// working here at once, and on other replicas within a second.
+    pub async fn revoke(
+        &self,
+        digest: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let revoked = self.store.revoke_api_key(digest, now).await?;
+        if revoked.is_some() {
+            self.changed(digest, Some(Instant::now()));
+        }
+        Ok(revoked)
+    }
+
+    /// Every stored key, revoked ones included.
+    pub async fn list(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.store.list_api_keys().await
+    }
+
+    /// `digest` was created (`unknown_since` = `None`) or revoked here: drop what the cache
+    /// and the queries in flight hold about it, and about anything a query in flight reads.
+    fn changed(&self, digest: &[u8; 32], unknown_since: Option<Instant>) {
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            cache.changes += 1;
+            cache.known.remove(digest);
+            cache.unknown.remove(digest);
+            if let Some(since) = unknown_since {
+                cache.remember_unknown(*digest, since, self.unknown_for);
+            }
+        }
+        // A query already in flight may have read the old state: later callers start anew.
+        self.inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
     }
 }
 
@@ -277,15 +552,41 @@ mod tests {
     use crate::store::SqliteStore;
     use crate::store::gated::GatedStore;
 
-    #[tokio::test]
-    async fn concurrent_misses_for_one_key_share_one_store_query() {
+    /// An API-key cache on a gated SQLite store holding one `subscribe` key, and that key.
+    async fn gated(
+        known_for: Duration,
+        unknown_for: Duration,
+    ) -> (
+        Arc<GatedStore>,
+        ApiKeys,
+        Zeroizing<String>,
+        tempfile::TempDir,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let sqlite = SqliteStore::open(dir.path()).await.unwrap();
         let key = create(&sqlite, Scope::Subscribe, None, UnixSeconds::new(0))
             .await
             .unwrap();
         let store = Arc::new(GatedStore::closed(sqlite));
-        let keys = Arc::new(ApiKeys::new(store.clone()));
+        let mut keys = ApiKeys::new(store.clone(), Arc::new(Metrics::new()));
+        (keys.known_for, keys.unknown_for) = (known_for, unknown_for);
+        (store, keys, key, dir)
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    fn lookups(store: &GatedStore) -> usize {
+        store.key_lookups.load(Ordering::SeqCst)
+    }
+
+    fn open(store: &GatedStore) {
+        store.lookup_gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_key_share_one_store_query() {
+        let (store, keys, key, _dir) = gated(LONG, LONG).await;
+        let keys = Arc::new(keys);
         // 50 connections present the same uncached key while the first query is held.
         let lookups: Vec<_> = (0..50)
             .map(|_| {
@@ -309,15 +610,264 @@ mod tests {
             1,
             "one query for 50 misses"
         );
-        // Cached now; an unknown key still asks the store, every time.
+        // Cached now; an unknown key asks the store once, then is answered from the cache.
         assert!(keys.scope_of(&key).await.unwrap().is_some());
         assert!(keys.scope_of("rvc_unknown").await.unwrap().is_none());
         assert!(keys.scope_of("rvc_unknown").await.unwrap().is_none());
-        assert_eq!(store.key_lookups.load(Ordering::SeqCst), 3);
+        assert_eq!(store.key_lookups.load(Ordering::SeqCst), 2);
         assert!(
             keys.inflight.lock().unwrap().is_empty(),
             "nothing left in flight"
         );
+    }
+
+    /// A client hammering with one bad key costs one store query per `UNKNOWN_FOR`, not one
+    /// per request, sequential or concurrent.
+    #[tokio::test]
+    async fn a_repeated_bad_key_costs_one_store_query_per_interval() {
+        let (store, keys, _key, _dir) = gated(LONG, Duration::from_millis(200)).await;
+        open(&store);
+        let keys = Arc::new(keys);
+        let bad = generate().unwrap();
+        for _ in 0..100 {
+            assert!(keys.scope_of(&bad).await.unwrap().is_none());
+        }
+        let concurrent: Vec<_> = (0..100)
+            .map(|_| {
+                let (keys, bad) = (Arc::clone(&keys), bad.clone());
+                tokio::spawn(async move { keys.scope_of(&bad).await })
+            })
+            .collect();
+        for lookup in concurrent {
+            assert!(lookup.await.unwrap().unwrap().is_none());
+        }
+        assert_eq!(lookups(&store), 1, "200 requests, one store query");
+        let counted = |outcome| {
+            keys.metrics
+                .api_key_lookups
+                .get_or_create(&vec![("outcome", outcome)])
+                .get()
+        };
+        assert_eq!((counted("unknown"), counted("found")), (1, 0));
+        // Once the entry has expired, the store is asked again (a key created meanwhile by
+        // another process would work from then on).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(keys.scope_of(&bad).await.unwrap().is_none());
+        assert_eq!(lookups(&store), 2);
+    }
+
+    /// Distinct random keys, each one a store query: the cache of misses never holds more
+    /// than `MAX_UNKNOWN` of them.
+    #[tokio::test]
+    async fn a_flood_of_distinct_bad_keys_keeps_the_cache_bounded() {
+        let (store, keys, key, _dir) = gated(LONG, LONG).await;
+        open(&store);
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        let flood = MAX_UNKNOWN + MAX_UNKNOWN / 2 + 10;
+        let mut largest = 0;
+        for i in 0..flood {
+            assert!(
+                keys.scope_of(&format!("rvc_bad{i}"))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+            let cache = keys.cache.read().unwrap();
+            largest = largest.max(cache.unknown.len() + cache.known.len());
+        }
+        assert!(largest <= MAX_UNKNOWN + 1, "{largest} entries");
+        assert_eq!(lookups(&store), flood + 1);
+        // The good key stayed cached throughout.
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        assert_eq!(lookups(&store), flood + 1);
+    }
+
+    /// However many distinct keys are presented at once, at most `MAX_LOOKUPS` store queries
+    /// run: the rest wait for a slot instead of taking the store's connections.
+    #[tokio::test]
+    async fn distinct_keys_at_once_take_at_most_a_few_store_connections() {
+        let (store, keys, _key, _dir) = gated(LONG, LONG).await;
+        let keys = Arc::new(keys);
+        let flood: Vec<_> = (0..40)
+            .map(|i| {
+                let keys = Arc::clone(&keys);
+                tokio::spawn(async move { keys.scope_of(&format!("rvc_bad{i}")).await })
+            })
+            .collect();
+        while lookups(&store) < MAX_LOOKUPS {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..200 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(lookups(&store), MAX_LOOKUPS, "the others wait for a slot");
+        open(&store);
+        for lookup in flood {
+            assert!(lookup.await.unwrap().unwrap().is_none());
+        }
+        assert_eq!(lookups(&store), 40);
+    }
+
+    /// While a flood of unknown keys holds every lookup slot, a known key whose cached answer
+    /// expired is re-checked at once, not behind the flood.
+    #[tokio::test]
+    async fn a_known_key_is_rechecked_without_waiting_behind_a_flood() {
+        let (store, keys, key, _dir) = gated(Duration::from_millis(50), LONG).await;
+        let keys = Arc::new(keys);
+        store.lookup_gate.add_permits(1);
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The flood takes the slots and waits at the (closed) gate.
+        let flood: Vec<_> = (0..20)
+            .map(|i| {
+                let keys = Arc::clone(&keys);
+                tokio::spawn(async move { keys.scope_of(&format!("rvc_bad{i}")).await })
+            })
+            .collect();
+        while lookups(&store) < 1 + MAX_LOOKUPS {
+            tokio::task::yield_now().await;
+        }
+        let recheck = {
+            let (keys, key) = (Arc::clone(&keys), key.clone());
+            tokio::spawn(async move { keys.scope_of(&key).await })
+        };
+        for _ in 0..1000 {
+            if lookups(&store) == 2 + MAX_LOOKUPS {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            lookups(&store),
+            2 + MAX_LOOKUPS,
+            "the re-check reached the store while the flood holds every slot"
+        );
+        // Let the queries at the gate through: the flood's two and the re-check.
+        store.lookup_gate.add_permits(MAX_LOOKUPS + 1);
+        assert!(recheck.await.unwrap().unwrap().is_some());
+        open(&store);
+        for lookup in flood {
+            assert!(lookup.await.unwrap().unwrap().is_none());
+        }
+    }
+
+    /// A key revoked by another process (a replica, the CLI) stops working here once its
+    /// cached entry expires; one revoked through this process, at once.
+    #[tokio::test]
+    async fn a_revoked_key_stops_working_within_the_interval_or_at_once() {
+        let (store, keys, key, _dir) = gated(KNOWN_FOR, UNKNOWN_FOR).await;
+        open(&store);
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        store
+            .revoke_api_key(&hash(&key), UnixSeconds::new(1))
+            .await
+            .unwrap()
+            .expect("stored");
+        tokio::time::sleep(KNOWN_FOR + Duration::from_millis(50)).await;
+        assert!(
+            keys.scope_of(&key).await.unwrap().is_none(),
+            "refused once the cached answer expired"
+        );
+
+        let other = keys
+            .create(Scope::Admin, Some("second"), UnixSeconds::new(2))
+            .await
+            .unwrap();
+        assert!(keys.scope_of(&other).await.unwrap().is_some());
+        let before = lookups(&store);
+        let revoked = keys
+            .revoke(&hash(&other), UnixSeconds::new(3))
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(revoked.revoked_at, Some(UnixSeconds::new(3)));
+        assert!(keys.scope_of(&other).await.unwrap().is_none(), "at once");
+        assert_eq!(lookups(&store), before, "answered from the cache");
+        // Revoking again keeps the first time; an unknown digest is `None`.
+        let again = keys.revoke(&hash(&other), UnixSeconds::new(9)).await;
+        assert_eq!(
+            again.unwrap().unwrap().revoked_at,
+            Some(UnixSeconds::new(3))
+        );
+        assert!(
+            keys.revoke(&[7; 32], UnixSeconds::new(9))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let listed = keys.list().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(listed.iter().all(|k| k.revoked_at.is_some()));
+    }
+
+    /// A key that was refused, then stored through this process, works at once: its cached
+    /// miss is dropped.
+    #[tokio::test]
+    async fn a_key_created_here_works_at_once() {
+        let (store, keys, _key, _dir) = gated(LONG, LONG).await;
+        open(&store);
+        let secret = generate().unwrap();
+        assert!(keys.scope_of(&secret).await.unwrap().is_none());
+        // Stored by another process: still refused from the cache, for `UNKNOWN_FOR`.
+        store
+            .insert_api_key(&hash(&secret), Scope::Introspect, None, UnixSeconds::new(1))
+            .await
+            .unwrap();
+        assert!(keys.scope_of(&secret).await.unwrap().is_none());
+        // What `ApiKeys::create` does after storing its key.
+        keys.changed(&hash(&secret), None);
+        let (scope, _) = keys.scope_of(&secret).await.unwrap().expect("works");
+        assert_eq!(scope, Scope::Introspect);
+        let created = keys
+            .create(Scope::Subscribe, None, UnixSeconds::new(2))
+            .await;
+        assert!(keys.scope_of(&created.unwrap()).await.unwrap().is_some());
+    }
+
+    /// While the store cannot answer, a key whose cached answer expired is refused with an
+    /// error (503), whatever its scope: never served on an old answer.
+    #[tokio::test]
+    async fn a_store_outage_fails_closed() {
+        let (store, keys, key, _dir) = gated(Duration::from_millis(100), LONG).await;
+        open(&store);
+        assert!(keys.scope_of(&key).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        store.lookup_gate.close();
+        assert!(keys.scope_of(&key).await.is_err());
+        let counted = keys
+            .metrics
+            .api_key_lookups
+            .get_or_create(&vec![("outcome", "error")])
+            .get();
+        assert_eq!(counted, 1);
+    }
+
+    #[test]
+    fn ids_name_keys_by_whole_id_or_unique_prefix() {
+        let record = |hash: [u8; 32]| ApiKeyRecord {
+            hash,
+            scope: Scope::Admin,
+            label: None,
+            created_at: UnixSeconds::new(0),
+            revoked_at: None,
+        };
+        let mut last_differs = [0; 32];
+        last_differs[31] = 1;
+        // The first two share every character of their ids but the last.
+        let keys = [record([0; 32]), record(last_differs), record([1; 32])];
+        let id = id_of(&keys[2].hash);
+        assert_eq!(parse_id(&id), Some([1; 32]));
+        assert!(matches!(find(&keys, &id), Found::One(k) if k.hash == [1; 32]));
+        assert!(matches!(find(&keys, &id[..10]), Found::One(k) if k.hash == [1; 32]));
+        assert!(matches!(find(&keys, &id_of(&[0; 32])), Found::One(k) if k.hash == [0; 32]));
+        assert!(matches!(find(&keys, "AAAAAA"), Found::Ambiguous(2)));
+        assert!(matches!(find(&keys, "AQEBAQ"), Found::One(k) if k.hash == [1; 32]));
+        assert!(matches!(find(&keys, "AQEBA"), Found::TooShort));
+        assert!(matches!(find(&keys, ""), Found::TooShort));
+        assert!(matches!(find(&keys, "zzzzzzzz"), Found::None));
+        assert!(matches!(find(&keys, &id_of(&[9; 32])), Found::None));
+        assert_eq!(parse_id("not an id"), None);
+        assert_eq!(active_admin_keys(&keys), 3);
     }
 
     #[test]

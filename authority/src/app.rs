@@ -126,7 +126,7 @@ impl Authority {
         tracing::info!(epoch = %view.epoch(), head = %hub.head(), kid = %view.active_kid(), "state loaded");
         let app = Arc::new(App {
             validation: Validation::new(0).issuer(config.issuer.clone()),
-            api_keys: ApiKeys::new(Arc::clone(&store)),
+            api_keys: ApiKeys::new(Arc::clone(&store), Arc::clone(&metrics)),
             limits: Limits::new(config.rate_limit_tokens, config.rate_limit_revocations),
             config,
             store,
@@ -250,7 +250,11 @@ impl Handle {
         scope: Scope,
         label: Option<&str>,
     ) -> Result<Zeroizing<String>, Error> {
-        apikeys::create(self.app.store.as_ref(), scope, label, UnixSeconds::now()).await
+        // Through the cache, so that the key works here at once.
+        self.app
+            .api_keys
+            .create(scope, label, UnixSeconds::now())
+            .await
     }
 
     /// Revoke a token in-process: commit `revoke` through the single writer, in a group with

@@ -34,6 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create an API key of the given scope and print it on stdout (the only time it is shown).
+    /// The same as `keys create`.
     CreateKey {
         #[arg(long, value_enum)]
         scope: Scope,
@@ -41,10 +42,44 @@ pub enum Command {
         #[arg(long)]
         label: Option<String>,
     },
+    /// Manage API keys in the store `--data-dir` / `--database-url` name (works while the
+    /// authority runs).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key of the given scope and print it on stdout (the only time it is shown).
+    Create {
+        #[arg(long, value_enum)]
+        scope: Scope,
+        /// A note stored beside the key's hash, e.g. who it is for.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List every API key — id (the hash of the key), scope, times, label — revoked ones
+    /// included. Secrets are not stored, so never shown.
+    List {
+        /// One JSON object per line, as `GET /v1/api-keys` lists them.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key: it stops working within one second on every replica.
+    Revoke {
+        /// The key's id as `keys list` shows it, or a prefix of it naming one key (at least 6
+        /// characters).
+        id: String,
+    },
 }
 
 /// What an API key may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Everything.
     Admin,
@@ -575,6 +610,35 @@ mod tests {
             })
         ));
         assert_eq!(cli.serve.data_dir, PathBuf::from("/d"));
+    }
+
+    #[test]
+    fn keys_subcommands_parse() {
+        let cli =
+            Cli::try_parse_from(["x", "keys", "revoke", "abcdef", "--data-dir", "/d"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys { command: KeysCommand::Revoke { ref id } }) if id == "abcdef"
+        ));
+        assert_eq!(cli.serve.data_dir, PathBuf::from("/d"));
+        let cli = Cli::try_parse_from(["x", "keys", "list", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::List { json: true }
+            })
+        ));
+        let cli = Cli::try_parse_from(["x", "keys", "create", "--scope", "admin"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys {
+                command: KeysCommand::Create {
+                    scope: Scope::Admin,
+                    label: None
+                }
+            })
+        ));
+        assert!(Cli::try_parse_from(["x", "keys", "revoke"]).is_err());
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub fn make_private(dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether `dir` holds the embedded database: `keys list` and `keys revoke` refuse to create
+/// an empty one in a mistyped directory.
+pub fn has_database(dir: &Path) -> bool {
+    dir.join(DB_FILE).is_file()
+}
+
 /// Give `path`, if it exists, exactly `mode`; refuse if that fails while others have access.
 #[cfg(unix)]
 fn restrict(path: &Path, mode: u32) -> Result<(), Error> {

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub connections_refused: Family<Labels, Counter>,
     /// Connections closed by a timeout, by `phase` (`handshake`, `headers`, `idle`).
     pub connections_timed_out: Family<Labels, Counter>,
+    /// API-key lookups that reached the store (cache misses and expired entries), by
+    /// `outcome` (`found`, `unknown` — unknown or revoked —, `error`).
+    pub api_key_lookups: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -130,12 +133,19 @@ impl Metrics {
             "Connections closed by the handshake, header-read or idle timeout, by phase",
             connections_timed_out.clone(),
         );
+        let api_key_lookups = Family::<Labels, Counter>::default();
+        registry.register(
+            "api_key_lookups",
+            "API-key lookups that reached the store (not answered from the cache), by outcome",
+            api_key_lookups.clone(),
+        );
         Self {
             registry,
             rate_limited,
             connections_open,
             connections_refused,
             connections_timed_out,
+            api_key_lookups,
             subscribers,
             events_sent,
             slow_disconnects,

@@ -68,7 +68,7 @@ const SOME_KID: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 fn operations(doc: &Value) -> Vec<(String, Method, Value)> {
     let mut all = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
-        let concrete = path.replace("{kid}", SOME_KID);
+        let concrete = path.replace("{kid}", SOME_KID).replace("{id}", SOME_KID);
         assert!(
             !concrete.contains('{'),
             "a path parameter to fill in: {path}"
@@ -114,7 +114,7 @@ async fn the_router_serves_exactly_the_documented_operations() {
         );
     }
     for path in doc["paths"].as_object().unwrap().keys() {
-        let concrete = path.replace("{kid}", SOME_KID);
+        let concrete = path.replace("{kid}", SOME_KID).replace("{id}", SOME_KID);
         for method in METHODS {
             if doc["paths"][path].get(method).is_some() {
                 continue;
@@ -362,7 +362,7 @@ fn strict_unless(doc: &Value, schema: &Value, part: bool) -> Value {
 
 #[tokio::test]
 async fn answers_fit_the_documented_schemas() {
-    let (s, _) = start().await;
+    let (s, handle) = start().await;
     let (_, doc) = s.document().await;
     let admin = Some(s.admin.as_str());
     let post = |path: &'static str, body: Value| {
@@ -447,6 +447,51 @@ async fn answers_fit_the_documented_schemas() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     fits(&doc, "/v1/keys/{kid}/revoke", "post", status, &v);
+
+    let (status, listed) = s.call(Method::GET, "/v1/api-keys", admin, None).await;
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(2), "{listed}");
+    fits(&doc, "/v1/api-keys", "get", status, &listed);
+    let spare = handle
+        .create_api_key(revocast_authority::Scope::Introspect, Some("spare"))
+        .await
+        .unwrap();
+    let (_, listed) = s.call(Method::GET, "/v1/api-keys", admin, None).await;
+    fits(&doc, "/v1/api-keys", "get", status, &listed);
+    let spare_entry = listed["keys"].as_array().unwrap().iter();
+    let id = spare_entry
+        .filter(|k| k["label"] == "spare")
+        .find_map(|k| k["id"].as_str())
+        .unwrap();
+    for _ in 0..2 {
+        let (status, v) = s
+            .call(
+                Method::POST,
+                &format!("/v1/api-keys/{id}/revoke"),
+                admin,
+                None,
+            )
+            .await;
+        assert_eq!(
+            (status, v["label"].as_str()),
+            (StatusCode::OK, Some("spare"))
+        );
+        fits(&doc, "/v1/api-keys/{id}/revoke", "post", status, &v);
+    }
+    let (status, v) = s
+        .call(Method::GET, "/v1/api-keys", Some(&spare), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    fits(&doc, "/v1/api-keys", "get", status, &v);
+    let (status, v) = s
+        .call(
+            Method::POST,
+            &format!("/v1/api-keys/{SOME_KID}/revoke"),
+            admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    fits(&doc, "/v1/api-keys/{id}/revoke", "post", status, &v);
 
     for path in [
         "/.well-known/jwks.json",

@@ -229,6 +229,133 @@ async fn create_key_subcommand_works_against_a_running_authority() {
     running.kill();
 }
 
+/// `revocast-authority keys …` against the data directory of `dir`: exit status and output.
+fn keys(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = exit_within(
+        Command::new(BIN)
+            .arg("keys")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir),
+    );
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn keys_list_and_revoke_subcommands_work_against_a_running_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = spawn(dir.path());
+    let admin = read_key(dir.path(), "admin.key");
+    let subscriber = read_key(dir.path(), "subscriber.key");
+    let (code, key, err) = keys(
+        dir.path(),
+        &["create", "--scope", "introspect", "--label", "gateway"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let key = key.trim().to_string();
+    let client = reqwest::Client::new();
+    let verify = || {
+        client
+            .post(format!("{}/v1/verify", running.base))
+            .bearer_auth(&key)
+            .json(&json!({ "token": "a.b.c" }))
+            .send()
+    };
+    // In use, so the running authority has it cached as valid.
+    for _ in 0..3 {
+        assert_eq!(verify().await.unwrap().status(), 200);
+    }
+
+    let (code, table, err) = keys(dir.path(), &["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, lines, err) = keys(dir.path(), &["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    for secret in [&admin, &subscriber, &key] {
+        assert!(!table.contains(secret.as_str()) && !lines.contains(secret.as_str()));
+        assert!(!table.contains(&secret[4..16]) && !lines.contains(&secret[4..16]));
+    }
+    let listed: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3, "{lines}");
+    let gateway = listed.iter().find(|k| k["label"] == "gateway").unwrap();
+    assert_eq!(gateway["scope"], "introspect");
+    assert_eq!(gateway["revoked_at"], Value::Null);
+    let id = gateway["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 43);
+    // The table: a header, then one line per key with its id, scope and label.
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(
+        rows[0].starts_with("ID") && rows[0].contains("LABEL"),
+        "{table}"
+    );
+    let row = rows
+        .iter()
+        .find(|r| r.starts_with(&id))
+        .expect("listed by id");
+    assert!(
+        row.contains("introspect") && row.ends_with("gateway"),
+        "{row}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("admin") && r.ends_with("bootstrap admin"))
+    );
+
+    // Revoke by a prefix of the id; the running authority refuses the key within a second.
+    let (code, out, err) = keys(dir.path(), &["revoke", &id[..10]]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("revoked") && out.contains(&id), "{out}");
+    let revoked = std::time::Instant::now();
+    loop {
+        let status = verify().await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(
+            revoked.elapsed() < Duration::from_secs(1),
+            "the revoked key still works after {:?}",
+            revoked.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, lines, _) = keys(dir.path(), &["list", "--json"]);
+    assert!(lines.lines().any(|l| {
+        let k: Value = serde_json::from_str(l).unwrap();
+        k["id"] == id.as_str() && k["revoked_at"].is_i64()
+    }));
+
+    let (code, out, _) = keys(dir.path(), &["revoke", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("already revoked"), "{out}");
+    for (wrong, says) in [("zzzzzzzzzz", "no API key"), ("ab", "at least 6")] {
+        let (code, _, err) = keys(dir.path(), &["revoke", wrong]);
+        assert_eq!(code, Some(1), "{wrong}");
+        assert!(err.contains(says), "{wrong}: {err}");
+    }
+    // The admin key still works; a mistyped data directory is refused, not created.
+    let status = client
+        .get(format!("{}/v1/api-keys", running.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let nowhere = dir.path().join("nowhere");
+    let (code, _, err) = keys(&nowhere, &["list"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!nowhere.exists());
+    running.kill();
+}
+
 #[test]
 fn invalid_configuration_exits_2_before_binding_or_writing() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,6 +3,7 @@
 //! Each handler also describes itself for the OpenAPI document ([`openapi()`]); the router and
 //! the document are built from one list of handlers, so neither has a route the other lacks.
 
+mod api_keys;
 mod keys;
 mod meta;
 mod openapi;
@@ -43,6 +44,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke::session))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::revoke))
+        .routes(routes!(api_keys::list))
+        .routes(routes!(api_keys::revoke))
         .routes(routes!(revoke::oauth))
         .routes(routes!(verify::introspect))
         .routes(routes!(meta::jwks))

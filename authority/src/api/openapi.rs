@@ -103,6 +103,10 @@ pub(crate) fn base() -> OpenApi {
             tag("revocation", "Revoke a token, a subject, a session."),
             tag("keys", "Signing keys: rotate, revoke, publish."),
             tag(
+                "api-keys",
+                "The API keys clients authenticate with: list (never a secret) and revoke.",
+            ),
+            tag(
                 "oauth",
                 "RFC 7009 revocation, RFC 7662 introspection, RFC 8414 metadata.",
             ),

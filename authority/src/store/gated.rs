@@ -9,7 +9,8 @@ use revocast_shared::{UnixMillis, UnixSeconds};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
-    Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart, SqliteStore, Store,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart,
+    SqliteStore, Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -116,6 +117,16 @@ impl Store for GatedStore {
     }
     async fn count_api_keys(&self) -> Result<u64, StoreError> {
         self.inner.count_api_keys().await
+    }
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.inner.list_api_keys().await
+    }
+    async fn revoke_api_key(
+        &self,
+        h: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.inner.revoke_api_key(h, now).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await

@@ -1,5 +1,5 @@
 //! What both backends share in reading the log: the mapping between a revocation and its
-//! row, the column conversions, and the chunked read of what is in force ([`InForce`]) over
+//! row, the column conversions (and an API key's), and the chunked read of what is in force ([`InForce`]) over
 //! the backend's one query ([`ReadLog`]).
 
 use std::borrow::Cow;
@@ -8,7 +8,7 @@ use revocast_shared::event::{Revocation, RevocationEvent};
 use revocast_shared::{Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
-use super::{Logged, SnapshotPart};
+use super::{ApiKeyRecord, Logged, SnapshotPart};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -31,6 +31,26 @@ pub(super) fn scope_of(column: Option<String>) -> Result<Option<Scope>, StoreErr
     column
         .map(|s| Scope::parse(&s).ok_or_else(|| corrupt(format!("unknown scope {s:?}"))))
         .transpose()
+}
+
+/// The columns of an API key as listed: `hash, scope, label, created_at, revoked_at`.
+pub(super) const API_KEY_COLUMNS: &str = "hash, scope, label, created_at, revoked_at";
+
+/// An API key row of [`API_KEY_COLUMNS`].
+pub(super) type ApiKeyRow = (Vec<u8>, String, Option<String>, i64, Option<i64>);
+
+pub(super) fn api_key_of(
+    (hash, scope, label, created_at, revoked_at): ApiKeyRow,
+) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        hash: hash
+            .try_into()
+            .map_err(|_| corrupt("an API key hash is not 32 bytes"))?,
+        scope: scope_of(Some(scope))?.ok_or_else(|| corrupt("an API key without scope"))?,
+        label,
+        created_at: UnixSeconds::new(created_at),
+        revoked_at: revoked_at.map(UnixSeconds::new),
+    })
 }
 
 /// A revocation's `(seq, at_ms)` columns.

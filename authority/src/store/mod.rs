@@ -66,6 +66,18 @@ pub struct NewApiKey<'a> {
     pub label: Option<&'a str>,
 }
 
+/// A stored API key as listed: its hash (never the secret), scope, label and times.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// SHA-256 of the key.
+    pub hash: [u8; 32],
+    pub scope: Scope,
+    pub label: Option<String>,
+    pub created_at: UnixSeconds,
+    /// When it was revoked; `None` while it is in force.
+    pub revoked_at: Option<UnixSeconds>,
+}
+
 /// Why a [`Doorbell`] rang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ring {
@@ -160,7 +172,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
-    /// The scope of the API key whose SHA-256 is `hash`.
+    /// The scope of the API key whose SHA-256 is `hash`; `None` if it is unknown or revoked.
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError>;
 
     async fn insert_api_key(
@@ -171,7 +183,21 @@ pub trait Store: Send + Sync + 'static {
         now: UnixSeconds,
     ) -> Result<(), StoreError>;
 
+    /// API keys stored, revoked ones included (the first start creates keys only when there
+    /// are none at all: revoking every key never brings the bootstrap keys back).
     async fn count_api_keys(&self) -> Result<u64, StoreError>;
+
+    /// Every stored API key, revoked ones included, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Mark the API key whose SHA-256 is `hash` revoked at `now` — unless it already is: then
+    /// its first revocation time stays — and return it; `None` if no such key is stored. The
+    /// row stays, for the audit trail.
+    async fn revoke_api_key(
+        &self,
+        hash: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
 
     /// Cheap liveness check of the storage for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -19,11 +19,12 @@ use tokio::sync::mpsc;
 
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, logged_of, read_in_force,
-    scope_of, send_in_force, seq_of, to_i64,
+    API_KEY_COLUMNS, ApiKeyRow, NewRow, ReadLog, RowParts, api_key_of, check_contiguous, corrupt,
+    generation_of, logged_of, read_in_force, scope_of, send_in_force, seq_of, to_i64,
 };
 use super::{
-    Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, SnapshotPart, Store,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, SnapshotPart,
+    Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -443,10 +444,11 @@ impl Store for SqliteStore {
     }
 
     async fn api_key_scope(&self, hash: &[u8; 32]) -> Result<Option<Scope>, StoreError> {
-        let scope: Option<String> = sqlx::query_scalar("SELECT scope FROM api_keys WHERE hash = ?")
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await?;
+        let scope: Option<String> =
+            sqlx::query_scalar("SELECT scope FROM api_keys WHERE hash = ? AND revoked_at IS NULL")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
         scope_of(scope)
     }
 
@@ -472,6 +474,34 @@ impl Store for SqliteStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        sqlx::query_as::<_, ApiKeyRow>(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, hash"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(api_key_of)
+        .collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        hash: &[u8; 32],
+        now: UnixSeconds,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        sqlx::query_as::<_, ApiKeyRow>(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE hash = ?
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(now.get())
+        .bind(&hash[..])
+        .fetch_optional(&self.pool)
+        .await?
+        .map(api_key_of)
+        .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
