@@ -33,7 +33,8 @@
 //! - `websocket`: the server side of RFC 6455 under `/v1/stream` — a frame codec on bytes
 //!   alone, the upgrade, and the socket that writes shared frames.
 //! - `net`: the listener (TCP_NODELAY, write timeout, TLS) every connection comes through.
-//! - `limit`: per-key rate limits; `metrics`: the Prometheus registry behind `/metrics`.
+//! - `limit`: per-key rate limits; `slots`: the per-key cap on concurrent snapshots;
+//!   `metrics`: the Prometheus registry behind `/metrics`.
 
 #![forbid(unsafe_code)]
 
@@ -53,6 +54,7 @@ mod ledger;
 mod limit;
 mod metrics;
 mod net;
+mod slots;
 mod stream;
 mod tail;
 mod view;

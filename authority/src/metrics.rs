@@ -26,8 +26,10 @@ pub struct Metrics {
     pub slow_disconnects: Family<Labels, Counter>,
     pub log_floor: Gauge,
     pub log_rows_pruned: Counter,
-    /// Requests refused with 429, by `limit` (`tokens`, `revocations`).
+    /// Requests refused with 429, by `limit` (`tokens`, `revocations`, `snapshots`).
     pub rate_limited: Family<Labels, Counter>,
+    /// Snapshot responses cut off at `--snapshot-deadline`.
+    pub snapshots_cut_off: Counter,
 }
 
 impl Metrics {
@@ -102,12 +104,19 @@ impl Metrics {
         let rate_limited = Family::<Labels, Counter>::default();
         registry.register(
             "rate_limited",
-            "Requests refused with 429 by a per-key rate limit, by limit",
+            "Requests refused with 429 by a per-key limit (a rate, or concurrent snapshots), by limit",
             rate_limited.clone(),
+        );
+        let snapshots_cut_off = Counter::default();
+        registry.register(
+            "snapshots_cut_off",
+            "Snapshot responses aborted because they ran past --snapshot-deadline",
+            snapshots_cut_off.clone(),
         );
         Self {
             registry,
             rate_limited,
+            snapshots_cut_off,
             subscribers,
             events_sent,
             slow_disconnects,

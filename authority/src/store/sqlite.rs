@@ -1,6 +1,7 @@
 //! The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so every
 //! commit is fsynced before it returns. Only the ledger task writes (one transaction per group
-//! of requests); readers run concurrently thanks to WAL.
+//! of requests), on a connection of its own; readers run concurrently thanks to WAL, on a
+//! small pool of other connections.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
     NewRow, ReadLog, RowParts, check_contiguous, corrupt, generation_of, logged_of, read_in_force,
-    scope_of, send_in_force, seq_of, to_i64,
+    scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
     Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, SnapshotPart, Store,
@@ -31,8 +32,18 @@ use crate::error::StoreError;
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "revocast.db";
 
+/// Read connections: stream backlogs, snapshot chunks, API-key lookups, start-up loads.
+const READERS: u32 = 4;
+
 pub struct SqliteStore {
+    /// The readers' pool ([`READERS`] connections). Nothing here holds one for longer than a
+    /// query or a short read transaction: a snapshot reads chunk by chunk (see `send_snapshot`).
     pool: SqlitePool,
+    /// The writer: one connection that only writes go through — the ledger's commits above
+    /// all. It is not one of the readers', so no number of readers, however slow, can make a
+    /// commit wait for a connection; WAL lets it commit while they read, and one connection
+    /// for every write means two of our transactions never contend for SQLite's write lock.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -46,12 +57,21 @@ impl SqliteStore {
             .foreign_keys(true)
             // A `create-key` run against a live authority waits instead of failing.
             .busy_timeout(Duration::from_secs(5));
+        // First, so the file is created and switched to WAL before the readers open it. Kept
+        // open for the store's life; the pool reopens it if it ever breaks.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(READERS)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -78,7 +98,8 @@ async fn read_epoch(conn: &mut sqlx::SqliteConnection) -> Result<Epoch, StoreErr
     Ok(Epoch::new(epoch))
 }
 
-/// The next chunk of the log after a `seq` (`?1`), oldest first, at most `?3` revocations, of
+/// The next chunk of the log after a `seq` (`?1`) up to another (`?4`), oldest first, at most
+/// `?3` revocations, of
 /// those still in force at a time (`?2`; `i64::MIN` for all): one row holding a JSON array of
 /// row arrays. sqlx hands every row from its SQLite thread to ours through a channel, and
 /// every value through SQLite's allocator under a global mutex; a million one-event rows spend
@@ -86,13 +107,15 @@ async fn read_epoch(conn: &mut sqlx::SqliteConnection) -> Result<Epoch, StoreErr
 const CHUNK: &str = "SELECT count(*), max(seq),
          json_group_array(json_array(seq, kind, target, gen, expires_at, at_ms) ORDER BY seq)
      FROM (SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
-           WHERE seq > ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY seq LIMIT ?3)";
+           WHERE seq > ?1 AND seq <= ?4 AND (expires_at IS NULL OR expires_at > ?2)
+           ORDER BY seq LIMIT ?3)";
 
 impl ReadLog for sqlx::SqliteConnection {
     /// One [`CHUNK`], checked against its own count.
     async fn read_chunk(
         &mut self,
         after: Seq,
+        upto: Seq,
         in_force_at: Option<UnixSeconds>,
         limit: u32,
     ) -> Result<Vec<RevocationEvent>, StoreError> {
@@ -101,6 +124,7 @@ impl ReadLog for sqlx::SqliteConnection {
             .bind(after)
             .bind(in_force_at.map_or(i64::MIN, UnixSeconds::get))
             .bind(i64::from(limit))
+            .bind(i64::try_from(upto.get()).unwrap_or(i64::MAX))
             .fetch_one(self)
             .await?;
         let Some(last) = last else {
@@ -121,6 +145,23 @@ impl ReadLog for sqlx::SqliteConnection {
             return Err(corrupt("revocation chunk does not match its count"));
         }
         Ok(events)
+    }
+}
+
+/// The readers' pool as a [`ReadLog`]: each chunk on a connection taken for it alone (see
+/// `send_snapshot`).
+impl ReadLog for SqlitePool {
+    async fn read_chunk(
+        &mut self,
+        after: Seq,
+        upto: Seq,
+        in_force_at: Option<UnixSeconds>,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.acquire()
+            .await?
+            .read_chunk(after, upto, in_force_at, limit)
+            .await
     }
 }
 
@@ -302,7 +343,7 @@ impl Store for SqliteStore {
         let epoch = read_epoch(&mut conn).await?;
         let head = read_head(&mut conn).await?;
         let keys = read_keys(&mut conn).await?;
-        let revocations = read_in_force(&mut *conn, now).await?;
+        let revocations = read_in_force(&mut *conn, head, now).await?;
 
         let subject_generations =
             sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
@@ -322,7 +363,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let start = read_head(&mut tx).await?;
         let applied = apply_batch(&mut Writer(&mut tx), start, at, batch).await?;
         if applied.head != start {
@@ -343,7 +384,7 @@ impl Store for SqliteStore {
         if after < floor {
             return Ok(Backlog::Pruned { floor });
         }
-        let events = tx.read_chunk(after, None, limit).await?;
+        let events = tx.read_chunk(after, Seq::new(u64::MAX), None, limit).await?;
         check_contiguous(after, &events)?;
         Ok(Backlog::Events(events))
     }
@@ -353,14 +394,13 @@ impl Store for SqliteStore {
         now: UnixSeconds,
         out: mpsc::Sender<SnapshotPart>,
     ) -> Result<(), StoreError> {
-        // A read transaction pins one WAL snapshot: the head and the rows agree.
-        let mut tx = self.pool.begin().await?;
-        let epoch = read_epoch(&mut tx).await?;
-        let seq = read_head(&mut tx).await?;
-        if out.send(SnapshotPart::Head { epoch, seq }).await.is_ok() {
-            send_in_force(&mut *tx, now, &out).await?;
-        }
-        Ok(())
+        // The head first (the epoch never changes), then chunk by chunk up to it: no
+        // connection is held while `out` is full.
+        let head = {
+            let mut conn = self.pool.acquire().await?;
+            (read_epoch(&mut conn).await?, read_head(&mut conn).await?)
+        };
+        send_snapshot(self.pool.clone(), head, now, &out).await
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -371,11 +411,11 @@ impl Store for SqliteStore {
         // Recorded once and never changed, so the read after the insert sees the winner.
         sqlx::query("INSERT OR IGNORE INTO meta (name, value) VALUES ('issuer', ?)")
             .bind(issuer)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(
             sqlx::query_scalar("SELECT value FROM meta WHERE name = 'issuer'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?,
         )
     }
@@ -385,7 +425,7 @@ impl Store for SqliteStore {
         keys: &[NewApiKey<'_>],
         now: UnixSeconds,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // The first statement writes (or not) under SQLite's single write lock, which the
         // transaction then holds: nobody can store a key between the check and the inserts.
         let mut first = true;
@@ -432,7 +472,7 @@ impl Store for SqliteStore {
             .bind(scope.as_str())
             .bind(label)
             .bind(now.get())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -451,6 +491,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
