@@ -450,9 +450,11 @@ pub async fn snapshot(
 }
 
 /// Most bytes handed to the HTTP layer at once. The deadline is checked each time the HTTP
-/// layer asks for more, which it does only when it has room: a small piece keeps a response
-/// to a slow subscriber from running long past the deadline on what was handed over before.
-const PIECE: usize = 16 * 1024;
+/// layer asks for more, which it does when a piece has gone to the socket: a small piece keeps
+/// a response from running on long past the deadline on what was handed over before. (A peer
+/// that reads so slowly that the socket never has room is the write timeout's: the listener
+/// drops it after `--write-timeout` without progress.)
+const PIECE: usize = 8 * 1024;
 
 struct SnapshotBody {
     rx: mpsc::Receiver<SnapshotPart>,
