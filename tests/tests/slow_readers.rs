@@ -195,9 +195,8 @@ async fn revocations_stay_fast_under_slow_snapshot_readers_and_a_bad_key_flood()
 
     let mut readers = Vec::new();
     for _ in 0..SLOW_READERS {
-        readers.push(
-            SlowReader::start(a.addr, &a.subscriber_key, 2048, Duration::from_secs(1)).await,
-        );
+        readers
+            .push(SlowReader::start(a.addr, &a.subscriber_key, 2048, Duration::from_secs(1)).await);
     }
     eventually("every slow reader is receiving its snapshot", || async {
         readers.iter().all(|r| r.bytes() > 0)
@@ -322,7 +321,11 @@ async fn a_slow_snapshot_is_cut_off_at_the_deadline() {
         reader.bytes() > 0
     })
     .await;
-    assert_eq!(status(a.subscriber_key.clone()).await, 429, "its slot is taken");
+    assert_eq!(
+        status(a.subscriber_key.clone()).await,
+        429,
+        "its slot is taken"
+    );
     // The server's side: the response is aborted after the deadline and its slot freed,
     // however much of it the kernel still holds for the slow reader.
     eventually("the slow download is cut off", || async {
@@ -330,13 +333,23 @@ async fn a_slow_snapshot_is_cut_off_at_the_deadline() {
     })
     .await;
     let cut_after = started.elapsed();
-    assert!(cut_after >= deadline, "cut off before the deadline: {cut_after:?}");
-    assert_eq!(status(a.subscriber_key.clone()).await, 200, "the slot is free");
+    assert!(
+        cut_after >= deadline,
+        "cut off before the deadline: {cut_after:?}"
+    );
+    assert_eq!(
+        status(a.subscriber_key.clone()).await,
+        200,
+        "the slot is free"
+    );
     // The reader's side: what it gets is not a whole snapshot.
     let ending = reader.finish().await;
     println!("slow download cut off after {cut_after:?}; the reader got {ending:?}");
     assert!(ending.status.contains(" 200 "), "{ending:?}");
-    assert!(!ending.complete, "the slow download got the whole snapshot: {ending:?}");
+    assert!(
+        !ending.complete,
+        "the slow download got the whole snapshot: {ending:?}"
+    );
 }
 
 /// One key gets at most `--max-snapshots-per-key` downloads at once; over it, `429
@@ -400,4 +413,3 @@ async fn snapshots_over_the_per_key_cap_are_refused_with_429() {
     .await;
     second.task.abort();
 }
-

@@ -384,7 +384,9 @@ impl Store for SqliteStore {
         if after < floor {
             return Ok(Backlog::Pruned { floor });
         }
-        let events = tx.read_chunk(after, Seq::new(u64::MAX), None, limit).await?;
+        let events = tx
+            .read_chunk(after, Seq::new(u64::MAX), None, limit)
+            .await?;
         check_contiguous(after, &events)?;
         Ok(Backlog::Events(events))
     }
