@@ -317,7 +317,7 @@ async fn concurrent_stores_record_one_issuer() {
 }
 
 /// No reader can make a commit wait, and the writer's connection comes back by itself: with
-/// more snapshots in progress than the store has read connections, each stalled by a reader
+/// as many snapshots in progress as the store has read connections, each stalled by a reader
 /// that takes nothing after the head, commits and API-key lookups still answer at once. Then
 /// the server drops the writer's connection (as a restart or a network cut would) and the
 /// next commit goes through on a new one.
@@ -330,10 +330,11 @@ async fn commits_do_not_wait_for_readers_and_survive_a_lost_writer_connection() 
     let batch: Vec<Mutation> = (0..10_000).map(|i| session(i, i64::MAX)).collect();
     store.commit(UnixMillis::new(1), &batch).await.unwrap();
 
-    // Twice as many stalled snapshots as read connections (16): each has sent its head and
-    // waits to send its first chunk, which nobody takes.
+    // As many stalled snapshots as the store has read connections (16): each has sent its
+    // head and waits to send its first chunk, which nobody takes. (Before the fix each held
+    // a pooled connection inside its read transaction, and the commit waited for one.)
     let mut stalled = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..16 {
         let (tx, mut rx) = mpsc::channel(1);
         let reader = tokio::spawn({
             let store = Arc::clone(&store);

@@ -357,14 +357,15 @@ impl SnapshotFormat {
     }
 }
 
+// No subscriber, however slow, can hold the store: the chunks are read on pooled connections
+// released before each chunk waits for the network (see `Store::snapshot`), and at most two
+// read-ahead chunks wait here. What a slow subscriber can still hold — a connection, a few
+// MB, a slot of its key — is bounded by `--snapshot-deadline` and `--max-snapshots-per-key`.
 /// `GET /v1/snapshot`: `{"epoch","seq","events":[…]}`, streamed chunk by chunk up to one head
 /// `seq`, so memory stays flat however many revocations are in force.
 ///
-/// No subscriber, however slow, can hold the store: the chunks are read on pooled connections
-/// released before each chunk waits for the network (see `Store::snapshot`), and at most two
-/// read-ahead chunks wait here. What a slow subscriber can still hold — a connection, a few
-/// MB, a slot of its key — is bounded by `--snapshot-deadline` (the response is cut off, the
-/// client sees an incomplete snapshot and retries) and `--max-snapshots-per-key`.
+/// One API key may have at most `--max-snapshots-per-key` (default 64) downloads in progress;
+/// over it, `429 rate_limited` with `Retry-After`.
 #[utoipa::path(
     get,
     path = "/v1/snapshot",
