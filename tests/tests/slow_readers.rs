@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use revocast_agent::{Agent, AgentConfig};
 use revocast_authority::store::RevokeToken;
 use revocast_authority::{Handle, Scope};
 use revocast_shared::{RevocationId, UnixSeconds};
@@ -425,4 +426,35 @@ async fn snapshots_over_the_per_key_cap_are_refused_with_429() {
     })
     .await;
     second.task.abort();
+}
+
+/// An agent whose key is at its snapshot cap is refused with `429`, retries with backoff (a
+/// failed snapshot is a failed session to the agent), and syncs once a slot is free.
+#[tokio::test]
+async fn an_agent_refused_a_snapshot_retries_until_it_gets_one() {
+    let a = TestAuthority::start_with(|c| c.max_snapshots_per_key = 1).await;
+    preload(&a.handle, 50_000).await;
+    let holder = SlowReader::start(a.addr, &a.subscriber_key, 1024, Duration::from_secs(1)).await;
+    eventually("the key's one slot is taken", || async {
+        holder.bytes() > 0
+    })
+    .await;
+
+    let mut config = AgentConfig::new(&a.base, a.subscriber_key.clone());
+    config.backoff_min = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(200);
+    let agent = Agent::start(config).unwrap();
+    let refused = r#"revocast_rate_limited_total{limit="snapshots"}"#;
+    eventually("the agent was refused, and tried again", || async {
+        a.metric(refused).await >= 2
+    })
+    .await;
+    assert!(!agent.wait_until_synced(Duration::from_millis(100)).await);
+
+    holder.task.abort();
+    assert!(
+        agent.wait_until_synced(PATIENCE).await,
+        "the agent never got its snapshot once the slot was free"
+    );
+    assert_eq!(agent.revocations().len(), 50_000);
 }
