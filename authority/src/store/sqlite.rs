@@ -587,6 +587,69 @@ mod tests {
         assert_eq!(events, loaded.revocations);
     }
 
+    /// A snapshot whose reader takes nothing after the head holds no connection: with twice
+    /// as many of them as there are read connections, commits, key lookups and other reads go
+    /// on at once. What is committed meanwhile stays out of them (it is above their head),
+    /// and each still reads exactly what was in force at its head.
+    #[tokio::test]
+    async fn stalled_snapshots_hold_no_connection_and_stay_at_their_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let session = |i: usize| {
+            Mutation::RevokeSession(RevokeSession {
+                sid: format!("s{i}"),
+                until: UnixSeconds::new(2_000),
+                reason: None,
+            })
+        };
+        let n = IN_FORCE_CHUNK_LEN as usize * 2 + 1;
+        let batch: Vec<Mutation> = (0..n).map(session).collect();
+        store.commit(UnixMillis::new(1), &batch).await.unwrap();
+
+        let mut stalled = Vec::new();
+        for _ in 0..READERS * 2 {
+            let (tx, mut rx) = mpsc::channel(1);
+            let reader = tokio::spawn({
+                let store = std::sync::Arc::clone(&store);
+                async move { store.snapshot(UnixSeconds::new(1_000), tx).await }
+            });
+            let Some(SnapshotPart::Head { seq, .. }) = rx.recv().await else {
+                panic!("no head");
+            };
+            assert_eq!(seq, Seq::new(n as u64));
+            stalled.push((reader, rx));
+        }
+        let within = Duration::from_secs(2);
+        let more: Vec<Mutation> = (n..n + 10).map(session).collect();
+        tokio::time::timeout(within, store.commit(UnixMillis::new(2), &more))
+            .await
+            .expect("a commit waited for stalled snapshots")
+            .unwrap();
+        tokio::time::timeout(within, store.api_key_scope(&[0; 32]))
+            .await
+            .expect("a key lookup waited for stalled snapshots")
+            .unwrap();
+        tokio::time::timeout(within, store.events_after(Seq::new(n as u64), 100))
+            .await
+            .expect("a backlog read waited for stalled snapshots")
+            .unwrap();
+
+        for (reader, mut rx) in stalled {
+            let mut seqs = Vec::new();
+            let mut ended = false;
+            while let Some(part) = rx.recv().await {
+                match part {
+                    SnapshotPart::Events(chunk) => seqs.extend(chunk.iter().map(|e| e.seq.get())),
+                    SnapshotPart::End => ended = true,
+                    SnapshotPart::Head { .. } => panic!("a second head"),
+                }
+            }
+            reader.await.unwrap().unwrap();
+            assert!(ended);
+            assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
+        }
+    }
+
     /// The backlog read refuses a log with a hole rather than skip over it.
     #[tokio::test]
     async fn events_after_reads_exactly_and_detects_a_gap() {
