@@ -18,6 +18,7 @@ use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
 use crate::net::{self, ListenerSettings};
+use crate::slots::SnapshotSlots;
 use crate::store::{
     self, Doorbell, InitKey, KeyInit, PgStore, Prune, Pruned, RevokeToken, SqliteStore, Store,
     TokenRevocation,
@@ -36,6 +37,8 @@ pub(crate) struct App {
     pub(crate) tail: Arc<LogTail>,
     pub(crate) api_keys: ApiKeys,
     pub(crate) limits: Limits,
+    /// Snapshot downloads in progress, per key (`--max-snapshots-per-key`).
+    pub(crate) snapshot_slots: Arc<SnapshotSlots>,
     pub(crate) metrics: Arc<Metrics>,
     /// The authority's own verification policy: its issuer, no leeway (it is the clock).
     pub(crate) validation: Validation,
@@ -128,6 +131,7 @@ impl Authority {
             validation: Validation::new(0).issuer(config.issuer.clone()),
             api_keys: ApiKeys::new(Arc::clone(&store), Arc::clone(&metrics)),
             limits: Limits::new(config.rate_limit_tokens, config.rate_limit_revocations),
+            snapshot_slots: SnapshotSlots::new(config.max_snapshots_per_key),
             config,
             store,
             ledger,

@@ -179,6 +179,16 @@ pub struct ServeArgs {
         default_value_t = 50_000
     )]
     pub rate_limit_revocations: u32,
+    /// A snapshot response still running after this long is cut off (the client sees an
+    /// incomplete snapshot, discards it and retries). The default is the agent's own limit
+    /// (4 × its 30 s request timeout): a million entries (~150 MB) pass in it at 10 Mbit/s.
+    #[arg(long, env = "REVOCAST_SNAPSHOT_DEADLINE", default_value = "120s", value_parser = parse_duration)]
+    pub snapshot_deadline: Duration,
+    /// Snapshot downloads one API key may have in progress at once; over it, `429` with
+    /// `Retry-After`. A fleet often shares one subscriber key: this bounds what it costs when
+    /// all its agents resync at once. 0 turns the limit off.
+    #[arg(long, env = "REVOCAST_MAX_SNAPSHOTS_PER_KEY", default_value_t = 64)]
+    pub max_snapshots_per_key: u32,
     /// Serve HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`.
     #[arg(long, env = "REVOCAST_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -264,6 +274,10 @@ pub struct Config {
     /// Per-key requests per second (0 = unlimited): token issuance and revocations.
     pub rate_limit_tokens: u32,
     pub rate_limit_revocations: u32,
+    /// How long a snapshot response may run before it is cut off.
+    pub snapshot_deadline: Duration,
+    /// Concurrent snapshots per API key (0 = unlimited).
+    pub max_snapshots_per_key: u32,
     /// HTTPS, when configured (the files are read and checked by `validate`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Subscribe routes require a verified client certificate (`--client-ca`).
@@ -372,6 +386,11 @@ impl ServeArgs {
         if self.write_timeout < Duration::from_millis(100) {
             return invalid("--write-timeout must be at least 100ms");
         }
+        if self.snapshot_deadline < Duration::from_secs(1)
+            || self.snapshot_deadline > Duration::from_secs(24 * 3600)
+        {
+            return invalid("--snapshot-deadline must be between 1s and 24h");
+        }
         Ok(())
     }
 
@@ -430,6 +449,8 @@ impl ServeArgs {
             write_timeout: self.write_timeout,
             rate_limit_tokens: self.rate_limit_tokens,
             rate_limit_revocations: self.rate_limit_revocations,
+            snapshot_deadline: self.snapshot_deadline,
+            max_snapshots_per_key: self.max_snapshots_per_key,
             tls,
             subscriber_client_cert,
             expiry_grace_secs: revocast_shared::event::EXPIRY_GRACE_SECS,
@@ -583,6 +604,13 @@ mod tests {
         assert!(parse(&["--idle-timeout", "0"]).is_err());
         assert!(parse(&["--max-connections", "0"]).is_err());
         assert!(parse(&["--max-connections", "10", "--max-connections-per-ip", "11"]).is_err());
+        assert!(parse(&["--snapshot-deadline", "0"]).is_err());
+        assert_eq!(
+            parse(&["--snapshot-deadline", "5m", "--max-snapshots-per-key", "3"])
+                .ok()
+                .map(|c| (c.snapshot_deadline, c.max_snapshots_per_key)),
+            Some((Duration::from_secs(300), 3))
+        );
         assert_eq!(
             parse(&["--issuer", "https://auth.example/"])
                 .unwrap()

@@ -36,7 +36,8 @@
 //!   alone, the upgrade, and the socket that writes shared frames.
 //! - `net`: the accept loop every connection comes through: connection caps (in all, per
 //!   address), TLS, header-read and idle timeouts, TCP_NODELAY and the write timeout.
-//! - `limit`: per-key rate limits; `metrics`: the Prometheus registry behind `/metrics`.
+//! - `limit`: per-key rate limits; `slots`: the per-key cap on concurrent snapshots;
+//!   `metrics`: the Prometheus registry behind `/metrics`.
 
 #![forbid(unsafe_code)]
 
@@ -56,6 +57,7 @@ mod ledger;
 mod limit;
 mod metrics;
 mod net;
+mod slots;
 mod stream;
 mod tail;
 mod view;

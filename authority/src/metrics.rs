@@ -26,7 +26,7 @@ pub struct Metrics {
     pub slow_disconnects: Family<Labels, Counter>,
     pub log_floor: Gauge,
     pub log_rows_pruned: Counter,
-    /// Requests refused with 429, by `limit` (`tokens`, `revocations`).
+    /// Requests refused with 429, by `limit` (`tokens`, `revocations`, `snapshots`).
     pub rate_limited: Family<Labels, Counter>,
     /// Connections open now (TLS handshakes and streams included).
     pub connections_open: Gauge,
@@ -38,6 +38,8 @@ pub struct Metrics {
     /// API-key lookups that reached the store (cache misses and expired entries), by
     /// `outcome` (`found`, `unknown` — unknown or revoked —, `error`).
     pub api_key_lookups: Family<Labels, Counter>,
+    /// Snapshot responses cut off at `--snapshot-deadline`.
+    pub snapshots_cut_off: Counter,
 }
 
 impl Metrics {
@@ -112,7 +114,7 @@ impl Metrics {
         let rate_limited = Family::<Labels, Counter>::default();
         registry.register(
             "rate_limited",
-            "Requests refused with 429 by a per-key rate limit, by limit",
+            "Requests refused with 429 by a per-key limit (a rate, or concurrent snapshots), by limit",
             rate_limited.clone(),
         );
         let connections_open = Gauge::default();
@@ -139,6 +141,12 @@ impl Metrics {
             "API-key lookups that reached the store (not answered from the cache), by outcome",
             api_key_lookups.clone(),
         );
+        let snapshots_cut_off = Counter::default();
+        registry.register(
+            "snapshots_cut_off",
+            "Snapshot responses aborted because they ran past --snapshot-deadline",
+            snapshots_cut_off.clone(),
+        );
         Self {
             registry,
             rate_limited,
@@ -146,6 +154,7 @@ impl Metrics {
             connections_refused,
             connections_timed_out,
             api_key_lookups,
+            snapshots_cut_off,
             subscribers,
             events_sent,
             slow_disconnects,

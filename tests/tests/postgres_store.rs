@@ -315,3 +315,65 @@ async fn concurrent_stores_record_one_issuer() {
         s.close().await;
     }
 }
+
+/// No reader can make a commit wait, and the writer's connection comes back by itself: with
+/// as many snapshots in progress as the store has read connections, each stalled by a reader
+/// that takes nothing after the head, commits and API-key lookups still answer at once. Then
+/// the server drops the writer's connection (as a restart or a network cut would) and the
+/// next commit goes through on a new one.
+#[tokio::test]
+async fn commits_do_not_wait_for_readers_and_survive_a_lost_writer_connection() {
+    let Some(db) = TestDatabase::create("store_writer").await else {
+        return;
+    };
+    let store = Arc::new(PgStore::open(&db.url).await.unwrap());
+    let batch: Vec<Mutation> = (0..10_000).map(|i| session(i, i64::MAX)).collect();
+    store.commit(UnixMillis::new(1), &batch).await.unwrap();
+
+    // As many stalled snapshots as the store has read connections (16): each has sent its
+    // head and waits to send its first chunk, which nobody takes. (Before the fix each held
+    // a pooled connection inside its read transaction, and the commit waited for one.)
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let (tx, mut rx) = mpsc::channel(1);
+        let reader = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.snapshot(UnixSeconds::new(1_000), tx).await }
+        });
+        assert!(matches!(rx.recv().await, Some(SnapshotPart::Head { .. })));
+        stalled.push((reader, rx));
+    }
+    let within = std::time::Duration::from_secs(3);
+    let committed = tokio::time::timeout(
+        within,
+        store.commit(UnixMillis::new(2), &[session(1, i64::MAX)]),
+    )
+    .await
+    .expect("a commit waited for the stalled snapshots");
+    assert!(committed.is_ok(), "{committed:?}");
+    let looked_up = tokio::time::timeout(within, store.api_key_scope(&[0; 32]))
+        .await
+        .expect("a key lookup waited for the stalled snapshots");
+    assert!(matches!(looked_up, Ok(None)), "{looked_up:?}");
+
+    let mut conn = db.connect().await;
+    let terminated = sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'revocast-authority writer'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(terminated, 1, "the writer has one connection of its own");
+    let after = store
+        .commit(UnixMillis::new(3), &[session(2, i64::MAX)])
+        .await;
+    assert!(after.is_ok(), "{after:?}");
+
+    for (reader, rx) in stalled {
+        drop(rx);
+        reader.await.unwrap().unwrap();
+    }
+    store.close().await;
+}

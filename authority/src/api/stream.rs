@@ -15,6 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use revocast_shared::{Epoch, Seq, UnixMillis, UnixSeconds};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use utoipa::IntoParams;
 
 use crate::app::{App, AppState};
@@ -22,6 +23,7 @@ use crate::auth::{Authorized, Subscribe};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::metrics::SubscriberGuard;
+use crate::slots::SnapshotSlot;
 use crate::store::SnapshotPart;
 use crate::stream::{End, Feed, Frame, SubscribeError, sse_of};
 use crate::websocket::{self, Inbound, ReadEnd, Socket, Upgrade, close_code};
@@ -358,8 +360,15 @@ impl SnapshotFormat {
     }
 }
 
-/// `GET /v1/snapshot`: `{"epoch","seq","at","events":[…]}`, streamed from one consistent read of
-/// the store, so memory stays flat however many revocations are in force.
+// No subscriber, however slow, can hold the store: the chunks are read on pooled connections
+// released before each chunk waits for the network (see `Store::snapshot`), and at most two
+// read-ahead chunks wait here. What a slow subscriber can still hold — a connection, a few
+// MB, a slot of its key — is bounded by `--snapshot-deadline` and `--max-snapshots-per-key`.
+/// `GET /v1/snapshot`: `{"epoch","seq","at","events":[…]}`, streamed chunk by chunk up to one head
+/// `seq`, so memory stays flat however many revocations are in force.
+///
+/// One API key may have at most `--max-snapshots-per-key` (default 64) downloads in progress;
+/// over it, `429 rate_limited` with `Retry-After`.
 #[utoipa::path(
     get,
     path = "/v1/snapshot",
@@ -376,21 +385,27 @@ impl SnapshotFormat {
             of, and (an extension) `at`, the authority's time just before it was read. As NDJSON (an \
             extension, a client can apply it while it arrives): a first line \
             `{\"epoch\",\"seq\",\"at\"}`, one event per line, and a last line \
-            `{\"end\":{\"events\":N}}`; without that last line the snapshot is incomplete.",
+            `{\"end\":{\"events\":N}}`; without that last line the snapshot is incomplete. \
+            A response still running after `--snapshot-deadline` (default 120 s) is cut off: \
+            discard what arrived and retry.",
             content(
                 (openapi::Snapshot = "application/json"),
                 (String = "application/x-ndjson"),
             )),
-        openapi::KeyedErrors,
+        openapi::LimitedErrors,
     ),
     security(("subscribe" = []), ("admin" = [])),
 )]
 pub async fn snapshot(
     _: Authorized<Subscribe>,
+    // After `Authorized`: only keys that authenticated take a slot. Over the key's cap: 429.
+    slot: SnapshotSlot,
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let deadline = Instant::now() + app.config.snapshot_deadline;
     let format = SnapshotFormat::from_accept(&headers);
+    // Two chunks read ahead at most: what waits for a slow subscriber is bounded.
     let (tx, mut rx) = mpsc::channel(2);
     let store = Arc::clone(&app.store);
     // Taken before the read starts: whatever was committed by `at` is in the snapshot.
@@ -398,14 +413,19 @@ pub async fn snapshot(
     // Entries just past expiry stay in: agents may still accept their tokens within leeway.
     let now = UnixSeconds::now().saturating_sub_secs(app.config.expiry_grace_secs);
     tokio::spawn(async move {
-        if let Err(e) = store.snapshot(now, tx).await {
-            tracing::error!(
+        // The reader stops at the deadline too, even if a query hangs.
+        match tokio::time::timeout_at(deadline, store.snapshot(now, tx)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(
                 error = &e as &dyn std::error::Error,
                 "reading the snapshot failed"
-            );
+            ),
+            Err(_) => tracing::debug!("snapshot read stopped at the deadline"),
         }
     });
-    let Some(SnapshotPart::Head { epoch, seq }) = rx.recv().await else {
+    let Ok(Some(SnapshotPart::Head { epoch, seq })) =
+        tokio::time::timeout_at(deadline, rx.recv()).await
+    else {
         return Err(ApiError::unavailable("the snapshot could not be read"));
     };
     let head = format
@@ -414,38 +434,16 @@ pub async fn snapshot(
     let state = SnapshotBody {
         rx,
         format,
-        prefix: Some(head),
+        pending: Bytes::from(head),
+        ended: false,
         written: 0,
+        deadline,
+        cut_off: app.metrics.snapshots_cut_off.clone(),
+        _slot: slot,
     };
-    let body = stream::unfold(Some(state), |state| async move {
-        let mut state = state?;
-        let mut out = Vec::new();
-        if let Some(prefix) = state.prefix.take() {
-            out.extend_from_slice(prefix.as_bytes());
-        }
-        match state.rx.recv().await {
-            Some(SnapshotPart::Events(events)) => {
-                out.reserve(events.len() * 160);
-                for event in &events {
-                    out.extend_from_slice(state.format.separator(state.written == 0));
-                    state.written += 1;
-                    if let Err(e) = serde_json::to_writer(&mut out, event) {
-                        return Some((Err(std::io::Error::other(e)), None));
-                    }
-                }
-                Some((Ok(Bytes::from(out)), Some(state)))
-            }
-            Some(SnapshotPart::End) => {
-                out.extend_from_slice(state.format.tail(state.written).as_bytes());
-                Some((Ok(Bytes::from(out)), None))
-            }
-            // The reader failed mid-way: abort the response rather than end it with a valid
-            // but incomplete document.
-            Some(SnapshotPart::Head { .. }) | None => Some((
-                Err(std::io::Error::other("snapshot read failed mid-way")),
-                None,
-            )),
-        }
+    let body = stream::unfold(state, |mut state| async move {
+        let piece = state.next_piece().await?;
+        Some((piece, state))
     });
     Ok((
         [(
@@ -458,10 +456,84 @@ pub async fn snapshot(
         .into_response())
 }
 
+/// Most bytes handed to the HTTP layer at once. The deadline is checked each time the HTTP
+/// layer asks for more, which it does when a piece has gone to the socket: a small piece keeps
+/// a response from running on long past the deadline on what was handed over before. (A peer
+/// that reads so slowly that the socket never has room is the write timeout's: the listener
+/// drops it after `--write-timeout` without progress.)
+const PIECE: usize = 8 * 1024;
+
 struct SnapshotBody {
     rx: mpsc::Receiver<SnapshotPart>,
     format: SnapshotFormat,
-    prefix: Option<String>,
+    /// Encoded but not yet handed over.
+    pending: Bytes,
+    /// The end marker is in `pending` (or was sent).
+    ended: bool,
     /// Events written so far (the JSON form needs a comma before all but the first).
     written: u64,
+    deadline: Instant,
+    cut_off: Counter,
+    /// Held until the body is dropped: finished, cut off, or the client went away.
+    _slot: SnapshotSlot,
+}
+
+impl SnapshotBody {
+    /// The next piece of the body, or an error that aborts the response (the client sees an
+    /// incomplete snapshot); `None` once the end marker was handed over.
+    async fn next_piece(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        if self.pending.is_empty() {
+            if self.ended {
+                return None;
+            }
+            let part = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
+                Ok(part) => part,
+                Err(_) => return Some(Err(self.cut())),
+            };
+            match self.encode(part) {
+                Ok(bytes) => self.pending = bytes,
+                Err(e) => {
+                    self.ended = true;
+                    return Some(Err(e));
+                }
+            }
+        } else if Instant::now() >= self.deadline {
+            return Some(Err(self.cut()));
+        }
+        let n = self.pending.len().min(PIECE);
+        Some(Ok(self.pending.split_to(n)))
+    }
+
+    /// Past the deadline: abort, and stop the reader (it sees the channel close).
+    fn cut(&mut self) -> std::io::Error {
+        self.ended = true;
+        self.pending = Bytes::new();
+        self.rx.close();
+        self.cut_off.inc();
+        tracing::info!("snapshot response ran past --snapshot-deadline; cut off");
+        std::io::Error::other("snapshot deadline passed")
+    }
+
+    fn encode(&mut self, part: Option<SnapshotPart>) -> Result<Bytes, std::io::Error> {
+        match part {
+            Some(SnapshotPart::Events(events)) => {
+                let mut out = Vec::with_capacity(events.len() * 160);
+                for event in &events {
+                    out.extend_from_slice(self.format.separator(self.written == 0));
+                    self.written += 1;
+                    serde_json::to_writer(&mut out, event).map_err(std::io::Error::other)?;
+                }
+                Ok(Bytes::from(out))
+            }
+            Some(SnapshotPart::End) => {
+                self.ended = true;
+                Ok(Bytes::from(self.format.tail(self.written)))
+            }
+            // The reader failed mid-way: abort the response rather than end it with a valid
+            // but incomplete document.
+            Some(SnapshotPart::Head { .. }) | None => {
+                Err(std::io::Error::other("snapshot read failed mid-way"))
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use revocast_shared::event::{Revocation, RevocationEvent};
-use revocast_shared::{Seq, UnixMillis, UnixSeconds};
+use revocast_shared::{Epoch, Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
 use super::{ApiKeyRecord, Logged, SnapshotPart};
@@ -144,13 +144,16 @@ pub(super) fn check_contiguous(after: Seq, events: &[RevocationEvent]) -> Result
     Ok(())
 }
 
-/// Reads of the log, inside the backend's open (read) transaction.
+/// Reads of the log: on a connection, inside the backend's open (read) transaction; or on
+/// a pool of readers, each chunk on whichever connection is free, released before the chunk
+/// is returned (how a snapshot reads: see [`send_in_force`]).
 pub(super) trait ReadLog {
-    /// Up to `limit` revocations after `after`, oldest first, of those in force at
-    /// `in_force_at` (every one if `None`), their `seq`s increasing.
+    /// Up to `limit` revocations after `after` and at most `upto`, oldest first, of those in
+    /// force at `in_force_at` (every one if `None`), their `seq`s increasing.
     async fn read_chunk(
         &mut self,
         after: Seq,
+        upto: Seq,
         in_force_at: Option<UnixSeconds>,
         limit: u32,
     ) -> Result<Vec<RevocationEvent>, StoreError>;
@@ -159,18 +162,20 @@ pub(super) trait ReadLog {
 /// Events per chunk of a full read (start-up load, snapshot).
 pub(super) const IN_FORCE_CHUNK_LEN: u32 = 4096;
 
-/// Reads every revocation still in force at `now`, oldest first, in chunks of up to
-/// [`IN_FORCE_CHUNK_LEN`] events. Use inside one transaction for one consistent view.
+/// Reads every revocation up to a head `seq` still in force at `now`, oldest first, in
+/// chunks of up to [`IN_FORCE_CHUNK_LEN`] events.
 pub(super) struct InForce {
     now: UnixSeconds,
+    upto: Seq,
     after: Seq,
     done: bool,
 }
 
 impl InForce {
-    pub fn new(now: UnixSeconds) -> Self {
+    pub fn new(now: UnixSeconds, upto: Seq) -> Self {
         Self {
             now,
+            upto,
             after: Seq::ZERO,
             done: false,
         }
@@ -185,7 +190,7 @@ impl InForce {
             return Ok(None);
         }
         let chunk = log
-            .read_chunk(self.after, Some(self.now), IN_FORCE_CHUNK_LEN)
+            .read_chunk(self.after, self.upto, Some(self.now), IN_FORCE_CHUNK_LEN)
             .await?;
         self.done = chunk.len() < IN_FORCE_CHUNK_LEN as usize;
         match chunk.last() {
@@ -201,31 +206,52 @@ impl InForce {
     }
 }
 
-/// Every revocation in force at `now`, in `seq` order.
+/// Every revocation up to `upto` in force at `now`, in `seq` order. Use inside one
+/// transaction for one consistent view.
 pub(super) async fn read_in_force<R: ReadLog>(
     log: &mut R,
+    upto: Seq,
     now: UnixSeconds,
 ) -> Result<Vec<RevocationEvent>, StoreError> {
     let mut revocations = Vec::new();
-    let mut in_force = InForce::new(now);
+    let mut in_force = InForce::new(now, upto);
     while let Some(chunk) = in_force.next(log).await? {
         revocations.extend(chunk);
     }
     Ok(revocations)
 }
 
-/// Send every revocation in force at `now` to `out`, chunk by chunk, then [`SnapshotPart::End`].
-/// Returns `false` if `out` closed first.
-pub(super) async fn send_in_force<R: ReadLog>(
-    log: &mut R,
+/// Send a snapshot to `out`: the head `(epoch, seq)` read first, then every revocation up to
+/// `seq` in force at `now`, chunk by chunk, then [`SnapshotPart::End`]. Stops early, without
+/// error, if `out` closes.
+///
+/// `readers` is a pool, not a transaction: each chunk is read on a connection of its own and
+/// that connection is back in the pool before the chunk is sent. A subscriber that reads
+/// slowly (network backpressure reaches `out` through the HTTP body) therefore holds no store
+/// connection and no transaction while the authority waits for it, and the ledger's commits,
+/// the backlog reads and the API-key lookups never queue behind it.
+///
+/// Consistent without one transaction: the rows up to the head read first are never changed
+/// afterwards, only deleted by pruning once they expired (`expires_at` plus the expiry grace
+/// past) — rows that no longer protect against any token an agent could accept. Reading up to
+/// that head, chunk after chunk, yields what one read at that head would have, less such
+/// rows: the same as a snapshot taken a moment later, as of the same `seq`. Rows committed
+/// meanwhile are above the head and left to the stream (`since=seq`).
+pub(super) async fn send_snapshot<R: ReadLog>(
+    mut readers: R,
+    (epoch, seq): (Epoch, Seq),
     now: UnixSeconds,
     out: &mpsc::Sender<SnapshotPart>,
-) -> Result<bool, StoreError> {
-    let mut in_force = InForce::new(now);
-    while let Some(chunk) = in_force.next(log).await? {
+) -> Result<(), StoreError> {
+    if out.send(SnapshotPart::Head { epoch, seq }).await.is_err() {
+        return Ok(());
+    }
+    let mut in_force = InForce::new(now, seq);
+    while let Some(chunk) = in_force.next(&mut readers).await? {
         if out.send(SnapshotPart::Events(chunk)).await.is_err() {
-            return Ok(false);
+            return Ok(());
         }
     }
-    Ok(out.send(SnapshotPart::End).await.is_ok())
+    let _ = out.send(SnapshotPart::End).await;
+    Ok(())
 }

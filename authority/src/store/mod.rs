@@ -127,6 +127,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commit `batch` atomically and durably (fsync before returning), all at time `at`, and
     /// report each mutation's outcome in order. On error nothing of the batch is committed.
+    /// Runs on the store's writer connection, never one of the readers': no read, however
+    /// slow, makes a commit wait for a connection.
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError>;
 
     /// Up to `limit` events with `seq > after`, in order, read in one consistent transaction
@@ -134,7 +136,9 @@ pub trait Store: Send + Sync + 'static {
     async fn events_after(&self, after: Seq, limit: u32) -> Result<Backlog, StoreError>;
 
     /// Send the snapshot to `out`: the head, then every revocation in force at `now` as of that
-    /// head, read in one consistent transaction. Stops early, without error, if `out` closes.
+    /// head. Stops early, without error, if `out` closes. Read chunk by chunk up to the head,
+    /// each chunk on a read connection taken for it alone: while `out` is full (a slow
+    /// subscriber) no connection or transaction is held (see `log::send_snapshot`).
     async fn snapshot(
         &self,
         now: UnixSeconds,

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
     API_KEY_COLUMNS, ApiKeyRow, NewRow, ReadLog, RowParts, api_key_of, check_contiguous, corrupt,
-    generation_of, logged_of, read_in_force, scope_of, send_in_force, seq_of, to_i64,
+    generation_of, logged_of, read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
     ApiKeyRecord, Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, Ring,
@@ -46,15 +46,24 @@ const KEYS_CHANNEL: &str = "revocast_keys";
 const COMMIT_LIMITS: &str = "SELECT set_config('idle_in_transaction_session_timeout', '10s', true),
             set_config('lock_timeout', '10s', true)";
 
-/// Connections per replica. The ledger holds one per commit; stream backlogs, snapshots and
-/// API key lookups share the rest.
+/// Read connections per replica, shared by stream backlogs, snapshot chunks and API key
+/// lookups. The ledger's commits have their own connection besides (see [`PgStore`]).
 const MAX_CONNECTIONS: u32 = 16;
+/// `application_name` of the writer's connection, so `pg_stat_activity` tells it apart.
+pub(crate) const WRITER_NAME: &str = "revocast-authority writer";
 /// A request waiting longer than this for a connection fails (503) instead of hanging while
 /// the database is unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct PgStore {
+    /// Everything but the ledger's commits. Nothing holds one of these connections for
+    /// longer than a query or a short transaction: a snapshot reads chunk by chunk (see
+    /// `send_snapshot`).
     pool: PgPool,
+    /// The ledger's commits, on one connection of their own: however many readers are busy
+    /// or slow, a commit never waits for a pooled connection. Kept open (no idle timeout, no
+    /// lifetime); checked before each commit and re-established if it broke.
+    writer: PgPool,
     options: PgConnectOptions,
 }
 
@@ -69,7 +78,21 @@ impl PgStore {
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, options })
+        let writer = PgPoolOptions::new()
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            // A ping before each commit: a connection the server or the network dropped
+            // meanwhile is replaced there, rather than failing the commit.
+            .test_before_acquire(true)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone().application_name(WRITER_NAME))
+            .await?;
+        Ok(Self {
+            pool,
+            writer,
+            options,
+        })
     }
 }
 
@@ -157,20 +180,39 @@ impl ReadLog for PgConnection {
     async fn read_chunk(
         &mut self,
         after: Seq,
+        upto: Seq,
         in_force_at: Option<UnixSeconds>,
         limit: u32,
     ) -> Result<Vec<RevocationEvent>, StoreError> {
         let rows: Vec<LogRow> = sqlx::query_as(
             "SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
-             WHERE seq > $1 AND (expires_at IS NULL OR expires_at > $2)
+             WHERE seq > $1 AND seq <= $4 AND (expires_at IS NULL OR expires_at > $2)
              ORDER BY seq LIMIT $3",
         )
         .bind(to_i64(after.get())?)
         .bind(in_force_at.map_or(i64::MIN, UnixSeconds::get))
         .bind(i64::from(limit))
+        .bind(i64::try_from(upto.get()).unwrap_or(i64::MAX))
         .fetch_all(self)
         .await?;
         rows.into_iter().map(LogRow::into_event).collect()
+    }
+}
+
+/// The readers' pool as a [`ReadLog`]: each chunk on a connection taken for it alone (see
+/// `send_snapshot`).
+impl ReadLog for PgPool {
+    async fn read_chunk(
+        &mut self,
+        after: Seq,
+        upto: Seq,
+        in_force_at: Option<UnixSeconds>,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.acquire()
+            .await?
+            .read_chunk(after, upto, in_force_at, limit)
+            .await
     }
 }
 
@@ -412,7 +454,7 @@ impl Store for PgStore {
         let mut tx = begin_snapshot(&self.pool).await?;
         let (epoch, head, _) = read_state(&mut tx).await?;
         let keys = read_keys(&mut tx).await?;
-        let revocations = read_in_force(&mut *tx, now).await?;
+        let revocations = read_in_force(&mut *tx, head, now).await?;
         let subject_generations =
             sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
                 .fetch_all(&mut *tx)
@@ -431,7 +473,7 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // If this replica stalls or vanishes mid-commit, the server ends the transaction and
         // frees the log for the other replicas instead of waiting for TCP to notice.
         sqlx::query(COMMIT_LIMITS).execute(&mut *tx).await?;
@@ -504,12 +546,10 @@ impl Store for PgStore {
         now: UnixSeconds,
         out: mpsc::Sender<SnapshotPart>,
     ) -> Result<(), StoreError> {
-        let mut tx = begin_snapshot(&self.pool).await?;
-        let (epoch, seq, _) = read_state(&mut tx).await?;
-        if out.send(SnapshotPart::Head { epoch, seq }).await.is_ok() {
-            send_in_force(&mut *tx, now, &out).await?;
-        }
-        Ok(())
+        // The head first, then chunk by chunk up to it: no connection is held while `out` is
+        // full.
+        let (epoch, seq, _) = read_state(&mut *self.pool.acquire().await?).await?;
+        send_snapshot(self.pool.clone(), (epoch, seq), now, &out).await
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -652,6 +692,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 

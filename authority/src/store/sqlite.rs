@@ -1,6 +1,7 @@
 //! The embedded default store: one SQLite file in WAL mode with `synchronous=FULL`, so every
 //! commit is fsynced before it returns. Only the ledger task writes (one transaction per group
-//! of requests); readers run concurrently thanks to WAL.
+//! of requests), on a connection of its own; readers run concurrently thanks to WAL, on a
+//! small pool of other connections.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
     API_KEY_COLUMNS, ApiKeyRow, NewRow, ReadLog, RowParts, api_key_of, check_contiguous, corrupt,
-    generation_of, logged_of, read_in_force, scope_of, send_in_force, seq_of, to_i64,
+    generation_of, logged_of, read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
     ApiKeyRecord, Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, SnapshotPart,
@@ -32,8 +33,18 @@ use crate::error::StoreError;
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "revocast.db";
 
+/// Read connections: stream backlogs, snapshot chunks, API-key lookups, start-up loads.
+const READERS: u32 = 4;
+
 pub struct SqliteStore {
+    /// The readers' pool ([`READERS`] connections). Nothing here holds one for longer than a
+    /// query or a short read transaction: a snapshot reads chunk by chunk (see `send_snapshot`).
     pool: SqlitePool,
+    /// The writer: one connection that only writes go through — the ledger's commits above
+    /// all. It is not one of the readers', so no number of readers, however slow, can make a
+    /// commit wait for a connection; WAL lets it commit while they read, and one connection
+    /// for every write means two of our transactions never contend for SQLite's write lock.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -47,12 +58,21 @@ impl SqliteStore {
             .foreign_keys(true)
             // A `create-key` run against a live authority waits instead of failing.
             .busy_timeout(Duration::from_secs(5));
+        // First, so the file is created and switched to WAL before the readers open it. Kept
+        // open for the store's life; the pool reopens it if it ever breaks.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(READERS)
             .connect_with(options)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -79,7 +99,8 @@ async fn read_epoch(conn: &mut sqlx::SqliteConnection) -> Result<Epoch, StoreErr
     Ok(Epoch::new(epoch))
 }
 
-/// The next chunk of the log after a `seq` (`?1`), oldest first, at most `?3` revocations, of
+/// The next chunk of the log after a `seq` (`?1`) up to another (`?4`), oldest first, at most
+/// `?3` revocations, of
 /// those still in force at a time (`?2`; `i64::MIN` for all): one row holding a JSON array of
 /// row arrays. sqlx hands every row from its SQLite thread to ours through a channel, and
 /// every value through SQLite's allocator under a global mutex; a million one-event rows spend
@@ -87,13 +108,15 @@ async fn read_epoch(conn: &mut sqlx::SqliteConnection) -> Result<Epoch, StoreErr
 const CHUNK: &str = "SELECT count(*), max(seq),
          json_group_array(json_array(seq, kind, target, gen, expires_at, at_ms) ORDER BY seq)
      FROM (SELECT seq, kind, target, gen, expires_at, at_ms FROM revocations
-           WHERE seq > ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY seq LIMIT ?3)";
+           WHERE seq > ?1 AND seq <= ?4 AND (expires_at IS NULL OR expires_at > ?2)
+           ORDER BY seq LIMIT ?3)";
 
 impl ReadLog for sqlx::SqliteConnection {
     /// One [`CHUNK`], checked against its own count.
     async fn read_chunk(
         &mut self,
         after: Seq,
+        upto: Seq,
         in_force_at: Option<UnixSeconds>,
         limit: u32,
     ) -> Result<Vec<RevocationEvent>, StoreError> {
@@ -102,6 +125,7 @@ impl ReadLog for sqlx::SqliteConnection {
             .bind(after)
             .bind(in_force_at.map_or(i64::MIN, UnixSeconds::get))
             .bind(i64::from(limit))
+            .bind(i64::try_from(upto.get()).unwrap_or(i64::MAX))
             .fetch_one(self)
             .await?;
         let Some(last) = last else {
@@ -122,6 +146,23 @@ impl ReadLog for sqlx::SqliteConnection {
             return Err(corrupt("revocation chunk does not match its count"));
         }
         Ok(events)
+    }
+}
+
+/// The readers' pool as a [`ReadLog`]: each chunk on a connection taken for it alone (see
+/// `send_snapshot`).
+impl ReadLog for SqlitePool {
+    async fn read_chunk(
+        &mut self,
+        after: Seq,
+        upto: Seq,
+        in_force_at: Option<UnixSeconds>,
+        limit: u32,
+    ) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.acquire()
+            .await?
+            .read_chunk(after, upto, in_force_at, limit)
+            .await
     }
 }
 
@@ -311,7 +352,7 @@ impl Store for SqliteStore {
         let epoch = read_epoch(&mut conn).await?;
         let head = read_head(&mut conn).await?;
         let keys = read_keys(&mut conn).await?;
-        let revocations = read_in_force(&mut *conn, now).await?;
+        let revocations = read_in_force(&mut *conn, head, now).await?;
 
         let subject_generations =
             sqlx::query_as::<_, (String, i64)>("SELECT sub, gen FROM subject_generations")
@@ -331,7 +372,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, at: UnixMillis, batch: &[Mutation]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         let start = read_head(&mut tx).await?;
         let applied = apply_batch(&mut Writer(&mut tx), start, at, batch).await?;
         if applied.head != start {
@@ -352,7 +393,9 @@ impl Store for SqliteStore {
         if after < floor {
             return Ok(Backlog::Pruned { floor });
         }
-        let events = tx.read_chunk(after, None, limit).await?;
+        let events = tx
+            .read_chunk(after, Seq::new(u64::MAX), None, limit)
+            .await?;
         check_contiguous(after, &events)?;
         Ok(Backlog::Events(events))
     }
@@ -362,14 +405,13 @@ impl Store for SqliteStore {
         now: UnixSeconds,
         out: mpsc::Sender<SnapshotPart>,
     ) -> Result<(), StoreError> {
-        // A read transaction pins one WAL snapshot: the head and the rows agree.
-        let mut tx = self.pool.begin().await?;
-        let epoch = read_epoch(&mut tx).await?;
-        let seq = read_head(&mut tx).await?;
-        if out.send(SnapshotPart::Head { epoch, seq }).await.is_ok() {
-            send_in_force(&mut *tx, now, &out).await?;
-        }
-        Ok(())
+        // The head first (the epoch never changes), then chunk by chunk up to it: no
+        // connection is held while `out` is full.
+        let head = {
+            let mut conn = self.pool.acquire().await?;
+            (read_epoch(&mut conn).await?, read_head(&mut conn).await?)
+        };
+        send_snapshot(self.pool.clone(), head, now, &out).await
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
@@ -380,11 +422,11 @@ impl Store for SqliteStore {
         // Recorded once and never changed, so the read after the insert sees the winner.
         sqlx::query("INSERT OR IGNORE INTO meta (name, value) VALUES ('issuer', ?)")
             .bind(issuer)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(
             sqlx::query_scalar("SELECT value FROM meta WHERE name = 'issuer'")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.writer)
                 .await?,
         )
     }
@@ -398,7 +440,7 @@ impl Store for SqliteStore {
              RETURNING value",
         )
         .bind(secs.to_string())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         parse_max_ttl(&raised)
     }
@@ -416,7 +458,7 @@ impl Store for SqliteStore {
         keys: &[NewApiKey<'_>],
         now: UnixSeconds,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.writer.begin().await?;
         // The first statement writes (or not) under SQLite's single write lock, which the
         // transaction then holds: nobody can store a key between the check and the inserts.
         let mut first = true;
@@ -464,7 +506,7 @@ impl Store for SqliteStore {
             .bind(scope.as_str())
             .bind(label)
             .bind(now.get())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -498,7 +540,7 @@ impl Store for SqliteStore {
         ))
         .bind(now.get())
         .bind(&hash[..])
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?
         .map(api_key_of)
         .transpose()
@@ -511,6 +553,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+        self.writer.close().await;
     }
 }
 
@@ -609,6 +652,69 @@ mod tests {
         read.unwrap();
         assert!(ended);
         assert_eq!(events, loaded.revocations);
+    }
+
+    /// A snapshot whose reader takes nothing after the head holds no connection: with twice
+    /// as many of them as there are read connections, commits, key lookups and other reads go
+    /// on at once. What is committed meanwhile stays out of them (it is above their head),
+    /// and each still reads exactly what was in force at its head.
+    #[tokio::test]
+    async fn stalled_snapshots_hold_no_connection_and_stay_at_their_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+        let session = |i: usize| {
+            Mutation::RevokeSession(RevokeSession {
+                sid: format!("s{i}"),
+                until: UnixSeconds::new(2_000),
+                reason: None,
+            })
+        };
+        let n = IN_FORCE_CHUNK_LEN as usize * 2 + 1;
+        let batch: Vec<Mutation> = (0..n).map(session).collect();
+        store.commit(UnixMillis::new(1), &batch).await.unwrap();
+
+        let mut stalled = Vec::new();
+        for _ in 0..READERS * 2 {
+            let (tx, mut rx) = mpsc::channel(1);
+            let reader = tokio::spawn({
+                let store = std::sync::Arc::clone(&store);
+                async move { store.snapshot(UnixSeconds::new(1_000), tx).await }
+            });
+            let Some(SnapshotPart::Head { seq, .. }) = rx.recv().await else {
+                panic!("no head");
+            };
+            assert_eq!(seq, Seq::new(n as u64));
+            stalled.push((reader, rx));
+        }
+        let within = Duration::from_secs(2);
+        let more: Vec<Mutation> = (n..n + 10).map(session).collect();
+        tokio::time::timeout(within, store.commit(UnixMillis::new(2), &more))
+            .await
+            .expect("a commit waited for stalled snapshots")
+            .unwrap();
+        tokio::time::timeout(within, store.api_key_scope(&[0; 32]))
+            .await
+            .expect("a key lookup waited for stalled snapshots")
+            .unwrap();
+        tokio::time::timeout(within, store.events_after(Seq::new(n as u64), 100))
+            .await
+            .expect("a backlog read waited for stalled snapshots")
+            .unwrap();
+
+        for (reader, mut rx) in stalled {
+            let mut seqs = Vec::new();
+            let mut ended = false;
+            while let Some(part) = rx.recv().await {
+                match part {
+                    SnapshotPart::Events(chunk) => seqs.extend(chunk.iter().map(|e| e.seq.get())),
+                    SnapshotPart::End => ended = true,
+                    SnapshotPart::Head { .. } => panic!("a second head"),
+                }
+            }
+            reader.await.unwrap().unwrap();
+            assert!(ended);
+            assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
+        }
     }
 
     /// The backlog read refuses a log with a hole rather than skip over it.
