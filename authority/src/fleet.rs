@@ -760,7 +760,10 @@ mod tests {
         assert!(f.by_conn(s.conn(), KeyDigest([2; 32])).is_none());
         assert!(f.by_conn(s.conn(), KeyDigest([1; 32])).is_some());
         assert_eq!(s.applied(), None);
-        assert_eq!(f.ack(s, &ack(9, "e"), Seq::new(5), &e), Err(Ignored::AboveHead));
+        assert_eq!(
+            f.ack(s, &ack(9, "e"), Seq::new(5), &e),
+            Err(Ignored::AboveHead)
+        );
         assert_eq!(f.ack(s, &ack(1, "x"), Seq::new(5), &e), Err(Ignored::Epoch));
         assert_eq!(f.ack(s, &ack(3, "e"), Seq::new(5), &e), Ok(()));
         assert_eq!(s.applied(), Some(Seq::new(3)));
@@ -791,14 +794,20 @@ mod tests {
         f.committed(&[event(1)]);
         // Connected after the commit: not waited for.
         let _late = f.register(KeyDigest([1; 32]), Identity::default(), "websocket", None);
-        f.ack(a.subscriber(), &ack(1, "e"), Seq::new(1), &e).unwrap();
+        f.ack(a.subscriber(), &ack(1, "e"), Seq::new(1), &e)
+            .unwrap();
         let soon = Instant::now() + Duration::from_millis(50);
         let p = f.wait_applied(Seq::new(1), UnixMillis::now(), soon).await;
         assert_eq!((p.applied, p.of), (1, 2));
         assert_eq!(p.missing, vec![format!("#{}", b.subscriber().id)]);
-        f.ack(b.subscriber(), &ack(1, "e"), Seq::new(1), &e).unwrap();
+        f.ack(b.subscriber(), &ack(1, "e"), Seq::new(1), &e)
+            .unwrap();
         let p = f
-            .wait_applied(Seq::new(1), UnixMillis::now(), Instant::now() + Duration::from_secs(5))
+            .wait_applied(
+                Seq::new(1),
+                UnixMillis::now(),
+                Instant::now() + Duration::from_secs(5),
+            )
             .await;
         assert_eq!((p.applied, p.of), (2, 2));
         assert!(p.missing.is_empty());

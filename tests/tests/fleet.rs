@@ -101,7 +101,10 @@ async fn named_agents_are_listed_with_the_head_applied_over_both_transports() {
         assert_eq!(e["lag_events"], 0, "{e}");
         assert_eq!(e["lag_ms"], 0, "{e}");
         assert_eq!(e["resyncs"], 1, "the first snapshot load: {e}");
-        assert!(e["remote"].as_str().unwrap().starts_with("127.0.0.1:"), "{e}");
+        assert!(
+            e["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{e}"
+        );
         assert!(e["last_heard"].is_number(), "{e}");
         assert_eq!(e["acks_ignored"], 0, "{e}");
     }
@@ -146,29 +149,30 @@ async fn a_subscriber_that_never_acknowledges_is_listed_as_such_and_keeps_receiv
     let seq = a.revoke_session("s-2").await;
     assert_eq!(silent.events_through(seq).await, vec![seq]);
     // A revocation waiting for the fleet names it.
-    let (status, answer) = revoke(&a, "s-3", json!({"wait": "fleet", "wait_timeout_ms": 300})).await;
+    let (status, answer) =
+        revoke(&a, "s-3", json!({"wait": "fleet", "wait_timeout_ms": 300})).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["propagation"]["applied"], 0, "{answer}");
     assert_eq!(answer["propagation"]["of"], 1, "{answer}");
-    assert_eq!(answer["propagation"]["missing"], json!(["quiet one"]), "{answer}");
+    assert_eq!(
+        answer["propagation"]["missing"],
+        json!(["quiet one"]),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
 async fn bad_acknowledgments_are_ignored_and_counted() {
     let a = TestAuthority::start().await;
     let epoch = a.epoch().to_string();
-    let mut ws = Subscriber::connect(
-        Raw::WebSocket,
-        &a.base,
-        Some(&a.subscriber_key),
-        "name=raw",
-    )
-    .await
-    .expect("connects");
+    let mut ws = Subscriber::connect(Raw::WebSocket, &a.base, Some(&a.subscriber_key), "name=raw")
+        .await
+        .expect("connects");
     hello_conn(&mut ws).await;
     let seq = a.revoke_session("s-1").await;
     assert_eq!(ws.events_through(seq).await, vec![seq]);
-    let ack = |seq: u64, epoch: &str| json!({"type": "ack", "seq": seq, "epoch": epoch}).to_string();
+    let ack =
+        |seq: u64, epoch: &str| json!({"type": "ack", "seq": seq, "epoch": epoch}).to_string();
     // A genuine ack, then one above the head, one from another epoch, one unreadable.
     ws.send_text(&ack(seq, &epoch)).await;
     eventually("the genuine ack is taken", || async {
@@ -243,7 +247,11 @@ async fn sse_subscribers_acknowledge_with_a_post_for_their_own_connection_only()
     let body = json!({"conn": conn, "seq": seq, "epoch": epoch});
     assert_eq!(post(other, body.clone()).await, 404);
     assert_eq!(
-        post(a.subscriber_key.clone(), json!({"conn": "1.00", "seq": seq, "epoch": epoch})).await,
+        post(
+            a.subscriber_key.clone(),
+            json!({"conn": "1.00", "seq": seq, "epoch": epoch})
+        )
+        .await,
         404
     );
     assert!(entry(&fleet(&a).await, "poster").unwrap()["applied"].is_null());
@@ -278,7 +286,11 @@ async fn a_revocation_waiting_for_the_fleet_answers_once_every_agent_applied_it(
     let names = ["a-1", "a-2", "a-3"];
     let mut agents = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        let transport = if i == 2 { Transport::Sse } else { Transport::Websocket };
+        let transport = if i == 2 {
+            Transport::Sse
+        } else {
+            Transport::Websocket
+        };
         agents.push(synced(config(&a.base, &a, name, transport)).await);
     }
     until_listed_at(&a, &names, a.head()).await;
@@ -289,7 +301,10 @@ async fn a_revocation_waiting_for_the_fleet_answers_once_every_agent_applied_it(
     assert_eq!(p["applied"], 3, "{answer}");
     assert_eq!(p["of"], 3, "{answer}");
     assert_eq!(p["missing"], json!([]), "{answer}");
-    assert!(p["slowest_ms"].as_i64().is_some_and(|ms| ms >= 0), "{answer}");
+    assert!(
+        p["slowest_ms"].as_i64().is_some_and(|ms| ms >= 0),
+        "{answer}"
+    );
     // What the answer says holds: every agent has applied it.
     for agent in &agents {
         assert!(agent.status().applied.get() >= seq);
@@ -365,7 +380,10 @@ async fn bad_wait_values_are_refused_before_anything_is_committed() {
         )
         .await;
     assert_eq!(answer["propagation"]["of"], 0, "{answer}");
-    let token = a.issue("bob", 60).await["token"].as_str().unwrap().to_string();
+    let token = a.issue("bob", 60).await["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let answer = a
         .admin_post(
             "/v1/revoke",

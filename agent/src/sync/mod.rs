@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use revocast_shared::{Seq, UnixMillis};
 use revocast_shared::event::{Control, Message};
+use revocast_shared::{Seq, UnixMillis};
 use tokio::time::Instant;
 
 use crate::agent::Shared;
@@ -92,6 +92,7 @@ async fn session(
     };
     let key = shared.config.subscriber_key.as_str();
     let who = stream::Identity {
+        key,
         name: &shared.config.name,
         version: env!("CARGO_PKG_VERSION"),
     };
@@ -99,7 +100,6 @@ async fn session(
         &shared.http,
         shared.tls.as_ref(),
         base,
-        key,
         shared.config.transport,
         since,
         epoch.as_ref(),

@@ -30,8 +30,10 @@ pub enum Connection {
     },
 }
 
-/// Who the agent says it is when it subscribes (`name` and `version` on the stream URL).
+/// Who subscribes: the key it authenticates with, and what it says it is (`name` and
+/// `version` on the stream URL).
 pub struct Identity<'a> {
+    pub key: &'a str,
     pub name: &'a str,
     pub version: &'a str,
 }
@@ -153,12 +155,12 @@ pub async fn connect(
     http: &reqwest::Client,
     tls: Option<&Arc<rustls::ClientConfig>>,
     base: &str,
-    key: &str,
     transport: Transport,
     since: Seq,
     epoch: Option<&Epoch>,
     who: &Identity<'_>,
 ) -> Result<Connection, ConnectError> {
+    let key = who.key;
     match transport {
         Transport::Sse => connect_sse(http, base, key, since, epoch, who).await,
         Transport::Websocket => connect_ws(tls, base, key, since, epoch, who).await,

@@ -182,8 +182,10 @@ pub async fn ack(
 ) -> Result<StatusCode, ApiError> {
     let Some(subscriber) = app.fleet.by_conn(&req.conn, key) else {
         app.fleet.count_ignored(Ignored::UnknownConnection);
-        return Err(ApiError::not_found("no open stream of this key has this handle")
-            .with_code("unknown_connection"));
+        return Err(
+            ApiError::not_found("no open stream of this key has this handle")
+                .with_code("unknown_connection"),
+        );
     };
     let ack = Ack {
         seq: req.seq,

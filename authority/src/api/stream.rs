@@ -28,8 +28,8 @@ use crate::auth::{Authorized, Subscribe};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::fleet::{self, Identity, Registration};
-use crate::net::Peer;
 use crate::metrics::SubscriberGuard;
+use crate::net::Peer;
 use crate::slots::SnapshotSlot;
 use crate::store::SnapshotPart;
 use crate::stream::{End, Feed, Frame, SubscribeError, sse_of};
@@ -62,7 +62,8 @@ pub struct StreamQuery {
 impl StreamQuery {
     fn identity(&self) -> Result<Identity, ApiError> {
         if let Some(name) = &self.name {
-            fleet::check_identity("name", name, fleet::MAX_NAME_LEN).map_err(ApiError::bad_request)?;
+            fleet::check_identity("name", name, fleet::MAX_NAME_LEN)
+                .map_err(ApiError::bad_request)?;
         }
         if let Some(version) = &self.version {
             fleet::check_identity("version", version, fleet::MAX_VERSION_LEN)
