@@ -82,6 +82,30 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// Trust and client certificate for `https` authorities.
     pub tls: TlsOptions,
+    /// What this agent calls itself to the authority (listed in its `GET /v1/fleet`): 1 to
+    /// 128 bytes, no control characters. Default: the host name and process id.
+    pub name: String,
+}
+
+/// Longest agent name the authority accepts, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// The default agent name: `HOST-PID`.
+pub fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && !h.chars().any(char::is_control))
+        .unwrap_or_else(|| "agent".to_string());
+    let pid = std::process::id();
+    // Keep within the limit on a character boundary, the pid intact.
+    let room = MAX_NAME_LEN - 11;
+    let mut end = host.len().min(room);
+    while !host.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{pid}", &host[..end])
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -93,6 +117,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("max_clock_skew", &self.max_clock_skew)
             .field("on_stale", &self.on_stale)
             .field("transport", &self.transport)
+            .field("name", &self.name)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
@@ -118,6 +143,7 @@ impl AgentConfig {
             idle_timeout: None,
             request_timeout: Duration::from_secs(30),
             tls: TlsOptions::default(),
+            name: default_name(),
         }
     }
 
@@ -187,6 +213,14 @@ impl AgentConfig {
         if self.purge_interval.is_zero() {
             return Err(Error::Config("purge interval must be positive".into()));
         }
+        if self.name.is_empty()
+            || self.name.len() > MAX_NAME_LEN
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(Error::Config(format!(
+                "the agent name must be 1 to {MAX_NAME_LEN} bytes without control characters"
+            )));
+        }
         Ok(self)
     }
 }
@@ -247,6 +281,10 @@ pub struct SidecarArgs {
     /// PEM private key of `--client-cert`.
     #[arg(long, env = "REVOCAST_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// What this agent calls itself in the authority's fleet (`GET /v1/fleet`); default: the
+    /// host name and process id.
+    #[arg(long, env = "REVOCAST_AGENT_NAME")]
+    pub name: Option<String>,
 }
 
 impl SidecarArgs {
@@ -272,6 +310,9 @@ impl SidecarArgs {
         config.audience = self.audience;
         config.leeway_secs = self.leeway;
         config.verdict_cache_capacity = self.verdict_cache;
+        if let Some(name) = self.name {
+            config.name = name;
+        }
         let read = |path: &PathBuf, what: &str| {
             std::fs::read(path).map_err(|source| Error::Io {
                 what: format!("cannot read the {what} {}", path.display()),

@@ -14,6 +14,7 @@ use crate::apikeys::{self, ApiKeys};
 use crate::config::{Config, Scope};
 use crate::datadir;
 use crate::error::{Error, StoreError};
+use crate::fleet::Fleet;
 use crate::ledger::{Ledger, LedgerTask};
 use crate::limit::Limits;
 use crate::metrics::{Metrics, gauge_value};
@@ -40,6 +41,8 @@ pub(crate) struct App {
     /// Snapshot downloads in progress, per key (`--max-snapshots-per-key`).
     pub(crate) snapshot_slots: Arc<SnapshotSlots>,
     pub(crate) metrics: Arc<Metrics>,
+    /// The subscribers connected here and what they acknowledged.
+    pub(crate) fleet: Arc<Fleet>,
     /// The authority's own verification policy: its issuer, no leeway (it is the clock).
     pub(crate) validation: Validation,
 }
@@ -113,13 +116,17 @@ impl Authority {
             config.stream_recent_events,
         ));
         let view = Arc::new(View::new(loaded, max_ttl)?);
-        let tail = Arc::new(LogTail::new(
-            Arc::clone(&store),
-            Arc::clone(&view),
-            Arc::clone(&hub),
-            Arc::clone(&metrics),
-            doorbell.is_some(),
-        ));
+        let fleet = Arc::new(Fleet::new(Arc::clone(&metrics)));
+        let tail = Arc::new(
+            LogTail::new(
+                Arc::clone(&store),
+                Arc::clone(&view),
+                Arc::clone(&hub),
+                Arc::clone(&metrics),
+                doorbell.is_some(),
+            )
+            .with_fleet(Arc::clone(&fleet)),
+        );
         let (ledger, ledger_task) = Ledger::spawn(
             Arc::clone(&store),
             Arc::clone(&view),
@@ -139,6 +146,7 @@ impl Authority {
             hub,
             tail,
             metrics,
+            fleet,
         });
         Ok(Self {
             app,
@@ -181,6 +189,10 @@ impl Authority {
         let router = self.router();
         let purger = tokio::spawn(purge_expired(Arc::clone(&self.app)));
         let heartbeats = tokio::spawn(heartbeat(Arc::clone(&self.app)));
+        let tracker = {
+            let hub = Arc::clone(&self.app.hub);
+            tokio::spawn(Arc::clone(&self.app.fleet).track(move || hub.head()))
+        };
         let follower = self.doorbell.map(|bell| {
             tokio::spawn(tail::follow(
                 Arc::clone(&self.app.tail),
@@ -213,6 +225,7 @@ impl Authority {
         .await;
         purger.abort();
         heartbeats.abort();
+        tracker.abort();
         if let Some(follower) = follower {
             follower.abort();
         }

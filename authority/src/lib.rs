@@ -53,6 +53,7 @@ mod app;
 mod auth;
 mod error;
 mod extract;
+mod fleet;
 mod ledger;
 mod limit;
 mod metrics;

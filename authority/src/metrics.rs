@@ -40,6 +40,25 @@ pub struct Metrics {
     pub api_key_lookups: Family<Labels, Counter>,
     /// Snapshot responses cut off at `--snapshot-deadline`.
     pub snapshots_cut_off: Counter,
+    /// Subscriber acknowledgments taken.
+    pub fleet_acks: Counter,
+    /// Subscriber acknowledgments ignored, by `reason` (`above_head`, `epoch`, `flood`,
+    /// `malformed`, `backwards`, `unknown_connection`).
+    pub fleet_acks_ignored: Family<Labels, Counter>,
+    /// Per revocation, seconds from its publication until `share` (0.5, 0.99, 1) of the
+    /// subscribers connected at its commit acknowledged it.
+    pub fleet_applied_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Revocations dropped from propagation tracking before the whole fleet applied them.
+    pub fleet_propagation_incomplete: Counter,
+    /// Acknowledging subscribers behind by more than `fleet::BEHIND_AFTER`.
+    pub fleet_subscribers_behind: Gauge,
+    /// Connected subscribers that never acknowledged.
+    pub fleet_subscribers_unacknowledged: Gauge,
+}
+
+fn propagation_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 impl Metrics {
@@ -147,8 +166,51 @@ impl Metrics {
             "Snapshot responses aborted because they ran past --snapshot-deadline",
             snapshots_cut_off.clone(),
         );
+        let fleet_acks = Counter::default();
+        registry.register(
+            "fleet_acks",
+            "Subscriber acknowledgments of an applied seq taken",
+            fleet_acks.clone(),
+        );
+        let fleet_acks_ignored = Family::<Labels, Counter>::default();
+        registry.register(
+            "fleet_acks_ignored",
+            "Subscriber acknowledgments ignored (never trusted), by reason",
+            fleet_acks_ignored.clone(),
+        );
+        let fleet_applied_seconds: Family<Labels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(propagation_histogram);
+        registry.register(
+            "fleet_applied_seconds",
+            "Per revocation, seconds from its publication until a share (0.5, 0.99, 1) of the subscribers connected at its commit acknowledged applying it",
+            fleet_applied_seconds.clone(),
+        );
+        let fleet_propagation_incomplete = Counter::default();
+        registry.register(
+            "fleet_propagation_incomplete",
+            "Revocation groups dropped from propagation tracking before every subscriber connected at their commit applied them",
+            fleet_propagation_incomplete.clone(),
+        );
+        let fleet_subscribers_behind = Gauge::default();
+        registry.register(
+            "fleet_subscribers_behind",
+            "Acknowledging subscribers whose oldest unapplied revocation is more than 5 s old",
+            fleet_subscribers_behind.clone(),
+        );
+        let fleet_subscribers_unacknowledged = Gauge::default();
+        registry.register(
+            "fleet_subscribers_unacknowledged",
+            "Connected subscribers that never acknowledged a seq",
+            fleet_subscribers_unacknowledged.clone(),
+        );
         Self {
             registry,
+            fleet_acks,
+            fleet_acks_ignored,
+            fleet_applied_seconds,
+            fleet_propagation_incomplete,
+            fleet_subscribers_behind,
+            fleet_subscribers_unacknowledged,
             rate_limited,
             connections_open,
             connections_refused,

@@ -177,6 +177,7 @@ impl Shared {
             }
         };
         let peer = Peer {
+            addr,
             client_cert: conn.has_client_cert(),
         };
         let activity = Arc::new(Activity::new(Instant::now()));
@@ -674,6 +675,8 @@ impl Conn {
 /// `ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
+    /// The client's address, as the listener saw it (a proxy's, behind one).
+    pub addr: SocketAddr,
     /// A client certificate was presented and verified against `--client-ca`.
     pub client_cert: bool,
 }

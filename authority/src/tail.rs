@@ -23,6 +23,7 @@ use revocast_shared::{Seq, UnixSeconds};
 
 use crate::config::Config;
 use crate::error::StoreError;
+use crate::fleet::Fleet;
 use crate::metrics::{Metrics, gauge_value};
 use crate::store::{Backlog, Doorbell, Ring, Store};
 use crate::stream::Hub;
@@ -52,6 +53,8 @@ pub struct LogTail {
     order: tokio::sync::Mutex<()>,
     /// `None` for a store only this process writes: it is current by construction.
     confirmed: Option<Mutex<Instant>>,
+    /// Told of every group published, for lag and propagation (see `fleet`).
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl LogTail {
@@ -70,7 +73,14 @@ impl LogTail {
             metrics,
             order: tokio::sync::Mutex::new(()),
             confirmed: shared.then(|| Mutex::new(Instant::now())),
+            fleet: None,
         }
+    }
+
+    /// Tell `fleet` of every group published from now on.
+    pub fn with_fleet(mut self, fleet: Arc<Fleet>) -> Self {
+        self.fleet = Some(fleet);
+        self
     }
 
     /// Apply the events of one of our commits (in `seq` order), after first reading from the
@@ -247,6 +257,9 @@ impl LogTail {
                 .inc();
         }
         self.hub.publish(events);
+        if let Some(fleet) = &self.fleet {
+            fleet.committed(events);
+        }
         self.metrics
             .head_seq
             .set(gauge_value(self.hub.head().get()));

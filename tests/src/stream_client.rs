@@ -237,6 +237,15 @@ impl Subscriber {
         }
     }
 
+    /// Send a WebSocket text message (an acknowledgment, say).
+    pub async fn send_text(&mut self, text: &str) {
+        if let Inner::Ws(ws) = &mut self.inner {
+            ws.send(Message::Text(text.to_string().into()))
+                .await
+                .expect("send text");
+        }
+    }
+
     /// Send a WebSocket ping; the pong comes back as a non-text frame (ignored by `next`).
     pub async fn ping(&mut self) {
         if let Inner::Ws(ws) = &mut self.inner {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use revocast_shared::UnixMillis;
 use revocast_shared::event::{Control, Message};
+use revocast_shared::{Seq, UnixMillis};
 use tokio::time::Instant;
 
 use crate::agent::Shared;
@@ -91,14 +91,19 @@ async fn session(
         (state.applied, state.epoch.clone())
     };
     let key = shared.config.subscriber_key.as_str();
+    let who = stream::Identity {
+        key,
+        name: &shared.config.name,
+        version: env!("CARGO_PKG_VERSION"),
+    };
     let mut conn = match stream::connect(
         &shared.http,
         shared.tls.as_ref(),
         base,
-        key,
         shared.config.transport,
         since,
         epoch.as_ref(),
+        &who,
     )
     .await
     {
@@ -114,12 +119,85 @@ async fn session(
     follow(shared, &mut conn, idle).await
 }
 
+/// Least time between two acknowledgments (the authority ignores faster ones).
+const ACK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// When to acknowledge the applied `seq`: at once after a batch if none was sent for
+/// [`ACK_INTERVAL`], else when that interval has passed — so at most one ack per interval,
+/// and the last position is always acknowledged.
+#[derive(Default)]
+struct Acks {
+    /// The last `seq` acknowledged on this connection.
+    sent: Option<Seq>,
+    sent_at: Option<Instant>,
+    /// Set while an ack waits for the interval to pass.
+    due: Option<Instant>,
+}
+
+impl Acks {
+    /// Note the applied position after a frame; `true` if it should be acknowledged now.
+    fn applied(&mut self, applied: Seq) -> bool {
+        if self.sent == Some(applied) {
+            return false;
+        }
+        match self.sent_at {
+            Some(at) if at.elapsed() < ACK_INTERVAL => {
+                self.due.get_or_insert(at + ACK_INTERVAL);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    fn sent(&mut self, seq: Seq) {
+        self.sent = Some(seq);
+        self.sent_at = Some(Instant::now());
+        self.due = None;
+    }
+
+    /// Resolves when a deferred ack is due (never, if none is).
+    async fn wait_due(&self) {
+        match self.due {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Acknowledge what the copy has applied now.
+async fn acknowledge(shared: &Shared, conn: &mut Connection, acks: &mut Acks) -> Result<(), Error> {
+    let (applied, epoch) = {
+        let state = shared.mirror.read();
+        (state.applied, state.epoch.clone())
+    };
+    let Some(epoch) = epoch else {
+        return Ok(());
+    };
+    let ack = stream::Ack::new(applied, epoch, shared.metrics.resyncs.get());
+    tokio::time::timeout(shared.config.request_timeout, conn.ack(&ack))
+        .await
+        .map_err(|_| Error::Protocol("sending an acknowledgment timed out".into()))??;
+    acks.sent(applied);
+    Ok(())
+}
+
 /// Apply what the stream sends until something ends the session.
 async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> SessionEnd {
     let mut messages = Vec::new();
+    let mut acks = Acks::default();
     loop {
         messages.clear();
-        match tokio::time::timeout(idle, conn.next(&mut messages)).await {
+        // `next` is cancel-safe: what a cancelled read had taken stays buffered.
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, conn.next(&mut messages)) => read,
+            () = acks.wait_due() => {
+                if let Err(e) = acknowledge(shared, conn, &mut acks).await {
+                    return SessionEnd::Failed(e);
+                }
+                continue;
+            }
+        };
+        match read {
             Err(_) => return SessionEnd::Failed(Error::Silent),
             Ok(Err(e)) => return SessionEnd::Failed(e),
             Ok(Ok(())) => {}
@@ -177,6 +255,12 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
         // newest time it stamped (not as of now: the frame may have been held back).
         if current {
             shared.freshness.heard(stamped);
+        }
+        let applied = *shared.applied.borrow();
+        if acks.applied(applied)
+            && let Err(e) = acknowledge(shared, conn, &mut acks).await
+        {
+            return SessionEnd::Failed(e);
         }
     }
 }

@@ -22,7 +22,108 @@ type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 pub enum Connection {
     WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
-    Sse { body: ByteStream, parser: SseParser },
+    Sse {
+        body: ByteStream,
+        parser: SseParser,
+        /// Posts acknowledgments, if the authority gave the connection a handle.
+        acks: Option<AckPoster>,
+    },
+}
+
+/// Who subscribes: the key it authenticates with, and what it says it is (`name` and
+/// `version` on the stream URL).
+pub struct Identity<'a> {
+    pub key: &'a str,
+    pub name: &'a str,
+    pub version: &'a str,
+}
+
+/// Percent-encode a query value (everything but RFC 3986's unreserved characters).
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An acknowledgment: the `seq` applied, its epoch, and the resyncs so far.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ack {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    pub seq: Seq,
+    pub epoch: Epoch,
+    pub resyncs: u64,
+}
+
+impl Ack {
+    pub fn new(seq: Seq, epoch: Epoch, resyncs: u64) -> Self {
+        Self {
+            kind: "ack",
+            seq,
+            epoch,
+            resyncs,
+        }
+    }
+}
+
+/// Posts the latest acknowledgment of an SSE connection to `POST /v1/ack`, one request at a
+/// time: acks that arrive while one is in flight are coalesced into the next. Stops when
+/// dropped.
+pub struct AckPoster {
+    latest: tokio::sync::watch::Sender<Option<Ack>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for AckPoster {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl AckPoster {
+    fn start(http: reqwest::Client, base: &str, key: &str, conn: String) -> Self {
+        let (latest, mut rx) = tokio::sync::watch::channel(None::<Ack>);
+        let url = format!("{base}/v1/ack");
+        let key = zeroize::Zeroizing::new(key.to_string());
+        let task = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some(ack) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let body = serde_json::json!({
+                    "conn": conn,
+                    "seq": ack.seq,
+                    "epoch": ack.epoch,
+                    "resyncs": ack.resyncs,
+                });
+                match http
+                    .post(&url)
+                    .bearer_auth(key.as_str())
+                    .json(&body)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await
+                {
+                    Ok(resp) if resp.status().is_success() => {}
+                    Ok(resp) => {
+                        tracing::debug!(status = resp.status().as_u16(), "acknowledgment refused")
+                    }
+                    Err(e) => tracing::debug!(
+                        error = &e as &dyn std::error::Error,
+                        "acknowledgment failed"
+                    ),
+                }
+            }
+        })
+        .abort_handle();
+        Self { latest, task }
+    }
 }
 
 /// Why connecting failed, as far as the sync loop cares.
@@ -36,11 +137,17 @@ pub enum ConnectError {
     Other(Error),
 }
 
-fn query(since: Seq, epoch: Option<&Epoch>) -> String {
-    match epoch {
-        Some(epoch) => format!("since={since}&epoch={epoch}"),
-        None => format!("since={since}"),
+fn query(since: Seq, epoch: Option<&Epoch>, who: &Identity<'_>) -> String {
+    let mut query = format!("since={since}");
+    if let Some(epoch) = epoch {
+        query.push_str(&format!("&epoch={}", encode(epoch.as_str())));
     }
+    query.push_str(&format!(
+        "&name={}&version={}",
+        encode(who.name),
+        encode(who.version)
+    ));
+    query
 }
 
 /// Connect to `base` with the preferred transport, resuming after `since`.
@@ -48,21 +155,22 @@ pub async fn connect(
     http: &reqwest::Client,
     tls: Option<&Arc<rustls::ClientConfig>>,
     base: &str,
-    key: &str,
     transport: Transport,
     since: Seq,
     epoch: Option<&Epoch>,
+    who: &Identity<'_>,
 ) -> Result<Connection, ConnectError> {
+    let key = who.key;
     match transport {
-        Transport::Sse => connect_sse(http, base, key, since, epoch).await,
-        Transport::Websocket => connect_ws(tls, base, key, since, epoch).await,
-        Transport::Auto => match connect_ws(tls, base, key, since, epoch).await {
+        Transport::Sse => connect_sse(http, base, key, since, epoch, who).await,
+        Transport::Websocket => connect_ws(tls, base, key, since, epoch, who).await,
+        Transport::Auto => match connect_ws(tls, base, key, since, epoch, who).await {
             Err(ConnectError::UpgradeRefused(e)) => {
                 tracing::info!(
                     error = &e as &dyn std::error::Error,
                     "WebSocket refused; falling back to SSE"
                 );
-                connect_sse(http, base, key, since, epoch).await
+                connect_sse(http, base, key, since, epoch, who).await
             }
             other => other,
         },
@@ -75,13 +183,14 @@ async fn connect_ws(
     key: &str,
     since: Seq,
     epoch: Option<&Epoch>,
+    who: &Identity<'_>,
 ) -> Result<Connection, ConnectError> {
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else {
         format!("ws://{}", base.trim_start_matches("http://"))
     };
-    let url = format!("{ws_base}/v1/stream?{}", query(since, epoch));
+    let url = format!("{ws_base}/v1/stream?{}", query(since, epoch, who));
     let mut request = url
         .into_client_request()
         .map_err(|e| ConnectError::Other(Error::WebSocket(Box::new(e))))?;
@@ -128,19 +237,30 @@ async fn connect_sse(
     key: &str,
     since: Seq,
     epoch: Option<&Epoch>,
+    who: &Identity<'_>,
 ) -> Result<Connection, ConnectError> {
     let resp = http
-        .get(format!("{base}/v1/events?{}", query(since, epoch)))
+        .get(format!("{base}/v1/events?{}", query(since, epoch, who)))
         .bearer_auth(key)
         .header("accept", "text/event-stream")
         .send()
         .await
         .map_err(|e| ConnectError::Other(e.into()))?;
     match resp.status().as_u16() {
-        200 => Ok(Connection::Sse {
-            body: Box::pin(resp.bytes_stream()),
-            parser: SseParser::new(MAX_SSE_EVENT),
-        }),
+        200 => {
+            // An authority that tracks its fleet names the connection for acknowledgments.
+            let acks = resp
+                .headers()
+                .get(CONNECTION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty() && v.len() <= 256)
+                .map(|conn| AckPoster::start(http.clone(), base, key, conn.to_string()));
+            Ok(Connection::Sse {
+                body: Box::pin(resp.bytes_stream()),
+                parser: SseParser::new(MAX_SSE_EVENT),
+                acks,
+            })
+        }
         400 => Err(ConnectError::BadPosition),
         status => Err(ConnectError::Other(Error::Status {
             what: "the SSE request",
@@ -187,7 +307,30 @@ fn parse_frame(text: &[u8], out: &mut Vec<Message>) -> Result<(), Error> {
     }
 }
 
+/// The SSE response header naming the connection for `POST /v1/ack`.
+const CONNECTION_HEADER: &str = "revocast-connection";
+
 impl Connection {
+    /// Acknowledge `ack`: a text message on the WebSocket; over SSE, handed to the poster
+    /// (which coalesces while a POST is in flight).
+    pub async fn ack(&mut self, ack: &Ack) -> Result<(), Error> {
+        match self {
+            Connection::WebSocket(ws) => {
+                let text = serde_json::to_string(ack)
+                    .map_err(|e| Error::Protocol(format!("encoding an ack: {e}")))?;
+                futures_util::SinkExt::send(ws.as_mut(), WsMessage::Text(text.into()))
+                    .await
+                    .map_err(|e| Error::WebSocket(Box::new(e)))
+            }
+            Connection::Sse { acks, .. } => {
+                if let Some(poster) = acks {
+                    poster.latest.send_replace(Some(ack.clone()));
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The messages of the next frame (possibly none, e.g. for a ping); `Err(Ended)` when the
     /// server closed the stream.
     pub async fn next(&mut self, out: &mut Vec<Message>) -> Result<(), Error> {
@@ -199,7 +342,7 @@ impl Connection {
                 Some(Ok(_)) => Ok(()),
                 Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
             },
-            Connection::Sse { body, parser } => loop {
+            Connection::Sse { body, parser, .. } => loop {
                 match body.next().await {
                     Some(Ok(chunk)) => {
                         parser.feed(&chunk, |data| {

@@ -4,6 +4,7 @@
 //! the document are built from one list of handlers, so neither has a route the other lacks.
 
 mod api_keys;
+mod fleet;
 mod keys;
 mod meta;
 mod openapi;
@@ -61,6 +62,8 @@ fn routes() -> OpenApiRouter<AppState> {
         )
         .routes(routes!(stream::events))
         .routes(routes!(stream::websocket))
+        .routes(routes!(fleet::ack))
+        .routes(routes!(fleet::list))
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
         .routes(routes!(meta::metrics))

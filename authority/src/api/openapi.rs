@@ -115,6 +115,10 @@ pub(crate) fn base() -> OpenApi {
                 "The revocation stream and snapshot agents sync from.",
             ),
             tag(
+                "fleet",
+                "The subscribers connected, and the seq each acknowledged applying.",
+            ),
+            tag(
                 "operations",
                 "Health, readiness, metrics and this document.",
             ),

@@ -1,5 +1,7 @@
 //! Revocation endpoints: one token (JSON and RFC 7009), a subject, a session.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,6 +20,70 @@ use crate::store::{
     Logged, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
 };
 
+/// What a revocation waits for before it answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Wait {
+    /// Until the revocation is durable (and published).
+    #[default]
+    Durable,
+    /// Also until every subscriber connected at its commit has acknowledged applying it.
+    Fleet,
+}
+
+/// Longest `wait_timeout_ms`.
+const MAX_WAIT_MS: u64 = 60_000;
+/// `wait_timeout_ms` when not given.
+const DEFAULT_WAIT_MS: u64 = 10_000;
+
+/// Check `wait_timeout_ms` before anything is committed.
+fn check_wait(timeout_ms: Option<u64>) -> Result<Duration, ApiError> {
+    match timeout_ms.unwrap_or(DEFAULT_WAIT_MS) {
+        ms @ 1..=MAX_WAIT_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(ApiError::bad_request(format!(
+            "wait_timeout_ms must be 1 to {MAX_WAIT_MS}"
+        ))),
+    }
+}
+
+/// How far a revocation has propagated, when it was asked to wait for the fleet.
+#[derive(Serialize, ToSchema)]
+pub struct PropagationAnswer {
+    /// Subscribers connected at the commit that acknowledged applying it.
+    applied: u64,
+    /// Subscribers connected at the commit that are still connected, or acknowledged before
+    /// they left (those that left without acknowledging are not waited for).
+    of: u64,
+    /// Milliseconds from the commit to the slowest acknowledgment seen; `null` if none.
+    slowest_ms: Option<i64>,
+    /// Names (or `#ID` for unnamed ones) of those that had not acknowledged it when the
+    /// timeout passed, at most 1000; empty when `applied` = `of`.
+    missing: Vec<String>,
+}
+
+/// With `Wait::Fleet`, wait (at most `timeout`) for the fleet to acknowledge `seq`.
+async fn propagation(
+    app: &AppState,
+    wait: Wait,
+    timeout: Duration,
+    seq: Seq,
+    at: UnixMillis,
+) -> Option<PropagationAnswer> {
+    if wait != Wait::Fleet {
+        return None;
+    }
+    let p = app
+        .fleet
+        .wait_applied(seq, at, tokio::time::Instant::now() + timeout)
+        .await;
+    Some(PropagationAnswer {
+        applied: p.applied,
+        of: p.of,
+        slowest_ms: p.slowest_ms,
+        missing: p.missing,
+    })
+}
+
 /// `POST /v1/revoke`'s body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +92,13 @@ pub struct RevokeTokenRequest {
     token: String,
     /// Why, for the record (at most 1024 bytes).
     reason: Option<String>,
+    /// `durable` (the default): answer once the revocation is durable. `fleet`: answer once
+    /// every subscriber connected at its commit has acknowledged applying it (or has
+    /// disconnected), or `wait_timeout_ms` passed; the answer then carries `propagation`.
+    #[serde(default)]
+    wait: Wait,
+    /// With `wait` = `fleet`: the longest to wait, 1 to 60,000 ms (default 10,000).
+    wait_timeout_ms: Option<u64>,
 }
 
 /// The answer to a token revocation, fresh or repeated.
@@ -94,9 +167,13 @@ pub struct RevokeTokenAnswer {
     revoked_at: UnixMillis,
     #[schema(value_type = openapi::shared::Seq)]
     seq: Seq,
+    /// With `wait` = `fleet`: how far the revocation has propagated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    propagation: Option<PropagationAnswer>,
 }
 
-/// Revoke one exact token (by its `rid`), durably, before answering.
+/// Revoke one exact token (by its `rid`), durably, before answering; with `wait` = `fleet`,
+/// also once the fleet applied it (or the timeout passed).
 #[utoipa::path(
     post,
     path = "/v1/revoke",
@@ -107,7 +184,7 @@ pub struct RevokeTokenAnswer {
         (status = OK, description = "Revoked, now or before.", body = RevokeTokenAnswer),
         (status = BAD_REQUEST, body = ErrorBody, description = "`token_expired`: the token \
             has expired and needs no revocation; `invalid_token`: not a genuine token of this \
-            authority; `invalid_request`: a malformed body or a reason too long."),
+            authority; `invalid_request`: a malformed body, a reason too long, or a `wait_timeout_ms` out of range."),
         openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
@@ -119,10 +196,13 @@ pub async fn token(
     JsonBody(req): JsonBody<RevokeTokenRequest>,
 ) -> Result<Json<RevokeTokenAnswer>, ApiError> {
     check_reason(req.reason.as_deref())?;
+    let timeout = check_wait(req.wait_timeout_ms)?;
     let r = revoke_token(&app, req.token, req.reason).await?;
+    let propagation = propagation(&app, req.wait, timeout, r.seq, r.at).await;
     let rid = r.token.rid();
     let claims = r.token.into_claims();
     Ok(Json(RevokeTokenAnswer {
+        propagation,
         revoked: True,
         already_revoked: r.already,
         rid,
@@ -180,6 +260,13 @@ pub struct RevokeSubjectRequest {
     sub: String,
     /// Why, for the record (at most 1024 bytes).
     reason: Option<String>,
+    /// `durable` (the default): answer once the revocation is durable. `fleet`: answer once
+    /// every subscriber connected at its commit has acknowledged applying it (or has
+    /// disconnected), or `wait_timeout_ms` passed; the answer then carries `propagation`.
+    #[serde(default)]
+    wait: Wait,
+    /// With `wait` = `fleet`: the longest to wait, 1 to 60,000 ms (default 10,000).
+    wait_timeout_ms: Option<u64>,
 }
 
 /// `POST /v1/revoke/subject`'s answer.
@@ -193,10 +280,13 @@ pub struct RevokeSubjectAnswer {
     revoked_at: UnixMillis,
     #[schema(value_type = openapi::shared::Seq)]
     seq: Seq,
+    /// With `wait` = `fleet`: how far the revocation has propagated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    propagation: Option<PropagationAnswer>,
 }
 
 /// Revoke every token of a subject issued before this call; tokens issued after it answers
-/// are valid.
+/// are valid. With `wait` = `fleet`, answer once the fleet applied it (or the timeout passed).
 #[utoipa::path(
     post,
     path = "/v1/revoke/subject",
@@ -206,7 +296,7 @@ pub struct RevokeSubjectAnswer {
     responses(
         (status = OK, description = "Revoked.", body = RevokeSubjectAnswer),
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
-            body, an invalid `sub`, or a reason too long."),
+            body, an invalid `sub`, a reason too long, or a `wait_timeout_ms` out of range."),
         openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
@@ -219,6 +309,7 @@ pub async fn subject(
 ) -> Result<Json<RevokeSubjectAnswer>, ApiError> {
     check_id("sub", &req.sub)?;
     check_reason(req.reason.as_deref())?;
+    let timeout = check_wait(req.wait_timeout_ms)?;
     let until = covering_until(&app);
     let SubjectRevoked {
         sub,
@@ -234,7 +325,9 @@ pub async fn subject(
             reason: req.reason,
         })
         .await?;
+    let propagation = propagation(&app, req.wait, timeout, seq, at).await;
     Ok(Json(RevokeSubjectAnswer {
+        propagation,
         sub,
         r#gen,
         revoked_at: at,
@@ -251,6 +344,13 @@ pub struct RevokeSessionRequest {
     sid: String,
     /// Why, for the record (at most 1024 bytes).
     reason: Option<String>,
+    /// `durable` (the default): answer once the revocation is durable. `fleet`: answer once
+    /// every subscriber connected at its commit has acknowledged applying it (or has
+    /// disconnected), or `wait_timeout_ms` passed; the answer then carries `propagation`.
+    #[serde(default)]
+    wait: Wait,
+    /// With `wait` = `fleet`: the longest to wait, 1 to 60,000 ms (default 10,000).
+    wait_timeout_ms: Option<u64>,
 }
 
 /// `POST /v1/revoke/session`'s answer.
@@ -261,9 +361,13 @@ pub struct RevokeSessionAnswer {
     revoked_at: UnixMillis,
     #[schema(value_type = openapi::shared::Seq)]
     seq: Seq,
+    /// With `wait` = `fleet`: how far the revocation has propagated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    propagation: Option<PropagationAnswer>,
 }
 
-/// Revoke every token carrying a session id; no new token is issued for it.
+/// Revoke every token carrying a session id; no new token is issued for it. With `wait` =
+/// `fleet`, answer once the fleet applied it (or the timeout passed).
 #[utoipa::path(
     post,
     path = "/v1/revoke/session",
@@ -273,7 +377,7 @@ pub struct RevokeSessionAnswer {
     responses(
         (status = OK, description = "Revoked.", body = RevokeSessionAnswer),
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
-            body, an invalid `sid`, or a reason too long."),
+            body, an invalid `sid`, a reason too long, or a `wait_timeout_ms` out of range."),
         openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
@@ -286,6 +390,7 @@ pub async fn session(
 ) -> Result<Json<RevokeSessionAnswer>, ApiError> {
     check_id("sid", &req.sid)?;
     check_reason(req.reason.as_deref())?;
+    let timeout = check_wait(req.wait_timeout_ms)?;
     let until = covering_until(&app);
     let SessionRevoked { sid, seq, at, .. } = app
         .ledger
@@ -295,7 +400,9 @@ pub async fn session(
             reason: req.reason,
         })
         .await?;
+    let propagation = propagation(&app, req.wait, timeout, seq, at).await;
     Ok(Json(RevokeSessionAnswer {
+        propagation,
         sid,
         revoked_at: at,
         seq,

@@ -7,7 +7,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
@@ -18,11 +22,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
+use crate::apikeys::KeyDigest;
 use crate::app::{App, AppState};
 use crate::auth::{Authorized, Subscribe};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
+use crate::fleet::{self, Identity, Registration};
 use crate::metrics::SubscriberGuard;
+use crate::net::Peer;
 use crate::slots::SnapshotSlot;
 use crate::store::SnapshotPart;
 use crate::stream::{End, Feed, Frame, SubscribeError, sse_of};
@@ -43,7 +50,58 @@ pub struct StreamQuery {
     /// The epoch `since` belongs to; if the log's differs, the stream answers `reset`.
     #[param(value_type = Option<String>)]
     epoch: Option<String>,
+    /// What the subscriber calls itself in `GET /v1/fleet` (1 to 128 bytes, no control
+    /// characters; untrusted text). Unnamed subscribers are listed by id.
+    #[param(value_type = Option<String>)]
+    name: Option<String>,
+    /// The subscriber's software version (1 to 64 bytes, no control characters).
+    #[param(value_type = Option<String>)]
+    version: Option<String>,
 }
+
+impl StreamQuery {
+    fn identity(&self) -> Result<Identity, ApiError> {
+        if let Some(name) = &self.name {
+            fleet::check_identity("name", name, fleet::MAX_NAME_LEN)
+                .map_err(ApiError::bad_request)?;
+        }
+        if let Some(version) = &self.version {
+            fleet::check_identity("version", version, fleet::MAX_VERSION_LEN)
+                .map_err(ApiError::bad_request)?;
+        }
+        Ok(Identity {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        })
+    }
+}
+
+/// The client's address, if the request came through the listener.
+pub(super) struct Remote(Option<SocketAddr>);
+
+impl FromRequestParts<AppState> for Remote {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<Peer>>()
+                .map(|info| info.0.addr),
+        ))
+    }
+}
+
+/// Who is subscribing: the key that authenticated, what it says it is, where it is.
+struct Joining {
+    key: KeyDigest,
+    identity: Identity,
+    transport: &'static str,
+    remote: Option<SocketAddr>,
+}
+
+/// The SSE response header carrying the connection's handle for `POST /v1/ack`.
+pub(super) const CONNECTION_HEADER: &str = "revocast-connection";
 
 fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
     u64::from_str(value.trim())
@@ -51,8 +109,14 @@ fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer seq")))
 }
 
-/// Join the hub at the requested position and build the connection's feed.
-async fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Result<Feed, ApiError> {
+/// Join the hub at the requested position, register in the fleet, and build the connection's
+/// feed.
+async fn open_feed(
+    app: &Arc<App>,
+    since: Option<Seq>,
+    epoch: Option<String>,
+    joining: Joining,
+) -> Result<(Feed, Registration), ApiError> {
     let mut joined = app.hub.subscribe(since);
     if let Err(SubscribeError::BeyondHead { .. }) = joined {
         // On a shared database another replica may have served this client a snapshot or
@@ -67,13 +131,23 @@ async fn open_feed(app: &App, since: Option<Seq>, epoch: Option<String>) -> Resu
         SubscribeError::ShuttingDown => ApiError::unavailable("the authority is shutting down"),
     })?;
     let epoch = epoch.map(Epoch::new);
-    Ok(Feed::new(
+    // After joining the hub: a revocation published before this registration is one this
+    // connection is not waited for.
+    let registration = app.fleet.register(
+        joining.key,
+        joining.identity,
+        joining.transport,
+        joining.remote,
+    );
+    let feed = Feed::new(
         Arc::clone(&app.hub),
         Arc::clone(&app.store),
         subscription,
         epoch.as_ref(),
         app.config.stream_pacing,
-    ))
+        Some(registration.subscriber().conn()),
+    );
+    Ok((feed, registration))
 }
 
 fn events_in(batch: &[Frame]) -> u64 {
@@ -129,8 +203,11 @@ pub async fn events(
     _: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
+    Extension(key): Extension<KeyDigest>,
+    Remote(remote): Remote,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let identity = query.identity()?;
     let since = match headers.get("last-event-id") {
         Some(value) => Some(parse_since(
             value
@@ -144,16 +221,26 @@ pub async fn events(
             .map(|s| parse_since(s, "since"))
             .transpose()?,
     };
-    let feed = open_feed(&app, since, query.epoch).await?;
+    let joining = Joining {
+        key,
+        identity,
+        transport: "sse",
+        remote,
+    };
+    let (feed, registration) = open_feed(&app, since, query.epoch, joining).await?;
+    let conn = HeaderValue::from_str(registration.subscriber().conn())
+        .map_err(|e| ApiError::internal(&e))?;
     let counters = Counters::new(&app, "sse");
-    let body = stream::unfold(Some((feed, counters)), |state| async move {
-        let (mut feed, counters) = state?;
+    // The registration lives as long as the response body: the subscriber is listed while
+    // it is connected.
+    let body = stream::unfold(Some((feed, counters, registration)), |state| async move {
+        let (mut feed, counters, registration) = state?;
         match feed.next().await {
             Ok(batch) => {
                 counters.sent.inc_by(events_in(&batch));
                 Some((
                     Ok::<Bytes, Infallible>(sse_of(&batch)),
-                    Some((feed, counters)),
+                    Some((feed, counters, registration)),
                 ))
             }
             // Say why, then end the response; `EventSource` reconnects by itself.
@@ -177,6 +264,9 @@ pub async fn events(
                 header::HeaderName::from_static("x-accel-buffering"),
                 HeaderValue::from_static("no"),
             ),
+            // The handle for `POST /v1/ack` (also in `hello`, for clients that cannot read
+            // headers).
+            (header::HeaderName::from_static(CONNECTION_HEADER), conn),
         ],
         Body::from_stream(body),
     )
@@ -208,8 +298,11 @@ pub async fn websocket(
     _: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
+    Extension(key): Extension<KeyDigest>,
+    Remote(remote): Remote,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
+    let identity = query.identity()?;
     let since = query
         .since
         .as_deref()
@@ -217,11 +310,38 @@ pub async fn websocket(
         .transpose()?;
     // Joined before the upgrade, so `since` beyond the head is a plain 400 and nothing
     // published during the handshake is missed.
-    let feed = open_feed(&app, since, query.epoch).await?;
-    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, app)))
+    let joining = Joining {
+        key,
+        identity,
+        transport: "websocket",
+        remote,
+    };
+    let (feed, registration) = open_feed(&app, since, query.epoch, joining).await?;
+    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, app, registration)))
 }
 
-async fn serve_websocket(mut socket: Socket, mut feed: Feed, app: AppState) {
+/// Take a text message from a WebSocket subscriber: an acknowledgment is recorded or ignored
+/// (and counted); any other message type is ignored, for forward compatibility.
+fn take_text(app: &App, registration: &Registration, text: &[u8]) {
+    let subscriber = registration.subscriber();
+    subscriber.heard();
+    match fleet::parse_client_message(text) {
+        Ok(Some(ack)) => {
+            let _ = app
+                .fleet
+                .ack(subscriber, &ack, app.hub.head(), app.hub.epoch());
+        }
+        Ok(None) => {}
+        Err(()) => app.fleet.count_malformed(Some(subscriber)),
+    }
+}
+
+async fn serve_websocket(
+    mut socket: Socket,
+    mut feed: Feed,
+    app: AppState,
+    registration: Registration,
+) {
     let counters = Counters::new(&app, "websocket");
     let write_timeout = app.config.write_timeout;
     let end = loop {
@@ -249,10 +369,15 @@ async fn serve_websocket(mut socket: Socket, mut feed: Feed, app: AppState) {
                 Err(end) => break end,
             },
             incoming = socket.recv() => {
-                // Anything a subscriber may say is answered here; data messages are read
-                // and dropped by `recv` itself.
+                // Anything a subscriber may say is answered here: acknowledgments are
+                // recorded, binary messages are read and dropped by `recv` itself.
                 let (code, reason) = match incoming {
+                    Ok(Inbound::Text(text)) => {
+                        take_text(&app, &registration, &text);
+                        continue;
+                    }
                     Ok(Inbound::Ping(payload)) => {
+                        registration.subscriber().heard();
                         match tokio::time::timeout(write_timeout, socket.pong(&payload)).await {
                             Ok(Ok(())) => continue,
                             _ => return,

@@ -34,6 +34,29 @@ impl Encoded {
         Self::build(None, kind, control)
     }
 
+    /// `hello` with the connection's handle (for acks over SSE) after the contract's fields.
+    pub fn hello(epoch: &revocast_shared::Epoch, head: Seq, conn: Option<&str>) -> Self {
+        #[derive(Serialize)]
+        struct Hello<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            epoch: &'a revocast_shared::Epoch,
+            seq: Seq,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            conn: Option<&'a str>,
+        }
+        Self::build(
+            None,
+            "hello",
+            &Hello {
+                kind: "hello",
+                epoch,
+                seq: head,
+                conn,
+            },
+        )
+    }
+
     fn build(seq: Option<Seq>, kind: &str, message: &impl Serialize) -> Self {
         let mut buf = Vec::with_capacity(192);
         // Writes into a Vec cannot fail, and our message types always serialize (string keys,

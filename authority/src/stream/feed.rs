@@ -118,13 +118,15 @@ pub struct Feed {
 
 impl Feed {
     /// Start a feed for `subscription`. A client naming an epoch other than the log's gets
-    /// `hello` then `reset`: its `since` means nothing in this log.
+    /// `hello` then `reset`: its `since` means nothing in this log. `conn`, the connection's
+    /// handle for acknowledgments, goes in `hello`.
     pub fn new(
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
         subscription: Subscription,
         client_epoch: Option<&Epoch>,
         pacing: Pacing,
+        conn: Option<&str>,
     ) -> Self {
         let Subscription {
             head,
@@ -133,10 +135,7 @@ impl Feed {
             live,
         } = subscription;
         let mut pending = Pending::default();
-        pending.push(Part::new([Encoded::control(&Control::Hello {
-            epoch: hub.epoch().clone(),
-            seq: head,
-        })]));
+        pending.push(Part::new([Encoded::hello(hub.epoch(), head, conn)]));
         let mut feed = Self {
             hub,
             store,

@@ -4,8 +4,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-/// Largest message (all its fragments together) a subscriber may send: it has nothing to say
-/// but pings and close.
+/// Largest message (all its fragments together) a subscriber may send: it says little more
+/// than pings, acknowledgments and close.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 
 /// Close codes (RFC 6455 §7.4.1, and 1013 from the IANA registry).
@@ -84,6 +84,9 @@ pub enum Inbound {
     /// The client is closing (with this code, if it gave one): answer with
     /// [`Socket::close`](super::Socket::close).
     Close(Option<u16>),
+    /// A whole text message (valid UTF-8, at most [`MAX_CLIENT_MESSAGE`] bytes): an
+    /// acknowledgment, or something to ignore.
+    Text(Bytes),
 }
 
 /// Why reading from a subscriber ended.
@@ -199,14 +202,19 @@ impl Reader {
                 OP_PING => return Ok(Some(Inbound::Ping(payload.freeze()))),
                 OP_PONG => {}
                 OP_CLOSE => return close_of(&payload).map(Some),
-                opcode => self.data(opcode, frame.fin, &payload)?,
+                opcode => {
+                    if let Some(text) = self.data(opcode, frame.fin, &payload)? {
+                        return Ok(Some(Inbound::Text(text)));
+                    }
+                }
             }
         }
         Ok(None)
     }
 
     /// Take a data frame: check it continues the message correctly and stays within limits.
-    fn data(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> Result<(), ReadEnd> {
+    /// Returns a text message once it is whole; binary messages are read and dropped.
+    fn data(&mut self, opcode: u8, fin: bool, payload: &[u8]) -> Result<Option<Bytes>, ReadEnd> {
         let (kind, mut body) = match (opcode, self.message.take()) {
             (OP_CONTINUATION, Some(message)) => message,
             (OP_CONTINUATION, None) => {
@@ -229,14 +237,18 @@ impl Reader {
         body.extend_from_slice(payload);
         if !fin {
             self.message = Some((kind, body));
-        } else if kind == OP_TEXT && std::str::from_utf8(&body).is_err() {
+            return Ok(None);
+        }
+        if kind != OP_TEXT {
+            return Ok(None);
+        }
+        if std::str::from_utf8(&body).is_err() {
             return Err(ReadEnd::Refused(
                 close_code::INVALID_DATA,
                 "text must be UTF-8",
             ));
         }
-        // A whole message: the stream does not read what subscribers send.
-        Ok(())
+        Ok(Some(Bytes::from(body)))
     }
 }
 
@@ -418,7 +430,7 @@ mod tests {
     }
 
     #[test]
-    fn pings_are_answered_data_is_read_and_dropped_and_close_ends() {
+    fn pings_are_answered_text_is_returned_binary_dropped_and_close_ends() {
         let mut bytes = client(0x81, b"hello");
         bytes.extend(client(0x89, b"p1"));
         bytes.extend(client(0x02, b"frag")); // binary, continued
@@ -429,6 +441,7 @@ mod tests {
         assert_eq!(
             answers,
             vec![
+                Inbound::Text(Bytes::from_static(b"hello")),
                 Inbound::Ping(Bytes::from_static(b"p1")),
                 Inbound::Close(Some(1000))
             ]
