@@ -88,6 +88,8 @@ impl<R: Requirement + Send + Sync> FromRequestParts<AppState> for Authorized<R> 
             }
             Some((scope, digest)) if R::allows(scope) => {
                 parts.extensions.insert(digest);
+                // For handlers whose options depend on the scope (`observe` on the stream).
+                parts.extensions.insert(scope);
                 Ok(Self(PhantomData))
             }
             Some((scope, _)) => Err(ApiError::forbidden(format!(

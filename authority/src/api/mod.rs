@@ -4,6 +4,7 @@
 //! the document are built from one list of handlers, so neither has a route the other lacks.
 
 mod api_keys;
+mod console;
 mod fleet;
 mod keys;
 mod meta;
@@ -63,11 +64,22 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(stream::events))
         .routes(routes!(stream::websocket))
         .routes(routes!(fleet::ack))
-        .routes(routes!(fleet::list))
+        // The fleet of 10,000 subscribers is ~3 MB of JSON, polled by the console every
+        // second or so: gzip it for clients that ask.
+        .routes(
+            routes!(fleet::list).layer(
+                CompressionLayer::new()
+                    .gzip(true)
+                    .quality(CompressionLevel::Fastest),
+            ),
+        )
         .routes(routes!(meta::healthz))
         .routes(routes!(meta::readyz))
         .routes(routes!(meta::metrics))
         .routes(routes!(openapi::document))
+        .routes(routes!(console::page))
+        .routes(routes!(console::script))
+        .routes(routes!(console::style))
 }
 
 /// The OpenAPI 3.1 document of every route [`Authority::router`](crate::Authority::router)

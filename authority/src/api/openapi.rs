@@ -122,6 +122,10 @@ pub(crate) fn base() -> OpenApi {
                 "operations",
                 "Health, readiness, metrics and this document.",
             ),
+            tag(
+                "console",
+                "The operator console: a page for browsers, built into the authority.",
+            ),
         ]))
         .components(Some(components.build()))
         .build()

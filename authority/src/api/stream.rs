@@ -25,6 +25,7 @@ use utoipa::IntoParams;
 use crate::apikeys::KeyDigest;
 use crate::app::{App, AppState};
 use crate::auth::{Authorized, Subscribe};
+use crate::config::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::QueryParams;
 use crate::fleet::{self, Identity, Registration};
@@ -57,6 +58,11 @@ pub struct StreamQuery {
     /// The subscriber's software version (1 to 64 bytes, no control characters).
     #[param(value_type = Option<String>)]
     version: Option<String>,
+    /// `true`: watch the stream without joining the fleet — not listed in `GET /v1/fleet`,
+    /// not waited for by `wait=fleet`, no `conn` in `hello`. For observers that enforce
+    /// nothing, such as the operator console; admin keys only (`403` otherwise).
+    #[param(value_type = Option<bool>)]
+    observe: Option<bool>,
 }
 
 impl StreamQuery {
@@ -73,6 +79,18 @@ impl StreamQuery {
             name: self.name.clone(),
             version: self.version.clone(),
         })
+    }
+
+    /// Whether the connection only observes; refused unless the key is an admin key, so a
+    /// subscriber key cannot keep an enforcing agent out of the operator's sight.
+    fn observe(&self, scope: Scope) -> Result<bool, ApiError> {
+        match self.observe {
+            Some(true) if scope != Scope::Admin => Err(ApiError::forbidden(
+                "observe=true needs an admin key; subscribers join the fleet",
+            )),
+            Some(observe) => Ok(observe),
+            None => Ok(false),
+        }
     }
 }
 
@@ -98,6 +116,8 @@ struct Joining {
     identity: Identity,
     transport: &'static str,
     remote: Option<SocketAddr>,
+    /// Not listed in the fleet (`observe=true`).
+    observe: bool,
 }
 
 /// The SSE response header carrying the connection's handle for `POST /v1/ack`.
@@ -109,14 +129,14 @@ fn parse_since(value: &str, what: &str) -> Result<Seq, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{what} must be a non-negative integer seq")))
 }
 
-/// Join the hub at the requested position, register in the fleet, and build the connection's
-/// feed.
+/// Join the hub at the requested position, register in the fleet (unless the connection only
+/// observes), and build the connection's feed.
 async fn open_feed(
     app: &Arc<App>,
     since: Option<Seq>,
     epoch: Option<String>,
     joining: Joining,
-) -> Result<(Feed, Registration), ApiError> {
+) -> Result<(Feed, Option<Registration>), ApiError> {
     let mut joined = app.hub.subscribe(since);
     if let Err(SubscribeError::BeyondHead { .. }) = joined {
         // On a shared database another replica may have served this client a snapshot or
@@ -133,19 +153,21 @@ async fn open_feed(
     let epoch = epoch.map(Epoch::new);
     // After joining the hub: a revocation published before this registration is one this
     // connection is not waited for.
-    let registration = app.fleet.register(
-        joining.key,
-        joining.identity,
-        joining.transport,
-        joining.remote,
-    );
+    let registration = (!joining.observe).then(|| {
+        app.fleet.register(
+            joining.key,
+            joining.identity,
+            joining.transport,
+            joining.remote,
+        )
+    });
     let feed = Feed::new(
         Arc::clone(&app.hub),
         Arc::clone(&app.store),
         subscription,
         epoch.as_ref(),
         app.config.stream_pacing,
-        Some(registration.subscriber().conn()),
+        registration.as_ref().map(|r| r.subscriber().conn()),
     );
     Ok((feed, registration))
 }
@@ -204,10 +226,12 @@ pub async fn events(
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
     Extension(key): Extension<KeyDigest>,
+    Extension(scope): Extension<Scope>,
     Remote(remote): Remote,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let identity = query.identity()?;
+    let observe = query.observe(scope)?;
     let since = match headers.get("last-event-id") {
         Some(value) => Some(parse_since(
             value
@@ -226,9 +250,13 @@ pub async fn events(
         identity,
         transport: "sse",
         remote,
+        observe,
     };
     let (feed, registration) = open_feed(&app, since, query.epoch, joining).await?;
-    let conn = HeaderValue::from_str(registration.subscriber().conn())
+    let conn = registration
+        .as_ref()
+        .map(|r| HeaderValue::from_str(r.subscriber().conn()))
+        .transpose()
         .map_err(|e| ApiError::internal(&e))?;
     let counters = Counters::new(&app, "sse");
     // The registration lives as long as the response body: the subscriber is listed while
@@ -252,7 +280,7 @@ pub async fn events(
             Err(End::ShuttingDown | End::Failed) => None,
         }
     });
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -264,13 +292,18 @@ pub async fn events(
                 header::HeaderName::from_static("x-accel-buffering"),
                 HeaderValue::from_static("no"),
             ),
-            // The handle for `POST /v1/ack` (also in `hello`, for clients that cannot read
-            // headers).
-            (header::HeaderName::from_static(CONNECTION_HEADER), conn),
         ],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response();
+    // The handle for `POST /v1/ack` (also in `hello`, for clients that cannot read headers);
+    // an observer has none.
+    if let Some(conn) = conn {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static(CONNECTION_HEADER), conn);
+    }
+    Ok(response)
 }
 
 /// `GET /v1/stream`: the WebSocket transport.
@@ -299,10 +332,12 @@ pub async fn websocket(
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
     Extension(key): Extension<KeyDigest>,
+    Extension(scope): Extension<Scope>,
     Remote(remote): Remote,
     upgrade: Upgrade,
 ) -> Result<Response, ApiError> {
     let identity = query.identity()?;
+    let observe = query.observe(scope)?;
     let since = query
         .since
         .as_deref()
@@ -315,6 +350,7 @@ pub async fn websocket(
         identity,
         transport: "websocket",
         remote,
+        observe,
     };
     let (feed, registration) = open_feed(&app, since, query.epoch, joining).await?;
     Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, app, registration)))
@@ -322,8 +358,11 @@ pub async fn websocket(
 
 /// Take a text message from a WebSocket subscriber: an acknowledgment is recorded or ignored
 /// (and counted); any other message type is ignored, for forward compatibility.
-fn take_text(app: &App, registration: &Registration, text: &[u8]) {
-    let subscriber = registration.subscriber();
+fn take_text(app: &App, registration: Option<&Registration>, text: &[u8]) {
+    // An observer's messages are read and dropped: it is not in the fleet.
+    let Some(subscriber) = registration.map(Registration::subscriber) else {
+        return;
+    };
     subscriber.heard();
     match fleet::parse_client_message(text) {
         Ok(Some(ack)) => {
@@ -340,7 +379,7 @@ async fn serve_websocket(
     mut socket: Socket,
     mut feed: Feed,
     app: AppState,
-    registration: Registration,
+    registration: Option<Registration>,
 ) {
     let counters = Counters::new(&app, "websocket");
     let write_timeout = app.config.write_timeout;
@@ -373,11 +412,13 @@ async fn serve_websocket(
                 // recorded, binary messages are read and dropped by `recv` itself.
                 let (code, reason) = match incoming {
                     Ok(Inbound::Text(text)) => {
-                        take_text(&app, &registration, &text);
+                        take_text(&app, registration.as_ref(), &text);
                         continue;
                     }
                     Ok(Inbound::Ping(payload)) => {
-                        registration.subscriber().heard();
+                        if let Some(r) = &registration {
+                            r.subscriber().heard();
+                        }
                         match tokio::time::timeout(write_timeout, socket.pong(&payload)).await {
                             Ok(Ok(())) => continue,
                             _ => return,
