@@ -618,7 +618,7 @@ async fn drive(a: &TestAuthority, c: &Client) {
     assert_eq!(rows[1]["applied"], at.to_string(), "{rows}");
     assert!(rows[1]["lag"].as_str().unwrap().starts_with("1 · "), "{rows}");
     // The agents connected more than the stale threshold (5 s) ago.
-    assert!(rows[2]["since"].as_str().unwrap().ends_with(" s"), "{rows}");
+    assert_ne!(rows[2]["since"], "now", "{rows}");
     // The agents still running applied it; the revocation's share says 3 of 4.
     until(
         c,
