@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::apikeys::KeyDigest;
 use crate::metrics::{Metrics, gauge_value};
+use crate::store::{FleetRecord, Store};
 
 /// Least interval between two acks a well-behaved subscriber sends (it coalesces to this).
 pub const ACK_INTERVAL: Duration = Duration::from_millis(50);
@@ -47,6 +48,10 @@ const TRACK_FOR: Duration = Duration::from_secs(60);
 const TRACKED_MAX: usize = 512;
 /// How often the propagation tracker looks at the fleet.
 const TRACK_TICK: Duration = Duration::from_millis(10);
+/// How often a replica shares its fleet through a shared database and reads the others'.
+const SHARE_EVERY: Duration = Duration::from_secs(1);
+/// Another replica's fleet counts while it shared it within this.
+const SHARED_FRESH_FOR: Duration = Duration::from_secs(5);
 /// Most names a `wait=fleet` answer lists as missing.
 pub const MISSING_LISTED: usize = 1000;
 
@@ -222,10 +227,12 @@ const SHARES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
 /// One row of `GET /v1/fleet`, read from the atomics at one moment.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The replica it is connected to.
+    pub replica: String,
     pub id: u64,
     pub name: Option<String>,
     pub version: Option<String>,
-    pub transport: &'static str,
+    pub transport: String,
     pub remote: Option<String>,
     pub connected_at: UnixMillis,
     pub applied: Option<Seq>,
@@ -234,6 +241,61 @@ pub struct Row {
     pub last_heard: Option<UnixMillis>,
     pub resyncs: Option<u64>,
     pub acks_ignored: u64,
+    /// When its last accepted ack arrived.
+    pub acked_at: Option<UnixMillis>,
+}
+
+impl Row {
+    /// As replicas share it through the store.
+    pub fn to_record(&self) -> FleetRecord {
+        let i = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        FleetRecord {
+            replica: self.replica.clone(),
+            id: i(self.id),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            transport: self.transport.clone(),
+            remote: self.remote.clone(),
+            connected_at: self.connected_at.as_millis(),
+            applied: self.applied.map(|s| i(s.get())),
+            acked_at: self.acked_at.map(UnixMillis::as_millis),
+            lag_events: self.lag_events.map(i),
+            lag_ms: self.lag_ms,
+            last_heard: self.last_heard.map(UnixMillis::as_millis),
+            resyncs: self.resyncs.map(i),
+            acks_ignored: i(self.acks_ignored),
+        }
+    }
+
+    /// A row another replica shared.
+    pub fn of_record(r: &FleetRecord) -> Self {
+        let u = |n: i64| u64::try_from(n).unwrap_or(0);
+        Self {
+            replica: r.replica.clone(),
+            id: u(r.id),
+            name: r.name.clone(),
+            version: r.version.clone(),
+            transport: r.transport.clone(),
+            remote: r.remote.clone(),
+            connected_at: UnixMillis::new(r.connected_at),
+            applied: r.applied.map(|a| Seq::new(u(a))),
+            lag_events: r.lag_events.map(u),
+            lag_ms: r.lag_ms,
+            last_heard: r.last_heard.map(UnixMillis::new),
+            resyncs: r.resyncs.map(u),
+            acks_ignored: u(r.acks_ignored),
+            acked_at: r.acked_at.map(UnixMillis::new),
+        }
+    }
+
+    /// What to call it in answers: its name, or `#ID` (`#ID@REPLICA` on another replica).
+    fn label(&self, here: &str) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None if self.replica == here => format!("#{}", self.id),
+            None => format!("#{}@{}", self.id, self.replica),
+        }
+    }
 }
 
 /// Totals over the rows.
@@ -256,6 +318,10 @@ pub struct Propagation {
 }
 
 pub struct Fleet {
+    /// This process's id among replicas sharing a database (random per start).
+    replica: String,
+    /// The other replicas' subscribers, as they last shared them.
+    others: Mutex<Vec<FleetRecord>>,
     next_id: AtomicU64,
     by_id: RwLock<HashMap<u64, Arc<Subscriber>>>,
     by_conn: RwLock<HashMap<String, Arc<Subscriber>>>,
@@ -273,7 +339,11 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        let mut random = [0u8; 6];
+        let _ = getrandom::fill(&mut random);
         Self {
+            replica: hex::encode(random),
+            others: Mutex::default(),
             next_id: AtomicU64::new(1),
             by_id: RwLock::default(),
             by_conn: RwLock::default(),
@@ -479,8 +549,26 @@ impl Fleet {
         commits.get(i).copied().filter(|c| c.first <= seq)
     }
 
-    /// Every connected subscriber as of now, by id, with totals; `head` is this process's.
+    /// This replica's id among those sharing a database.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Every subscriber connected here and, on a shared database, to the other replicas (as
+    /// they last shared them), with totals; `head` is this process's.
     pub fn rows(&self, head: Seq) -> (Vec<Row>, Totals) {
+        let mut rows = self.local_rows(head);
+        rows.extend(self.others().iter().map(Row::of_record));
+        let totals = totals(&rows);
+        (rows, totals)
+    }
+
+    fn others(&self) -> MutexGuard<'_, Vec<FleetRecord>> {
+        self.others.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subscribers connected here, by id.
+    pub fn local_rows(&self, head: Seq) -> Vec<Row> {
         let now = UnixMillis::now();
         let subscribers: Vec<Arc<Subscriber>> = self.read_ids().values().cloned().collect();
         let mut rows: Vec<Row> = subscribers
@@ -498,10 +586,11 @@ impl Fleet {
                 });
                 let heard = s.heard_at.load(Ordering::Relaxed);
                 Row {
+                    replica: self.replica.clone(),
                     id: s.id,
                     name: s.identity.name.clone(),
                     version: s.identity.version.clone(),
-                    transport: s.transport,
+                    transport: s.transport.to_string(),
                     remote: s.remote.map(|a| a.to_string()),
                     connected_at: s.connected_at,
                     applied,
@@ -510,12 +599,46 @@ impl Fleet {
                     last_heard: (heard != 0).then(|| UnixMillis::new(heard)),
                     resyncs: s.resyncs.load(Ordering::Relaxed).checked_sub(1),
                     acks_ignored: s.ignored.load(Ordering::Relaxed),
+                    acked_at: s.acked_at(),
                 }
             })
             .collect();
         rows.sort_by_key(|r| r.id);
-        let totals = totals(&rows);
-        (rows, totals)
+        rows
+    }
+
+    /// Share this replica's fleet through `store` every [`SHARE_EVERY`] and read the other
+    /// replicas', for as long as it runs (on a shared database only).
+    pub async fn share(self: Arc<Self>, store: Arc<dyn Store>, head: impl Fn() -> Seq + Send) {
+        let mut tick = tokio::time::interval(SHARE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let records: Vec<FleetRecord> =
+                self.local_rows(head()).iter().map(Row::to_record).collect();
+            let now = UnixMillis::now();
+            if let Err(e) = store.share_fleet(&self.replica, now, &records).await {
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    "sharing the fleet failed"
+                );
+            }
+            let fresh_since = now.saturating_sub(SHARED_FRESH_FOR);
+            match store.shared_fleet(&self.replica, fresh_since).await {
+                Ok(others) => {
+                    *self.others() = others;
+                    if self.waiters.load(Ordering::Acquire) > 0 {
+                        self.advanced.notify_waiters();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = &e as &dyn std::error::Error,
+                        "reading the shared fleet failed"
+                    );
+                }
+            }
+        }
     }
 
     /// Wait until every subscriber registered when `seq` was published has acknowledged it
@@ -525,22 +648,42 @@ impl Fleet {
             .commit_of(seq)
             .map_or_else(|| self.next_id.load(Ordering::Relaxed), |c| c.before_id);
         // Who has applied it, and when we first saw that (their last ack's time by then).
-        let mut done: HashMap<u64, i64> = HashMap::new();
+        let mut done: HashMap<(String, u64), i64> = HashMap::new();
         let _waiting = Waiting::new(&self.waiters);
+        let since_commit =
+            |when: UnixMillis| when.as_millis().saturating_sub(at.as_millis()).max(0);
         loop {
             let notified = self.advanced.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let mut missing = Vec::new();
             for s in self.read_ids().values() {
-                if s.id >= before_id || done.contains_key(&s.id) {
+                let key = (self.replica.clone(), s.id);
+                if s.id >= before_id || done.contains_key(&key) {
                     continue;
                 }
                 if s.applied().is_some_and(|a| a >= seq) {
-                    let when = s.acked_at().unwrap_or_else(UnixMillis::now);
-                    done.insert(s.id, when.as_millis().saturating_sub(at.as_millis()).max(0));
+                    done.insert(
+                        key,
+                        since_commit(s.acked_at().unwrap_or_else(UnixMillis::now)),
+                    );
                 } else {
-                    missing.push((s.id, s.label()));
+                    missing.push((key, s.label()));
+                }
+            }
+            // Other replicas' subscribers connected by the commit, as last shared.
+            for r in self.others().iter().map(Row::of_record) {
+                let key = (r.replica.clone(), r.id);
+                if r.connected_at > at || done.contains_key(&key) {
+                    continue;
+                }
+                if r.applied.is_some_and(|a| a >= seq) {
+                    done.insert(
+                        key,
+                        since_commit(r.acked_at.unwrap_or_else(UnixMillis::now)),
+                    );
+                } else {
+                    missing.push((key, r.label(&self.replica)));
                 }
             }
             let finished = missing.is_empty() || Instant::now() >= deadline;
