@@ -722,7 +722,8 @@ impl Fleet {
             self.track_once();
             if gauges_at.elapsed() >= Duration::from_secs(1) {
                 gauges_at = Instant::now();
-                let (_, totals) = self.rows(head());
+                // This replica's own subscribers: summed over replicas, each counts once.
+                let totals = totals(&self.local_rows(head()));
                 self.metrics
                     .fleet_subscribers_behind
                     .set(gauge_value(totals.behind));
