@@ -510,6 +510,38 @@ impl Config {
     }
 }
 
+/// Whether any of `args` (the process's command line) carries a database password: a
+/// `postgres://` URL with a password in its user part or a `password=` parameter. Every local
+/// user can read a process's command line (`/proc/PID/cmdline`, `ps`), but not its
+/// environment: such a URL belongs in `REVOCAST_DATABASE_URL`.
+pub fn password_on_command_line<I, S>(args: I) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter().any(|arg| {
+        let arg = arg.as_ref().to_string_lossy();
+        let Some(start) = arg.find("://") else {
+            return false;
+        };
+        let scheme = &arg[..start];
+        if !(scheme.ends_with("postgres") || scheme.ends_with("postgresql")) {
+            return false;
+        }
+        let rest = &arg[start + 3..];
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let user_has_password = authority
+            .rsplit_once('@')
+            .is_some_and(|(user, _)| user.contains(':'));
+        let query_has_password = rest.split_once('?').is_some_and(|(_, query)| {
+            query
+                .split('&')
+                .any(|pair| pair.to_ascii_lowercase().starts_with("password="))
+        });
+        user_has_password || query_has_password
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,5 +723,23 @@ mod tests {
         }
         let plain = parse(&[]).unwrap();
         assert!(plain.tls.is_none() && !plain.subscriber_client_cert);
+    }
+
+    #[test]
+    fn a_database_password_on_the_command_line_is_noticed() {
+        let seen = |args: &[&str]| password_on_command_line(args);
+        assert!(seen(&[
+            "serve",
+            "--database-url",
+            "postgres://u:secret@db/x"
+        ]));
+        assert!(seen(&[
+            "--database-url=postgresql://u:s@db:5432/x?sslmode=require"
+        ]));
+        assert!(seen(&["postgres://u@db/x?sslmode=require&password=s"]));
+        assert!(!seen(&["--database-url", "postgres://u@db/x"]));
+        assert!(!seen(&["postgres://db/x?sslmode=require"]));
+        assert!(!seen(&["--issuer", "https://u:p@example.com"]));
+        assert!(!seen(&["--listen", "127.0.0.1:8080"]));
     }
 }

@@ -23,6 +23,12 @@ fn main() -> ExitCode {
     #[cfg(unix)]
     datadir::restrict_umask();
     init_tracing("info");
+    if revocast_authority::config::password_on_command_line(std::env::args_os().skip(1)) {
+        tracing::warn!(
+            "the database URL on the command line carries a password, which every local user \
+             can read (ps, /proc/PID/cmdline); pass it in REVOCAST_DATABASE_URL instead"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
