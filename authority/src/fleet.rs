@@ -648,7 +648,8 @@ impl Fleet {
             .commit_of(seq)
             .map_or_else(|| self.next_id.load(Ordering::Relaxed), |c| c.before_id);
         // Who has applied it, and when we first saw that (their last ack's time by then).
-        let mut done: HashMap<(String, u64), i64> = HashMap::new();
+        // Keyed by (replica, id): `None` for this replica's, so checking them allocates nothing.
+        let mut done: HashMap<(Option<String>, u64), i64> = HashMap::new();
         let _waiting = Waiting::new(&self.waiters);
         let since_commit =
             |when: UnixMillis| when.as_millis().saturating_sub(at.as_millis()).max(0);
@@ -658,7 +659,7 @@ impl Fleet {
             notified.as_mut().enable();
             let mut missing = Vec::new();
             for s in self.read_ids().values() {
-                let key = (self.replica.clone(), s.id);
+                let key = (None, s.id);
                 if s.id >= before_id || done.contains_key(&key) {
                     continue;
                 }
@@ -673,7 +674,7 @@ impl Fleet {
             }
             // Other replicas' subscribers connected by the commit, as last shared.
             for r in self.others().iter().map(Row::of_record) {
-                let key = (r.replica.clone(), r.id);
+                let key = (Some(r.replica.clone()), r.id);
                 if r.connected_at > at || done.contains_key(&key) {
                     continue;
                 }
