@@ -46,8 +46,8 @@ const COMMITS_KEPT: usize = 16_384;
 const TRACK_FOR: Duration = Duration::from_secs(60);
 /// Revocation groups tracked at once for the histograms; beyond, the oldest are dropped.
 const TRACKED_MAX: usize = 512;
-/// How often the propagation tracker looks at the fleet.
-const TRACK_TICK: Duration = Duration::from_millis(10);
+/// How often the propagation tracker looks at the fleet (the histograms' resolution).
+const TRACK_TICK: Duration = Duration::from_millis(20);
 /// How often a replica shares its fleet through a shared database and reads the others'.
 const SHARE_EVERY: Duration = Duration::from_secs(1);
 /// Another replica's fleet counts while it shared it within this.
@@ -740,34 +740,47 @@ impl Fleet {
         if tracked.is_empty() {
             return;
         }
-        // One pass over the fleet: (registration id, applied seq or none).
-        let positions: Vec<(u64, Option<Seq>)> = self
-            .read_ids()
-            .values()
-            .map(|s| (s.id, s.applied()))
-            .collect();
-        for t in tracked.iter_mut() {
-            let (mut of, mut applied) = (0u64, 0u64);
-            for (id, a) in &positions {
-                if *id < t.commit.before_id {
-                    of += 1;
-                    if a.is_some_and(|a| a >= t.commit.last) {
-                        applied += 1;
-                    }
+        // One pass over the fleet, counting for every tracked group at once: groups are in
+        // commit order, so both their `before_id` and their `seq`s increase. A subscriber was
+        // connected at the commit of the groups from the first whose `before_id` is above its
+        // id on, and has applied the groups up to the last one its `seq` covers: a range of
+        // groups, added to difference arrays. O(subscribers × log groups) per tick, however
+        // many groups wait.
+        let groups = tracked.make_contiguous();
+        let n = groups.len();
+        let mut of = vec![0i64; n + 1];
+        let mut applied = vec![0i64; n + 1];
+        for s in self.read_ids().values() {
+            let first = groups.partition_point(|t| t.commit.before_id <= s.id);
+            if first == n {
+                continue;
+            }
+            of[first] += 1;
+            if let Some(seq) = s.applied() {
+                let end = groups.partition_point(|t| t.commit.last <= seq);
+                if end > first {
+                    applied[first] += 1;
+                    applied[end] -= 1;
                 }
             }
+        }
+        let (mut of_sum, mut applied_sum) = (0i64, 0i64);
+        for (i, t) in groups.iter_mut().enumerate() {
+            of_sum += of[i];
+            applied_sum += applied[i];
+            let (of, applied) = (of_sum, applied_sum);
             let elapsed = t.published.elapsed().as_secs_f64();
-            for (i, (share, label)) in SHARES.iter().enumerate() {
-                if t.reached[i] {
+            for (k, (share, label)) in SHARES.iter().enumerate() {
+                if t.reached[k] {
                     continue;
                 }
                 // Nobody connected at commit time: nothing to wait for, nothing to observe.
                 if of == 0 {
-                    t.reached[i] = true;
+                    t.reached[k] = true;
                     continue;
                 }
                 if applied as f64 >= share * of as f64 {
-                    t.reached[i] = true;
+                    t.reached[k] = true;
                     let histogram = self
                         .metrics
                         .fleet_applied_seconds
@@ -920,6 +933,52 @@ mod tests {
         assert!(results.iter().filter(|r| r.is_ok()).count() <= ACK_BURST as usize);
         drop(reg);
         assert!(f.rows(Seq::new(5)).0.is_empty());
+    }
+
+    /// The sample count of `fleet_applied_seconds{share}`.
+    fn observed(f: &Fleet, share: &str) -> u64 {
+        let text = f.metrics.render();
+        let prefix = format!("revocast_fleet_applied_seconds_count{{share=\"{share}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_tracker_observes_each_share_once_per_revocation_of_the_fleet_at_commit() {
+        let f = fleet();
+        let e = Epoch::new("e");
+        let a = f.register(KeyDigest([1; 32]), Identity::default(), "websocket", None);
+        let b = f.register(KeyDigest([1; 32]), Identity::default(), "websocket", None);
+        f.committed(&[event(1)]);
+        // Connected between the two commits: counted for the second only.
+        let c = f.register(KeyDigest([1; 32]), Identity::default(), "websocket", None);
+        f.committed(&[event(2), event(3)]);
+        f.ack(a.subscriber(), &ack(3, "e"), Seq::new(3), &e)
+            .unwrap();
+        f.track_once();
+        // Group 1: 1 of 2 applied → 50 %. Group 2 (two revocations): 1 of 3 → nothing yet.
+        assert_eq!(observed(&f, "0.5"), 1);
+        assert_eq!(observed(&f, "1"), 0);
+        f.ack(b.subscriber(), &ack(1, "e"), Seq::new(3), &e)
+            .unwrap();
+        f.ack(c.subscriber(), &ack(3, "e"), Seq::new(3), &e)
+            .unwrap();
+        f.track_once();
+        // Group 1 complete; group 2 at 2 of 3: 50 % for both its revocations.
+        assert_eq!(observed(&f, "1"), 1);
+        assert_eq!(observed(&f, "0.99"), 1);
+        assert_eq!(observed(&f, "0.5"), 3);
+        // b leaves without applying group 2: it is not waited for, so every subscriber left
+        // of those connected at its commit has applied it.
+        drop(b);
+        f.track_once();
+        assert_eq!(observed(&f, "1"), 3);
+        assert_eq!(
+            f.tracked.lock().unwrap().len(),
+            0,
+            "complete groups are dropped"
+        );
     }
 
     #[tokio::test]
