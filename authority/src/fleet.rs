@@ -981,6 +981,42 @@ mod tests {
         );
     }
 
+    /// What an acknowledgment costs: parse plus record, over 10,000 subscribers. A figure,
+    /// not a test: `cargo test --release -p revocast-authority --lib ack_cost -- --ignored
+    /// --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn ack_cost() {
+        let f = fleet();
+        let e = Epoch::new("e");
+        let regs: Vec<_> = (0..10_000)
+            .map(|_| f.register(KeyDigest([1; 32]), Identity::default(), "websocket", None))
+            .collect();
+        let texts: Vec<String> = (1..=ACK_BURST)
+            .map(|seq| format!(r#"{{"type":"ack","seq":{seq},"epoch":"e","resyncs":1}}"#))
+            .collect();
+        let started = std::time::Instant::now();
+        for text in &texts {
+            for r in &regs {
+                let ack = parse_client_message(text.as_bytes()).unwrap().unwrap();
+                f.ack(r.subscriber(), &ack, Seq::new(10), &e).unwrap();
+            }
+        }
+        let n = regs.len() as u32 * ACK_BURST as u32;
+        println!(
+            "{n} acks in {:?}: {:?} each",
+            started.elapsed(),
+            started.elapsed() / n
+        );
+        let started = std::time::Instant::now();
+        f.committed(&[event(1)]);
+        f.track_once();
+        println!(
+            "one tracker pass over 10,000 subscribers: {:?}",
+            started.elapsed()
+        );
+    }
+
     #[tokio::test]
     async fn waiting_ends_when_the_fleet_connected_at_commit_applied_it() {
         let f = fleet();
