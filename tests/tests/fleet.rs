@@ -184,7 +184,7 @@ async fn bad_acknowledgments_are_ignored_and_counted() {
     ws.send_text(&ack(seq, "another-epoch")).await;
     ws.send_text(r#"{"type":"ack","seq":"many"}"#).await;
     // A flood: far more acks than one per 50 ms allows.
-    for _ in 0..50 {
+    for _ in 0..100 {
         ws.send_text(&ack(seq, &epoch)).await;
     }
     eventually("the bad acks are counted", || async {
@@ -341,9 +341,9 @@ async fn a_stalled_agent_is_named_missing_when_the_wait_times_out() {
     proxy.stall(true);
     let started = std::time::Instant::now();
     let (status, answer) =
-        revoke(&a, "s-1", json!({"wait": "fleet", "wait_timeout_ms": 500})).await;
+        revoke(&a, "s-1", json!({"wait": "fleet", "wait_timeout_ms": 2000})).await;
     assert_eq!(status, 200, "{answer}");
-    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(started.elapsed() >= Duration::from_millis(2000));
     let p = &answer["propagation"];
     assert_eq!(p["applied"], 1, "{answer}");
     assert_eq!(p["of"], 2, "{answer}");
@@ -448,7 +448,7 @@ async fn replicas_answer_for_the_whole_fleet_through_the_database() {
     let (status, answer) = revoke(
         one,
         "s-2",
-        json!({"wait": "fleet", "wait_timeout_ms": 2500}),
+        json!({"wait": "fleet", "wait_timeout_ms": 3000}),
     )
     .await;
     assert_eq!(status, 200, "{answer}");
