@@ -193,6 +193,13 @@ impl Authority {
             let hub = Arc::clone(&self.app.hub);
             tokio::spawn(Arc::clone(&self.app.fleet).track(move || hub.head()))
         };
+        // On a shared database, replicas share their fleets through it.
+        let sharer = self.doorbell.is_some().then(|| {
+            let hub = Arc::clone(&self.app.hub);
+            tokio::spawn(
+                Arc::clone(&self.app.fleet).share(Arc::clone(&self.app.store), move || hub.head()),
+            )
+        });
         let follower = self.doorbell.map(|bell| {
             tokio::spawn(tail::follow(
                 Arc::clone(&self.app.tail),
@@ -226,6 +233,9 @@ impl Authority {
         purger.abort();
         heartbeats.abort();
         tracker.abort();
+        if let Some(sharer) = sharer {
+            sharer.abort();
+        }
         if let Some(follower) = follower {
             follower.abort();
         }

@@ -476,6 +476,31 @@ mod tests {
         assert!(handle(&mut state, &reset).is_err());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn acks_go_at_once_when_idle_and_at_most_every_interval_under_load() {
+        let mut acks = Acks::default();
+        // The first position on a connection is acknowledged at once.
+        assert!(acks.applied(Seq::new(5)));
+        acks.sent(Seq::new(5));
+        // Nothing new: nothing to send.
+        assert!(!acks.applied(Seq::new(5)));
+        // More within the interval: deferred to its end, not sent.
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(!acks.applied(Seq::new(6)));
+        assert!(!acks.applied(Seq::new(7)));
+        let started = Instant::now();
+        acks.wait_due().await;
+        assert_eq!(started.elapsed(), Duration::from_millis(40));
+        acks.sent(Seq::new(7));
+        // Idle for an interval: the next batch is acknowledged at once.
+        tokio::time::advance(ACK_INTERVAL).await;
+        assert!(acks.applied(Seq::new(8)));
+        acks.sent(Seq::new(8));
+        // Nothing due: waiting never resolves.
+        let waited = tokio::time::timeout(Duration::from_secs(1), acks.wait_due()).await;
+        assert!(waited.is_err());
+    }
+
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));

@@ -20,14 +20,16 @@ use crate::fleet::{self, Ack, Ignored, Row, Totals};
 /// One connected subscriber.
 #[derive(Serialize, ToSchema)]
 pub struct FleetSubscriber {
-    /// This process's number for the connection, in connection order.
+    /// The replica it is connected to (see `replica` of the answer).
+    replica: String,
+    /// The replica's number for the connection, in connection order.
     id: u64,
     /// The name it gave when it subscribed (untrusted text: render it as text, never markup).
     name: Option<String>,
     /// The version it gave (untrusted text).
     version: Option<String>,
     /// `websocket` or `sse`.
-    transport: &'static str,
+    transport: String,
     /// Its address as the listener saw it (a proxy's, behind one).
     remote: Option<String>,
     #[schema(value_type = openapi::shared::UnixTime)]
@@ -54,6 +56,7 @@ pub struct FleetSubscriber {
 impl From<Row> for FleetSubscriber {
     fn from(r: Row) -> Self {
         Self {
+            replica: r.replica,
             id: r.id,
             name: r.name,
             version: r.version,
@@ -100,6 +103,10 @@ impl From<Totals> for FleetTotals {
 /// `GET /v1/fleet`'s answer.
 #[derive(Serialize, ToSchema)]
 pub struct Fleet {
+    /// The id of the replica answering (random per start). On a shared database the list holds
+    /// every replica's subscribers, the others' as they shared them within the last few
+    /// seconds (each replica shares its own every second).
+    replica: String,
     #[schema(value_type = openapi::shared::Epoch)]
     epoch: Epoch,
     /// The head this process has published: lags are counted from it.
@@ -108,12 +115,13 @@ pub struct Fleet {
     #[schema(value_type = openapi::shared::UnixTime)]
     at: UnixMillis,
     totals: FleetTotals,
-    /// Every subscriber connected to this process, in connection order.
+    /// Every subscriber connected to this replica, in connection order, then (on a shared
+    /// database) those of the other replicas.
     subscribers: Vec<FleetSubscriber>,
 }
 
-/// The subscribers connected to this process: who they say they are, what they acknowledged
-/// applying, how far behind they are.
+/// The subscribers connected to this replica — and, on a shared database, to every replica:
+/// who they say they are, what they acknowledged applying, how far behind they are.
 #[utoipa::path(
     get,
     path = "/v1/fleet",
@@ -129,6 +137,7 @@ pub async fn list(_: Authorized<Admin>, State(app): State<AppState>) -> Json<Fle
     let head = app.hub.head();
     let (rows, totals) = app.fleet.rows(head);
     Json(Fleet {
+        replica: app.fleet.replica().to_string(),
         epoch: app.hub.epoch().clone(),
         head,
         at: UnixMillis::now(),

@@ -3,13 +3,12 @@
 //! batch with one write, and count what they do.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
-use std::net::SocketAddr;
-
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};

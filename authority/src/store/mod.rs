@@ -78,6 +78,26 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<UnixSeconds>,
 }
 
+/// One subscriber of one replica, as replicas share their fleets through a shared store
+/// (times in Unix milliseconds, counts as stored).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FleetRecord {
+    pub replica: String,
+    pub id: i64,
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub transport: String,
+    pub remote: Option<String>,
+    pub connected_at: i64,
+    pub applied: Option<i64>,
+    pub acked_at: Option<i64>,
+    pub lag_events: Option<i64>,
+    pub lag_ms: Option<i64>,
+    pub last_heard: Option<i64>,
+    pub resyncs: Option<i64>,
+    pub acks_ignored: i64,
+}
+
 /// Why a [`Doorbell`] rang.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ring {
@@ -202,6 +222,27 @@ pub trait Store: Send + Sync + 'static {
         hash: &[u8; 32],
         now: UnixSeconds,
     ) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// On a store several replicas share: replace `replica`'s fleet with `rows`, note that it
+    /// is alive as of `now`, and forget replicas silent for a minute. A no-op elsewhere.
+    async fn share_fleet(
+        &self,
+        _replica: &str,
+        _now: UnixMillis,
+        _rows: &[FleetRecord],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// On a shared store: the fleets of the replicas other than `replica` that shared theirs
+    /// since `fresh_since`. Empty elsewhere.
+    async fn shared_fleet(
+        &self,
+        _replica: &str,
+        _fresh_since: UnixMillis,
+    ) -> Result<Vec<FleetRecord>, StoreError> {
+        Ok(Vec::new())
+    }
 
     /// Cheap liveness check of the storage for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

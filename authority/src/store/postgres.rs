@@ -29,8 +29,8 @@ use super::log::{
     generation_of, logged_of, read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, Ring,
-    SnapshotPart, Store,
+    ApiKeyRecord, Backlog, Doorbell, FleetRecord, KeyRecord, Loaded, Logged, Mutation, NewApiKey,
+    Outcome, Ring, SnapshotPart, Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -576,6 +576,87 @@ impl Store for PgStore {
         )
         .bind(secs)
         .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn share_fleet(
+        &self,
+        replica: &str,
+        now: UnixMillis,
+        rows: &[FleetRecord],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO fleet_replicas (replica, updated_at) VALUES ($1, $2)
+             ON CONFLICT (replica) DO UPDATE SET updated_at = EXCLUDED.updated_at",
+        )
+        .bind(replica)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM fleet_subscribers WHERE replica = $1")
+            .bind(replica)
+            .execute(&mut *tx)
+            .await?;
+        // One statement for the whole fleet, column by column.
+        let col = |f: fn(&FleetRecord) -> Option<i64>| rows.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO fleet_subscribers (replica, id, name, version, transport, remote,
+                 connected_at, applied, acked_at, lag_events, lag_ms, last_heard, resyncs,
+                 acks_ignored)
+             SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                 $6::TEXT[], $7::BIGINT[], $8::BIGINT[], $9::BIGINT[], $10::BIGINT[],
+                 $11::BIGINT[], $12::BIGINT[], $13::BIGINT[], $14::BIGINT[])",
+        )
+        .bind(replica)
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.version.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.transport.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.remote.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.connected_at).collect::<Vec<_>>())
+        .bind(col(|r| r.applied))
+        .bind(col(|r| r.acked_at))
+        .bind(col(|r| r.lag_events))
+        .bind(col(|r| r.lag_ms))
+        .bind(col(|r| r.last_heard))
+        .bind(col(|r| r.resyncs))
+        .bind(rows.iter().map(|r| r.acks_ignored).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        // Replicas that stopped sharing a minute ago are gone.
+        let gone = now.as_millis().saturating_sub(60_000);
+        sqlx::query(
+            "DELETE FROM fleet_subscribers WHERE replica IN
+                 (SELECT replica FROM fleet_replicas WHERE updated_at < $1)",
+        )
+        .bind(gone)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM fleet_replicas WHERE updated_at < $1")
+            .bind(gone)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn shared_fleet(
+        &self,
+        replica: &str,
+        fresh_since: UnixMillis,
+    ) -> Result<Vec<FleetRecord>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT s.replica, s.id, s.name, s.version, s.transport, s.remote, s.connected_at,
+                    s.applied, s.acked_at, s.lag_events, s.lag_ms, s.last_heard, s.resyncs,
+                    s.acks_ignored
+             FROM fleet_subscribers s JOIN fleet_replicas r ON r.replica = s.replica
+             WHERE r.updated_at >= $1 AND s.replica <> $2
+             ORDER BY s.replica, s.id",
+        )
+        .bind(fresh_since.as_millis())
+        .bind(replica)
+        .fetch_all(&self.pool)
         .await?)
     }
 
