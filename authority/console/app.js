@@ -36,7 +36,7 @@
     head: null,
     lastSeq: null,
     rows: [], // live rows from the last /v1/fleet, plus disconnected ones
-    gone: new Map(), // id -> row, with goneAt
+    gone: new Map(), // key -> row, with goneAt
     view: [], // rows filtered and sorted
     appliedSorted: new Float64Array(0), // applied seqs of acknowledging subscribers, ascending
     sort: { key: "lag", dir: "desc" },
@@ -229,18 +229,20 @@
     noteHead(fleet.head, fleet.epoch);
     const live = new Set();
     const names = new Set();
+    // A connection is known by its replica and that replica's number for it.
+    const keyOf = (s) => String(s.replica) + "/" + s.id;
     for (const s of subscribers) {
-      live.add(s.id);
+      live.add(keyOf(s));
       if (s.name != null) names.add(s.name);
     }
     // Whoever was listed before and is not now has disconnected: keep it, marked, until it
     // comes back (under the same name) or long enough has passed.
     for (const r of state.rows) {
-      if (!r.gone && !live.has(r.id)) state.gone.set(r.id, Object.assign({}, r, { gone: true, goneAt: now }));
+      if (!r.gone && !live.has(r.key)) state.gone.set(r.key, Object.assign({}, r, { gone: true, goneAt: now }));
     }
-    for (const [id, r] of state.gone) {
-      if (now - r.goneAt > GONE_KEEP_MS || (r.name != null && names.has(r.name)) || live.has(id)) {
-        state.gone.delete(id);
+    for (const [key, r] of state.gone) {
+      if (now - r.goneAt > GONE_KEEP_MS || (r.name != null && names.has(r.name)) || live.has(key)) {
+        state.gone.delete(key);
       }
     }
     while (state.gone.size > GONE_MAX) state.gone.delete(state.gone.keys().next().value);
@@ -249,7 +251,9 @@
     const offset = typeof fleet.at === "number" ? now - fleet.at * 1000 : 0;
     const rows = subscribers.map((s) => {
       const r = {
+        key: keyOf(s),
         id: s.id,
+        replica: s.replica == null ? "" : String(s.replica),
         name: s.name,
         label: s.name != null ? String(s.name) : "#" + s.id,
         version: s.version,
@@ -262,7 +266,7 @@
         heardAt: s.last_heard == null ? null : s.last_heard * 1000 + offset,
         gone: false,
       };
-      r.search = (r.label + " " + (r.version || "") + " " + (r.remote || "")).toLowerCase();
+      r.search = (r.label + " " + (r.version || "") + " " + (r.remote || "") + " " + r.replica).toLowerCase();
       return r;
     });
     for (const r of state.gone.values()) rows.push(r);
@@ -321,7 +325,7 @@
     keyed.sort((a, b) => {
       if (a[0] < b[0]) return -dir;
       if (a[0] > b[0]) return dir;
-      return a[1].id - b[1].id;
+      return a[1].id - b[1].id || (a[1].key < b[1].key ? -1 : 1);
     });
     state.view = keyed.map((k) => k[1]);
   }
@@ -634,6 +638,7 @@
       text(cells[2], r.version || "–");
       text(cells[3], r.transport === "websocket" ? "ws" : r.transport || "–");
       text(cells[4], r.remote || "–");
+      cells[4].title = r.replica ? "via replica " + r.replica : "";
       text(cells[5], r.applied == null ? "–" : r.applied);
       let lag = "–";
       if (r.applied != null) {
