@@ -80,7 +80,13 @@ async fn console_files_carry_a_strict_csp_and_the_other_security_headers() {
     assert!(!lower.contains("<style"), "no inline stylesheet");
     assert!(!lower.contains(" style="), "no inline style attribute");
     assert!(!lower.contains("javascript:"), "no javascript: URL");
-    for handler in [" onclick=", " onload=", " onerror=", " onsubmit=", " oninput="] {
+    for handler in [
+        " onclick=",
+        " onload=",
+        " onerror=",
+        " onsubmit=",
+        " oninput=",
+    ] {
         assert!(!lower.contains(handler), "no inline handler {handler}");
     }
     // Every address the page loads is this origin's console or inline data.
@@ -116,8 +122,15 @@ async fn console_files_carry_a_strict_csp_and_the_other_security_headers() {
     }
     assert!(script.contains("sessionStorage"), "the key is kept per tab");
     assert!(script.contains("textContent"), "text is set as text");
-    let style = get(&a, "/console/app.css", None).await.text().await.unwrap();
-    assert!(!style.contains("@import") && !style.contains("url("), "no remote CSS");
+    let style = get(&a, "/console/app.css", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !style.contains("@import") && !style.contains("url("),
+        "no remote CSS"
+    );
 }
 
 #[tokio::test]
@@ -129,7 +142,10 @@ async fn an_observer_stream_is_not_in_the_fleet_and_needs_an_admin_key() {
         .expect("an admin key may observe");
     let hello = observer.next().await.expect("hello");
     assert_eq!(hello["type"], "hello", "{hello}");
-    assert!(hello.get("conn").is_none(), "an observer has no ack handle: {hello}");
+    assert!(
+        hello.get("conn").is_none(),
+        "an observer has no ack handle: {hello}"
+    );
     let fleet: Value = a
         .http
         .get(format!("{}/v1/fleet", a.base))
@@ -154,13 +170,18 @@ async fn an_observer_stream_is_not_in_the_fleet_and_needs_an_admin_key() {
         "{answer}"
     );
     let seq = answer["seq"].as_u64().unwrap();
-    assert_eq!(observer.events_through(seq).await, vec![seq], "it still sees events");
+    assert_eq!(
+        observer.events_through(seq).await,
+        vec![seq],
+        "it still sees events"
+    );
     // A subscriber key cannot hide from the fleet, on either transport.
     for transport in [Raw::Sse, Raw::WebSocket] {
-        let refused = Subscriber::connect(transport, &a.base, Some(&a.subscriber_key), "observe=true")
-            .await
-            .err()
-            .expect("refused");
+        let refused =
+            Subscriber::connect(transport, &a.base, Some(&a.subscriber_key), "observe=true")
+                .await
+                .err()
+                .expect("refused");
         assert_eq!(refused.status, 403, "{transport:?}: {:?}", refused.body);
     }
     // observe=false is an ordinary subscription.
@@ -422,9 +443,21 @@ async fn drive(a: &TestAuthority, c: &Client) {
         .for_element(Locator::Css("#login-key"))
         .await
         .expect("the key field");
-    assert!(!c.find(Locator::Id("app-view")).await.unwrap().is_displayed().await.unwrap());
+    assert!(
+        !c.find(Locator::Id("app-view"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap()
+    );
     key_input.send_keys("not-a-key").await.unwrap();
-    c.find(Locator::Id("login-submit")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(
         c,
         "the wrong key is refused",
@@ -438,7 +471,12 @@ async fn drive(a: &TestAuthority, c: &Client) {
     // 2. Sign in; then agents start and appear, one of them named with markup.
     key_input.clear().await.unwrap();
     key_input.send_keys(&a.admin_key).await.unwrap();
-    c.find(Locator::Id("login-submit")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("login-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(
         c,
         "the console is shown",
@@ -486,7 +524,10 @@ async fn drive(a: &TestAuthority, c: &Client) {
             .any(|r| r["name"] == MARKUP_NAME),
         "{names}"
     );
-    assert_eq!(js(c, "return document.querySelectorAll('img').length;").await, 0);
+    assert_eq!(
+        js(c, "return document.querySelectorAll('img').length;").await,
+        0
+    );
     // The console's own stream is not one of the fleet.
     let fleet: Value = a
         .http
@@ -500,11 +541,21 @@ async fn drive(a: &TestAuthority, c: &Client) {
         .unwrap();
     assert_eq!(fleet["totals"]["subscribers"], 4, "{fleet}");
     assert_eq!(
-        c.find(Locator::Id("health-live")).await.unwrap().attr("data-state").await.unwrap(),
+        c.find(Locator::Id("health-live"))
+            .await
+            .unwrap()
+            .attr("data-state")
+            .await
+            .unwrap(),
         Some("ok".into())
     );
     assert_eq!(
-        c.find(Locator::Id("health-ready")).await.unwrap().attr("data-state").await.unwrap(),
+        c.find(Locator::Id("health-ready"))
+            .await
+            .unwrap()
+            .attr("data-state")
+            .await
+            .unwrap(),
         Some("ok".into())
     );
     shots.take(c, "02-fleet").await;
@@ -522,7 +573,12 @@ async fn drive(a: &TestAuthority, c: &Client) {
         .send_keys("laptop stolen")
         .await
         .unwrap();
-    c.find(Locator::Id("revoke-submit")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("revoke-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(
         c,
         "the propagation is shown complete",
@@ -530,10 +586,22 @@ async fn drive(a: &TestAuthority, c: &Client) {
         "return document.getElementById('revoke-result').textContent;",
     )
     .await;
-    let title = c.find(Locator::Id("revoke-title")).await.unwrap().text().await.unwrap();
+    let title = c
+        .find(Locator::Id("revoke-title"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(title.contains("4 of 4"), "{title}");
     let head = a.head();
-    let detail = c.find(Locator::Id("revoke-detail")).await.unwrap().text().await.unwrap();
+    let detail = c
+        .find(Locator::Id("revoke-detail"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(detail.contains(&format!("seq {head}")), "{detail}");
     for agent in &agents {
         assert!(agent.watch_applied().borrow().get() >= head, "applied");
@@ -616,7 +684,10 @@ async fn drive(a: &TestAuthority, c: &Client) {
     .await;
     let rows = js(c, ROWS).await;
     assert_eq!(rows[1]["applied"], at.to_string(), "{rows}");
-    assert!(rows[1]["lag"].as_str().unwrap().starts_with("1 · "), "{rows}");
+    assert!(
+        rows[1]["lag"].as_str().unwrap().starts_with("1 · "),
+        "{rows}"
+    );
     // The agents connected more than the stale threshold (5 s) ago.
     assert_ne!(rows[2]["since"], "now", "{rows}");
     // The agents still running applied it; the revocation's share says 3 of 4.
@@ -634,7 +705,12 @@ async fn drive(a: &TestAuthority, c: &Client) {
     shots.take(c, "05-stale").await;
 
     // Sign out: the key leaves the tab.
-    c.find(Locator::Id("logout")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     until(
         c,
         "signed out",
@@ -660,17 +736,18 @@ struct Png {
 impl Png {
     fn decode(bytes: &[u8]) -> Result<Self, String> {
         const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-        let mut rest = bytes
-            .strip_prefix(SIGNATURE)
-            .ok_or("not a PNG signature")?;
+        let mut rest = bytes.strip_prefix(SIGNATURE).ok_or("not a PNG signature")?;
         let (mut header, mut data, mut ended) = (None, Vec::new(), false);
         while !rest.is_empty() {
-            let len = u32::from_be_bytes(rest.get(..4).ok_or("truncated")?.try_into().unwrap())
-                as usize;
+            let len =
+                u32::from_be_bytes(rest.get(..4).ok_or("truncated")?.try_into().unwrap()) as usize;
             let chunk = rest.get(4..8 + len).ok_or("truncated chunk")?;
             let crc = rest.get(8 + len..12 + len).ok_or("truncated CRC")?;
             if crc32(chunk).to_be_bytes() != crc {
-                return Err(format!("bad CRC in {:?}", String::from_utf8_lossy(&chunk[..4])));
+                return Err(format!(
+                    "bad CRC in {:?}",
+                    String::from_utf8_lossy(&chunk[..4])
+                ));
             }
             let (kind, body) = chunk.split_at(4);
             match kind {
@@ -697,16 +774,31 @@ impl Png {
             .map_err(|e| format!("image data does not inflate: {e}"))?;
         let stride = width as usize * bpp;
         if raw.len() != height as usize * (stride + 1) {
-            return Err(format!("{} bytes of image data for {width}×{height}", raw.len()));
+            return Err(format!(
+                "{} bytes of image data for {width}×{height}",
+                raw.len()
+            ));
         }
         let mut pixels = vec![0u8; height as usize * stride];
         for y in 0..height as usize {
             let filter = raw[y * (stride + 1)];
             let line = &raw[y * (stride + 1) + 1..(y + 1) * (stride + 1)];
             for x in 0..stride {
-                let a = if x >= bpp { pixels[y * stride + x - bpp] } else { 0 };
-                let b = if y > 0 { pixels[(y - 1) * stride + x] } else { 0 };
-                let c = if x >= bpp && y > 0 { pixels[(y - 1) * stride + x - bpp] } else { 0 };
+                let a = if x >= bpp {
+                    pixels[y * stride + x - bpp]
+                } else {
+                    0
+                };
+                let b = if y > 0 {
+                    pixels[(y - 1) * stride + x]
+                } else {
+                    0
+                };
+                let c = if x >= bpp && y > 0 {
+                    pixels[(y - 1) * stride + x - bpp]
+                } else {
+                    0
+                };
                 let predicted = match filter {
                     0 => 0,
                     1 => a,
@@ -754,7 +846,11 @@ impl Png {
 
 fn paeth(a: u8, b: u8, c: u8) -> u8 {
     let p = a as i16 + b as i16 - c as i16;
-    let (pa, pb, pc) = ((p - a as i16).abs(), (p - b as i16).abs(), (p - c as i16).abs());
+    let (pa, pb, pc) = (
+        (p - a as i16).abs(),
+        (p - b as i16).abs(),
+        (p - c as i16).abs(),
+    );
     if pa <= pb && pa <= pc {
         a
     } else if pb <= pc {
