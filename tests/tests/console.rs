@@ -357,23 +357,29 @@ fn screenshot_dir() -> PathBuf {
     tmp.parent().unwrap_or(tmp).join("console-screenshots")
 }
 
-/// Screenshots taken so far, checked one against the previous.
+/// Screenshots taken so far by one test (their names start with `prefix`), each checked
+/// against the previous.
 struct Shots {
     dir: PathBuf,
+    prefix: &'static str,
     previous: Option<Png>,
 }
 
 impl Shots {
-    fn new() -> Self {
+    /// Start a series, removing this test's screenshots of an earlier run.
+    fn new(prefix: &'static str) -> Self {
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).expect("screenshot dir");
         for entry in std::fs::read_dir(&dir).expect("screenshot dir").flatten() {
-            if entry.path().extension().is_some_and(|e| e == "png") {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(prefix) && name.ends_with(".png") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
         Self {
             dir,
+            prefix,
             previous: None,
         }
     }
@@ -382,6 +388,7 @@ impl Shots {
     /// size, not blank, and (after the first) visibly different from the step before.
     async fn take(&mut self, c: &Client, name: &str) {
         let bytes = c.screenshot().await.expect("screenshot");
+        let name = format!("{}{name}", self.prefix);
         let path = self.dir.join(format!("{name}.png"));
         std::fs::write(&path, &bytes).expect("write screenshot");
         let png = Png::decode(&bytes).unwrap_or_else(|e| panic!("{name}.png: {e}"));
@@ -414,17 +421,20 @@ impl Shots {
     }
 }
 
-#[tokio::test]
-async fn the_console_in_a_real_browser_follows_the_fleet_through_a_revocation() {
+/// Start chromedriver and a headless Chromium, run `test` with the session, then close the
+/// browser and stop the driver, whatever `test` did. Skips when there is no browser.
+async fn in_browser<F, Fut>(test: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let Some((chromium, driver_bin)) = browser_binaries() else {
         return;
     };
-    let a = TestAuthority::start().await;
     let driver = start_driver(&driver_bin).await;
     let profile = tempfile::tempdir().expect("profile dir");
     let c = open_browser(&chromium, &driver, profile.path()).await;
-    // Whatever happens, the browser is closed before the driver is killed.
-    let outcome = AssertUnwindSafe(drive(&a, &c)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(test(c.clone())).catch_unwind().await;
     let _ = c.close().await;
     drop(driver);
     if let Err(panic) = outcome {
@@ -432,8 +442,17 @@ async fn the_console_in_a_real_browser_follows_the_fleet_through_a_revocation() 
     }
 }
 
+#[tokio::test]
+async fn the_console_in_a_real_browser_follows_the_fleet_through_a_revocation() {
+    in_browser(|c| async move {
+        let a = TestAuthority::start().await;
+        drive(&a, &c).await;
+    })
+    .await;
+}
+
 async fn drive(a: &TestAuthority, c: &Client) {
-    let mut shots = Shots::new();
+    let mut shots = Shots::new("step-");
 
     // 1. The sign-in page; a wrong key is refused and nothing is kept.
     c.goto(&format!("{}/console", a.base)).await.expect("open");
@@ -719,6 +738,118 @@ async fn drive(a: &TestAuthority, c: &Client) {
     )
     .await;
     drop(frozen);
+}
+
+/// A fleet of 10,000 in the page: `/v1/fleet` answered inside the browser (by a stand-in for
+/// `fetch` installed before sign-in) with 10,000 subscribers, 100 of them stale, so the
+/// console's own work is what is measured: parsing, sorting and drawing every poll.
+const TEN_THOUSAND: &str = r#"
+    const now = Date.now() / 1000;
+    const subscribers = [];
+    for (let i = 1; i <= 10000; i++) {
+        const stale = i % 100 === 0;
+        subscribers.push({replica: "r1", id: i, name: "agent-" + String(i).padStart(5, "0"),
+            version: "0.1.0", transport: i % 2 ? "websocket" : "sse",
+            remote: "10.0." + (i >> 8) + "." + (i & 255) + ":51234", connected_at: now - 600,
+            applied: stale ? 5 : 10, lag_events: stale ? 5 : 0, lag_ms: stale ? 8000 : 0,
+            last_heard: now, resyncs: 1, acks_ignored: 0});
+    }
+    const body = JSON.stringify({epoch: "e", head: 10, at: now, totals: {}, subscribers});
+    const real = window.fetch.bind(window);
+    window.polls = 0;
+    window.fetch = (url, init) => {
+        if (!String(url).startsWith("/v1/fleet")) return real(url, init);
+        window.polls += 1;
+        return Promise.resolve(new Response(body, {status: 200,
+            headers: {"content-type": "application/json"}}));
+    };
+    // The longest gap between two animation frames: how long the page was unresponsive.
+    window.longestFrame = 0;
+    let last = performance.now();
+    const frame = (t) => {
+        window.longestFrame = Math.max(window.longestFrame, t - last);
+        last = t;
+        requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+    return body.length;
+"#;
+
+#[tokio::test]
+async fn the_console_draws_only_the_visible_rows_of_10000_subscribers() {
+    in_browser(|c| async move {
+        let a = TestAuthority::start().await;
+        let mut shots = Shots::new("scale-");
+        c.goto(&format!("{}/console", a.base)).await.expect("open");
+        let key = c
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css("#login-key"))
+            .await
+            .expect("the key field");
+        let bytes = js(&c, TEN_THOUSAND).await;
+        key.send_keys(&a.admin_key).await.unwrap();
+        c.find(Locator::Id("login-submit"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until(
+            &c,
+            "10,000 subscribers are counted, 100 stale first",
+            "return document.getElementById('t-connected').textContent === '10000'
+                && document.getElementById('t-stale').textContent === '100'
+                && document.querySelector('#fleet-rows .row .c-name').textContent
+                    === 'agent-00100';",
+            "return document.getElementById('tiles').textContent;",
+        )
+        .await;
+        // Only the rows in view (plus a few either side) exist.
+        let drawn = js(
+            &c,
+            "return document.querySelectorAll('#fleet-rows .row').length;",
+        )
+        .await;
+        let drawn = drawn.as_u64().unwrap();
+        assert!((10..=100).contains(&drawn), "{drawn} rows drawn of 10,000");
+        // Scrolled to row 5,000, the rows there are drawn, and still only those: after the 100
+        // stale ones come the rest by id, so row 5,000 is the 4,901st id that is not a
+        // multiple of 100, agent-04950.
+        js(
+            &c,
+            "const v = document.getElementById('fleet-viewport'); v.scrollTop = 5000 * 30; \
+             return v.scrollTop;",
+        )
+        .await;
+        until(
+            &c,
+            "the middle of the table is drawn",
+            "const rows = Array.from(document.querySelectorAll('#fleet-rows .row'));
+             return rows.length <= 100 && rows.some(r => r.children[1].textContent
+                 === 'agent-04950');",
+            "return Array.from(document.querySelectorAll('#fleet-rows .row'))
+                 .map(r => r.children[1].textContent).join(' ');",
+        )
+        .await;
+        // A few polls of 10,000 at the fast rate (a revocation makes it poll 4 times a second).
+        js(&c, "window.polls = 0; window.longestFrame = 0; return 0;").await;
+        a.revoke_session("s-scale").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let measured = js(&c, "return [window.polls, window.longestFrame];").await;
+        let polls = measured[0].as_u64().unwrap();
+        assert!(
+            polls >= 2,
+            "the fleet is polled while a revocation propagates: {measured}"
+        );
+        eprintln!(
+            "10,000 subscribers ({bytes} bytes of fleet JSON per poll): {drawn} rows drawn; \
+             {polls} polls in 5 s; longest gap between frames {:.0} ms",
+            measured[1].as_f64().unwrap_or(f64::NAN)
+        );
+        shots.take(&c, "10000").await;
+    })
+    .await;
 }
 
 // ---- PNG -----------------------------------------------------------------------------------
