@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
+use crate::apikeys::{KeyWatch, Verdict};
 use crate::app::{App, AppState};
 use crate::auth::{Authorized, Subscribe};
 use crate::error::{ApiError, ErrorBody};
@@ -126,7 +127,7 @@ impl Counters {
     security(("subscribe" = []), ("admin" = [])),
 )]
 pub async fn events(
-    _: Authorized<Subscribe>,
+    authorized: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
     headers: HeaderMap,
@@ -145,6 +146,7 @@ pub async fn events(
             .transpose()?,
     };
     let feed = open_feed(&app, since, query.epoch).await?;
+    let mut key = app.api_keys.watch(authorized.digest());
     let counters = Counters::new(&app, "sse");
     let body = stream::unfold(Some((feed, counters)), |state| async move {
         let (mut feed, counters) = state?;
@@ -164,7 +166,10 @@ pub async fn events(
             }
             Err(End::ShuttingDown | End::Failed) => None,
         }
-    });
+    })
+    // Its key revoked (or unverifiable for long), the response ends; the reconnect is
+    // answered 401 (or 503), which stops an `EventSource`.
+    .take_until(async move { key.ended().await });
     Ok((
         [
             (
@@ -205,7 +210,7 @@ pub async fn events(
     security(("subscribe" = []), ("admin" = [])),
 )]
 pub async fn websocket(
-    _: Authorized<Subscribe>,
+    authorized: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
     upgrade: Upgrade,
@@ -218,10 +223,11 @@ pub async fn websocket(
     // Joined before the upgrade, so `since` beyond the head is a plain 400 and nothing
     // published during the handshake is missed.
     let feed = open_feed(&app, since, query.epoch).await?;
-    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, app)))
+    let key = app.api_keys.watch(authorized.digest());
+    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, key, app)))
 }
 
-async fn serve_websocket(mut socket: Socket, mut feed: Feed, app: AppState) {
+async fn serve_websocket(mut socket: Socket, mut feed: Feed, mut key: KeyWatch, app: AppState) {
     let counters = Counters::new(&app, "websocket");
     let write_timeout = app.config.write_timeout;
     let end = loop {
@@ -261,6 +267,17 @@ async fn serve_websocket(mut socket: Socket, mut feed: Feed, app: AppState) {
                     Ok(Inbound::Close(code)) => (code.unwrap_or(close_code::NORMAL), ""),
                     Err(ReadEnd::Refused(code, reason)) => (code, reason),
                     Err(ReadEnd::Gone) => return,
+                };
+                let _ = tokio::time::timeout(write_timeout, socket.close(code, reason)).await;
+                return;
+            }
+            verdict = key.ended() => {
+                let (code, reason) = match verdict {
+                    Verdict::Revoked => (close_code::POLICY, "API key revoked"),
+                    Verdict::Valid | Verdict::Unverifiable => (
+                        close_code::AGAIN,
+                        "API key could not be re-checked: reconnect",
+                    ),
                 };
                 let _ = tokio::time::timeout(write_timeout, socket.close(code, reason)).await;
                 return;
