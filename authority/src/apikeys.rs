@@ -871,7 +871,7 @@ mod tests {
         let keys = Arc::new(keys);
         let digest = KeyDigest(hash(&key));
         let mut streams: Vec<_> = (0..1000).map(|_| keys.watch(digest)).collect();
-        assert_eq!(keys.watchers.len(), 1, "one task for 1000 streams");
+        assert_eq!(keys.watchers.keys_watched(), 1, "one task for 1000 streams");
         tokio::time::sleep(Duration::from_millis(200)).await;
         let checks = lookups(&store);
         assert!(checks < 20, "{checks} store queries in 200 ms");
@@ -884,7 +884,7 @@ mod tests {
             let verdict = tokio::time::timeout(Duration::from_secs(5), stream.ended()).await;
             assert_eq!(verdict.expect("ended"), Verdict::Revoked);
         }
-        assert_eq!(keys.watchers.len(), 0);
+        assert_eq!(keys.watchers.keys_watched(), 0);
     }
 
     /// A revocation through this process ends the key's streams at once; other keys' run on.
@@ -900,7 +900,7 @@ mod tests {
             .unwrap();
         let mut revoked = keys.watch(KeyDigest(hash(&key)));
         let mut running = keys.watch(KeyDigest(hash(&other)));
-        assert_eq!(keys.watchers.len(), 2);
+        assert_eq!(keys.watchers.keys_watched(), 2);
         keys.revoke(&hash(&key), UnixSeconds::new(2))
             .await
             .unwrap()
@@ -910,12 +910,12 @@ mod tests {
         assert!(still.is_err(), "the other key's stream runs on");
         drop((revoked, running));
         for _ in 0..1000 {
-            if keys.watchers.len() == 0 {
+            if keys.watchers.keys_watched() == 0 {
                 break;
             }
             tokio::task::yield_now().await;
         }
-        assert_eq!(keys.watchers.len(), 0, "nothing left to check");
+        assert_eq!(keys.watchers.keys_watched(), 0, "nothing left to check");
     }
 
     /// While the store cannot answer, open streams run on; once their key has gone

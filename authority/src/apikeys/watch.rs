@@ -98,7 +98,7 @@ impl Watchers {
     }
 
     #[cfg(test)]
-    pub(super) fn len(&self) -> usize {
+    pub(super) fn keys_watched(&self) -> usize {
         self.lock().len()
     }
 }
