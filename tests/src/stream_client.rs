@@ -187,8 +187,7 @@ impl Subscriber {
                         return true;
                     }
                     Some(Ok(Message::Close(frame))) => {
-                        self.closed_with =
-                            frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        self.closed_with = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
                         return false;
                     }
                     None | Some(Err(_)) => return false,

@@ -103,8 +103,14 @@ async fn streams_end_when_their_key_is_revoked_and_others_run_on() {
     let sse_after = ended_after(&mut sse, revoked_at).await;
     let ws_after = ended_after(&mut ws, revoked_at).await;
     eprintln!("after the revocation: SSE ended {sse_after:?}, WebSocket {ws_after:?}");
-    assert!(sse_after < STREAM_ENDS_WITHIN, "SSE ended {sse_after:?} after");
-    assert!(ws_after < STREAM_ENDS_WITHIN, "WebSocket ended {ws_after:?} after");
+    assert!(
+        sse_after < STREAM_ENDS_WITHIN,
+        "SSE ended {sse_after:?} after"
+    );
+    assert!(
+        ws_after < STREAM_ENDS_WITHIN,
+        "WebSocket ended {ws_after:?} after"
+    );
     assert_closed_for_revocation(&ws);
 
     // The other key's streams run on and receive what follows.
@@ -144,8 +150,14 @@ async fn streams_on_one_replica_end_when_their_key_is_revoked_on_another() {
     let sse_after = ended_after(&mut sse, revoked_at).await;
     let ws_after = ended_after(&mut ws, revoked_at).await;
     eprintln!("after the revocation on A: SSE on B ended {sse_after:?}, WebSocket {ws_after:?}");
-    assert!(sse_after < STREAM_ENDS_WITHIN, "SSE ended {sse_after:?} after");
-    assert!(ws_after < STREAM_ENDS_WITHIN, "WebSocket ended {ws_after:?} after");
+    assert!(
+        sse_after < STREAM_ENDS_WITHIN,
+        "SSE ended {sse_after:?} after"
+    );
+    assert!(
+        ws_after < STREAM_ENDS_WITHIN,
+        "WebSocket ended {ws_after:?} after"
+    );
     assert_closed_for_revocation(&ws);
 
     let seq = a.revoke_session("after").await;
