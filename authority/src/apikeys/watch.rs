@@ -111,8 +111,14 @@ pub(crate) struct KeyWatch {
 impl KeyWatch {
     /// Wait until the key is revoked or unverifiable; pending forever while it is valid.
     pub(crate) async fn ended(&mut self) -> Verdict {
-        match self.verdict.wait_for(|v| *v != Verdict::Valid).await {
-            Ok(verdict) => *verdict,
+        // Copied out at once: the borrow it comes in must not live across an await.
+        let verdict = self
+            .verdict
+            .wait_for(|v| *v != Verdict::Valid)
+            .await
+            .map(|v| *v);
+        match verdict {
+            Ok(verdict) => verdict,
             // The checking task is gone without a verdict (it never is while a stream holds
             // a receiver): nothing will end this stream early.
             Err(_) => std::future::pending().await,
