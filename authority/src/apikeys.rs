@@ -31,6 +31,10 @@ use crate::error::{Error, StoreError};
 use crate::metrics::Metrics;
 use crate::store::{ApiKeyRecord, NewApiKey, Store};
 
+mod watch;
+
+pub(crate) use watch::{KeyWatch, Verdict};
+
 /// Prefix of every key, so leaked keys are recognisable by secret scanners.
 const PREFIX: &str = "rvc_";
 /// A presented key longer than this is refused before hashing.
@@ -180,9 +184,14 @@ pub(crate) struct ApiKeys {
     /// Store queries in flight, by digest.
     inflight: Mutex<HashMap<[u8; 32], Arc<Lookup>>>,
     lookups: Semaphore,
-    /// [`KNOWN_FOR`] and [`UNKNOWN_FOR`], which unit tests change.
+    /// Keys with open streams, re-checked while they have some (see [`watch`]).
+    watchers: watch::Watchers,
+    /// [`KNOWN_FOR`], [`UNKNOWN_FOR`], [`watch::RECHECK_EVERY`] and
+    /// [`watch::UNVERIFIED_FOR`], which unit tests change.
     known_for: Duration,
     unknown_for: Duration,
+    recheck_every: Duration,
+    unverified_for: Duration,
 }
 
 /// One store query for a digest, shared by every caller that missed the cache meanwhile.
@@ -242,8 +251,11 @@ impl ApiKeys {
             cache: RwLock::new(Cache::default()),
             inflight: Mutex::new(HashMap::new()),
             lookups: Semaphore::new(MAX_LOOKUPS),
+            watchers: watch::Watchers::default(),
             known_for: KNOWN_FOR,
             unknown_for: UNKNOWN_FOR,
+            recheck_every: watch::RECHECK_EVERY,
+            unverified_for: watch::UNVERIFIED_FOR,
         }
     }
 
@@ -256,12 +268,17 @@ impl ApiKeys {
             return Ok(None);
         }
         let digest = hash(presented);
-        let scope = match self.cached(&digest) {
-            Cached::Fresh(answer) => answer,
-            Cached::Expired => self.look_up(digest, Lane::Known).await?,
-            Cached::Miss => self.look_up(digest, Lane::Unknown).await?,
-        };
+        let scope = self.scope_of_digest(digest).await?;
         Ok(scope.map(|scope| (scope, KeyDigest(digest))))
+    }
+
+    /// The scope of the key whose SHA-256 is `digest`, through the cache.
+    async fn scope_of_digest(&self, digest: [u8; 32]) -> Result<Option<Scope>, StoreError> {
+        match self.cached(&digest) {
+            Cached::Fresh(answer) => Ok(answer),
+            Cached::Expired => self.look_up(digest, Lane::Known).await,
+            Cached::Miss => self.look_up(digest, Lane::Unknown).await,
+        }
     }
 
     /// What the cache holds for `digest`.
@@ -371,7 +388,8 @@ impl ApiKeys {
     }
 
     /// Revoke the key whose SHA-256 is `digest` (see [`Store::revoke_api_key`]); it stops
-    /// working here at once, and on other replicas within a second.
+    /// working here at once, and on other replicas within a second. Its open streams end
+    /// likewise (see [`watch`]).
     pub async fn revoke(
         &self,
         digest: &[u8; 32],
@@ -380,6 +398,7 @@ impl ApiKeys {
         let revoked = self.store.revoke_api_key(digest, now).await?;
         if revoked.is_some() {
             self.changed(digest, Some(Instant::now()));
+            self.watchers.end(digest, None, Verdict::Revoked);
         }
         Ok(revoked)
     }
@@ -840,6 +859,81 @@ mod tests {
             .get_or_create(&vec![("outcome", "error")])
             .get();
         assert_eq!(counted, 1);
+    }
+
+    /// Streams watching one key share one checking task; a revocation by another process
+    /// ends them all once a re-check reads it, and the task is gone with them.
+    #[tokio::test]
+    async fn streams_of_one_key_share_one_check_and_end_on_revocation() {
+        let (store, mut keys, key, _dir) = gated(Duration::from_millis(20), LONG).await;
+        keys.recheck_every = Duration::from_millis(20);
+        open(&store);
+        let keys = Arc::new(keys);
+        let digest = KeyDigest(hash(&key));
+        let mut streams: Vec<_> = (0..1000).map(|_| keys.watch(digest)).collect();
+        assert_eq!(keys.watchers.keys_watched(), 1, "one task for 1000 streams");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let checks = lookups(&store);
+        assert!(checks < 20, "{checks} store queries in 200 ms");
+        store
+            .revoke_api_key(&digest.0, UnixSeconds::new(1))
+            .await
+            .unwrap()
+            .expect("stored");
+        for stream in &mut streams {
+            let verdict = tokio::time::timeout(Duration::from_secs(5), stream.ended()).await;
+            assert_eq!(verdict.expect("ended"), Verdict::Revoked);
+        }
+        assert_eq!(keys.watchers.keys_watched(), 0);
+    }
+
+    /// A revocation through this process ends the key's streams at once; other keys' run on.
+    /// A key whose streams all went is no longer checked.
+    #[tokio::test]
+    async fn a_revocation_here_ends_streams_at_once_and_unwatched_keys_are_dropped() {
+        let (store, keys, key, _dir) = gated(LONG, LONG).await;
+        open(&store);
+        let keys = Arc::new(keys);
+        let other = keys
+            .create(Scope::Subscribe, None, UnixSeconds::new(1))
+            .await
+            .unwrap();
+        let mut revoked = keys.watch(KeyDigest(hash(&key)));
+        let mut running = keys.watch(KeyDigest(hash(&other)));
+        assert_eq!(keys.watchers.keys_watched(), 2);
+        keys.revoke(&hash(&key), UnixSeconds::new(2))
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(revoked.ended().await, Verdict::Revoked, "at once");
+        let still = tokio::time::timeout(Duration::from_millis(100), running.ended()).await;
+        assert!(still.is_err(), "the other key's stream runs on");
+        drop((revoked, running));
+        for _ in 0..1000 {
+            if keys.watchers.keys_watched() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(keys.watchers.keys_watched(), 0, "nothing left to check");
+    }
+
+    /// While the store cannot answer, open streams run on; once their key has gone
+    /// unverified for `unverified_for`, they end.
+    #[tokio::test]
+    async fn a_store_outage_ends_streams_only_after_the_staleness_bound() {
+        let (store, mut keys, key, _dir) = gated(Duration::from_millis(10), LONG).await;
+        (keys.recheck_every, keys.unverified_for) =
+            (Duration::from_millis(20), Duration::from_millis(400));
+        open(&store);
+        let keys = Arc::new(keys);
+        let mut stream = keys.watch(KeyDigest(hash(&key)));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        store.lookup_gate.close();
+        let early = tokio::time::timeout(Duration::from_millis(200), stream.ended()).await;
+        assert!(early.is_err(), "a failing check alone ends nothing");
+        let verdict = tokio::time::timeout(Duration::from_secs(5), stream.ended()).await;
+        assert_eq!(verdict.expect("ended"), Verdict::Unverifiable);
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub(crate) struct App {
     pub(crate) view: Arc<View>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) tail: Arc<LogTail>,
-    pub(crate) api_keys: ApiKeys,
+    pub(crate) api_keys: Arc<ApiKeys>,
     pub(crate) limits: Limits,
     /// Snapshot downloads in progress, per key (`--max-snapshots-per-key`).
     pub(crate) snapshot_slots: Arc<SnapshotSlots>,
@@ -136,7 +136,7 @@ impl Authority {
         tracing::info!(epoch = %view.epoch(), head = %hub.head(), kid = %view.active_kid(), "state loaded");
         let app = Arc::new(App {
             validation: Validation::new(0).issuer(config.issuer.clone()),
-            api_keys: ApiKeys::new(Arc::clone(&store), Arc::clone(&metrics)),
+            api_keys: Arc::new(ApiKeys::new(Arc::clone(&store), Arc::clone(&metrics))),
             limits: Limits::new(config.rate_limit_tokens, config.rate_limit_revocations),
             snapshot_slots: SnapshotSlots::new(config.max_snapshots_per_key),
             config,

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use crate::apikeys::KeyDigest;
 use crate::app::AppState;
 use crate::config::Scope;
 use crate::error::ApiError;
@@ -51,8 +52,18 @@ impl Requirement for Subscribe {
     }
 }
 
-/// Proof that the request is authorized for `R`.
-pub struct Authorized<R>(PhantomData<R>);
+/// Proof that the request is authorized for `R`, by the key whose digest it holds.
+pub struct Authorized<R> {
+    digest: KeyDigest,
+    requirement: PhantomData<R>,
+}
+
+impl<R> Authorized<R> {
+    /// The key that authorized the request (a stream watches it, to end on its revocation).
+    pub(crate) fn digest(&self) -> KeyDigest {
+        self.digest
+    }
+}
 
 /// The key of an `Authorization: Bearer KEY` header (scheme case-insensitive).
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -90,7 +101,10 @@ impl<R: Requirement + Send + Sync> FromRequestParts<AppState> for Authorized<R> 
                 parts.extensions.insert(digest);
                 // For handlers whose options depend on the scope (`observe` on the stream).
                 parts.extensions.insert(scope);
-                Ok(Self(PhantomData))
+                Ok(Self {
+                    digest,
+                    requirement: PhantomData,
+                })
             }
             Some((scope, _)) => Err(ApiError::forbidden(format!(
                 "this key has scope {}; the request needs {}",

@@ -35,6 +35,8 @@ pub struct Subscriber {
     queue: VecDeque<Value>,
     /// Whether the last WebSocket frame held a JSON array (a batch).
     pub saw_batch: bool,
+    /// The code and reason of the server's WebSocket close frame, once one came.
+    pub closed_with: Option<(u16, String)>,
 }
 
 /// A refused connection: the HTTP status and the JSON error body.
@@ -119,6 +121,7 @@ impl Subscriber {
             inner,
             queue: VecDeque::new(),
             saw_batch: false,
+            closed_with: None,
         })
     }
 
@@ -147,6 +150,7 @@ impl Subscriber {
             inner: Inner::Ws(Box::new(ws)),
             queue: VecDeque::new(),
             saw_batch: false,
+            closed_with: None,
         }
     }
 
@@ -182,7 +186,11 @@ impl Subscriber {
                         }
                         return true;
                     }
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return false,
+                    Some(Ok(Message::Close(frame))) => {
+                        self.closed_with = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                        return false;
+                    }
+                    None | Some(Err(_)) => return false,
                     Some(Ok(_)) => {}
                 }
             },

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use utoipa::IntoParams;
 
-use crate::apikeys::KeyDigest;
+use crate::apikeys::{KeyDigest, KeyWatch, Verdict};
 use crate::app::{App, AppState};
 use crate::auth::{Authorized, Subscribe};
 use crate::config::Scope;
@@ -221,7 +221,7 @@ impl Counters {
     security(("subscribe" = []), ("admin" = [])),
 )]
 pub async fn events(
-    _: Authorized<Subscribe>,
+    authorized: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
     Extension(key): Extension<KeyDigest>,
@@ -257,6 +257,7 @@ pub async fn events(
         .map(|r| HeaderValue::from_str(r.subscriber().conn()))
         .transpose()
         .map_err(|e| ApiError::internal(&e))?;
+    let mut watch = app.api_keys.watch(authorized.digest());
     let counters = Counters::new(&app, "sse");
     // The registration lives as long as the response body: the subscriber is listed while
     // it is connected.
@@ -278,7 +279,10 @@ pub async fn events(
             }
             Err(End::ShuttingDown | End::Failed) => None,
         }
-    });
+    })
+    // Its key revoked (or unverifiable for long), the response ends; the reconnect is
+    // answered 401 (or 503), which stops an `EventSource`.
+    .take_until(async move { watch.ended().await });
     let mut response = (
         [
             (
@@ -327,7 +331,7 @@ pub async fn events(
     security(("subscribe" = []), ("admin" = [])),
 )]
 pub async fn websocket(
-    _: Authorized<Subscribe>,
+    authorized: Authorized<Subscribe>,
     State(app): State<AppState>,
     QueryParams(query): QueryParams<StreamQuery>,
     Extension(key): Extension<KeyDigest>,
@@ -352,7 +356,8 @@ pub async fn websocket(
         observe,
     };
     let (feed, registration) = open_feed(&app, since, query.epoch, joining).await?;
-    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, app, registration)))
+    let watch = app.api_keys.watch(authorized.digest());
+    Ok(upgrade.respond(move |socket| serve_websocket(socket, feed, watch, app, registration)))
 }
 
 /// Take a text message from a WebSocket subscriber: an acknowledgment is recorded or ignored
@@ -377,6 +382,7 @@ fn take_text(app: &App, registration: Option<&Registration>, text: &[u8]) {
 async fn serve_websocket(
     mut socket: Socket,
     mut feed: Feed,
+    mut key: KeyWatch,
     app: AppState,
     registration: Option<Registration>,
 ) {
@@ -426,6 +432,17 @@ async fn serve_websocket(
                     Ok(Inbound::Close(code)) => (code.unwrap_or(close_code::NORMAL), ""),
                     Err(ReadEnd::Refused(code, reason)) => (code, reason),
                     Err(ReadEnd::Gone) => return,
+                };
+                let _ = tokio::time::timeout(write_timeout, socket.close(code, reason)).await;
+                return;
+            }
+            verdict = key.ended() => {
+                let (code, reason) = match verdict {
+                    Verdict::Revoked => (close_code::POLICY, "API key revoked"),
+                    Verdict::Valid | Verdict::Unverifiable => (
+                        close_code::AGAIN,
+                        "API key could not be re-checked: reconnect",
+                    ),
                 };
                 let _ = tokio::time::timeout(write_timeout, socket.close(code, reason)).await;
                 return;

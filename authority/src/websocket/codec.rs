@@ -14,6 +14,7 @@ pub mod close_code {
     pub const AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const ERROR: u16 = 1011;
     pub const AGAIN: u16 = 1013;
