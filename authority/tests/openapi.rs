@@ -147,7 +147,6 @@ async fn the_router_serves_exactly_the_documented_operations() {
         &format!("/v1/keys/{SOME_KID}"),
         &format!("/v1/keys/{SOME_KID}/rotate"),
         "/oauth2",
-        "/oauth2/token",
         "/.well-known/openid-configuration",
         "/openapi.yaml",
         "/v2/nothing",
