@@ -16,6 +16,8 @@ const README: &str = include_str!("../../README.md");
 // The README's commands, verbatim.
 const LOG_IN: &str =
     r#"LOGIN=$(curl -s -X POST $A/v1/tokens -H "$AUTH" -d '{"sub":"carol","refresh":true}')"#;
+const LOGGED_IN: &str =
+    r#"# {"rid":"…","kid":"…","jti":"…","iat":…,"exp":…,"refresh_expires_in":1209600}"#;
 const REFRESH: &str = r#"PAIR=$(curl -s -X POST $A/oauth2/token -d grant_type=refresh_token --data-urlencode "refresh_token=$R1")"#;
 const REFRESHED: &str = r#"# {"token_type":"Bearer","expires_in":3600}"#;
 const VERIFY: &str = r#"curl -si http://127.0.0.1:8081/verify -H "Authorization: Bearer $ACCESS""#;
@@ -118,7 +120,12 @@ async fn the_readme_session_life_ends_at_the_resource_server_when_a_refresh_toke
         .as_str()
         .expect("refresh_token")
         .to_string();
-    assert!(login["refresh_expires_in"].as_i64().unwrap() > 0, "{login}");
+    let at = readme_at(LOGGED_IN, at);
+    // 14 days, `--refresh-ttl`'s default.
+    assert_eq!(login["refresh_expires_in"], 1_209_600, "{login}");
+    for field in ["rid", "kid", "jti", "iat", "exp"] {
+        assert!(!login[field].is_null(), "{field} missing from {login}");
+    }
     let sid = claim(&first_access, "sid");
     assert!(sid.is_string(), "the log-in starts a session: {sid}");
 
