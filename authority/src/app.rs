@@ -292,6 +292,7 @@ async fn purge_expired(app: AppState) {
     loop {
         tick.tick().await;
         let now = UnixMillis::now();
+        app.limits.forget_idle();
         let dropped = app.tail.purge_expired(now.to_seconds());
         if dropped > 0 {
             tracing::debug!(dropped, "expired revocation entries dropped from memory");

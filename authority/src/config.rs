@@ -130,6 +130,20 @@ pub struct ServeArgs {
     /// Longest lifetime a token may have; also how long subject and session revocations last.
     #[arg(long, env = "REVOCAST_MAX_TTL", default_value = "24h", value_parser = parse_duration)]
     pub max_ttl: Duration,
+    /// Lifetime of a refresh token: each rotation issues a new one with this lifetime (within
+    /// the session's).
+    #[arg(long, env = "REVOCAST_REFRESH_TTL", default_value = "14d", value_parser = parse_duration)]
+    pub refresh_ttl: Duration,
+    /// Absolute lifetime of a session with refresh tokens, from its start: no rotation goes
+    /// past it.
+    #[arg(long, env = "REVOCAST_SESSION_MAX_LIFETIME", default_value = "30d", value_parser = parse_duration)]
+    pub session_max_lifetime: Duration,
+    /// A used refresh token presented again within this long after its rotation, while its
+    /// successor is unused, gets that rotation's answer again instead of ending the session
+    /// as reuse (for clients that lost an answer). 0 (the default): every reuse ends the
+    /// session. At most 60s.
+    #[arg(long, env = "REVOCAST_REFRESH_REUSE_INTERVAL", default_value = "0", value_parser = parse_duration)]
+    pub refresh_reuse_interval: Duration,
     /// Largest request body accepted, in bytes (larger → 413).
     #[arg(long, env = "REVOCAST_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -262,6 +276,10 @@ pub struct Config {
     pub issuer: String,
     pub default_ttl_secs: i64,
     pub max_ttl_secs: i64,
+    /// Refresh tokens: each one's lifetime, the session's absolute one, the reuse interval.
+    pub refresh_ttl_secs: i64,
+    pub session_max_lifetime_secs: i64,
+    pub refresh_reuse_interval: Duration,
     pub max_body_bytes: usize,
     pub heartbeat_interval: Duration,
     pub log_retention: Duration,
@@ -350,6 +368,16 @@ impl ServeArgs {
         if self.default_ttl.as_secs() == 0 || self.default_ttl > self.max_ttl {
             return invalid("--default-ttl must be at least 1s and at most --max-ttl");
         }
+        if self.session_max_lifetime.as_secs() == 0 || self.session_max_lifetime > MAX_TTL_CEILING
+        {
+            return invalid("--session-max-lifetime must be between 1s and 366 days");
+        }
+        if self.refresh_ttl.as_secs() == 0 || self.refresh_ttl > self.session_max_lifetime {
+            return invalid("--refresh-ttl must be at least 1s and at most --session-max-lifetime");
+        }
+        if self.refresh_reuse_interval > Duration::from_secs(60) {
+            return invalid("--refresh-reuse-interval must be at most 60s");
+        }
         Ok(())
     }
 
@@ -437,6 +465,9 @@ impl ServeArgs {
             issuer,
             default_ttl_secs: secs(self.default_ttl),
             max_ttl_secs: secs(self.max_ttl),
+            refresh_ttl_secs: secs(self.refresh_ttl),
+            session_max_lifetime_secs: secs(self.session_max_lifetime),
+            refresh_reuse_interval: self.refresh_reuse_interval,
             max_body_bytes: self.max_body_bytes,
             heartbeat_interval: self.heartbeat_interval,
             log_retention: self.log_retention,
@@ -527,6 +558,11 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./revocast-data"));
         assert_eq!(c.issuer, "http://127.0.0.1:8080");
         assert_eq!((c.default_ttl_secs, c.max_ttl_secs), (3600, 86400));
+        assert_eq!(
+            (c.refresh_ttl_secs, c.session_max_lifetime_secs),
+            (14 * 86400, 30 * 86400)
+        );
+        assert_eq!(c.refresh_reuse_interval, Duration::ZERO);
         assert_eq!(c.heartbeat_interval, Duration::from_secs(1));
         assert_eq!(
             (c.header_read_timeout, c.idle_timeout),
@@ -585,6 +621,9 @@ mod tests {
     fn inconsistent_values_are_refused() {
         assert!(parse(&["--default-ttl", "2d"]).is_err());
         assert!(parse(&["--max-ttl", "0"]).is_err());
+        assert!(parse(&["--refresh-ttl", "31d"]).is_err());
+        assert!(parse(&["--session-max-lifetime", "0"]).is_err());
+        assert!(parse(&["--refresh-reuse-interval", "2m"]).is_err());
         assert!(parse(&["--max-ttl", "400d", "--default-ttl", "1h"]).is_err());
         assert!(parse(&["--issuer", "ftp://x"]).is_err());
         assert!(parse(&["--issuer", "https://"]).is_err());

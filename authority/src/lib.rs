@@ -36,7 +36,10 @@
 //!   alone, the upgrade, and the socket that writes shared frames.
 //! - `net`: the accept loop every connection comes through: connection caps (in all, per
 //!   address), TLS, header-read and idle timeouts, TCP_NODELAY and the write timeout.
-//! - `limit`: per-key rate limits; `slots`: the per-key cap on concurrent snapshots;
+//! - `refresh`: refresh tokens' form and stored form, and the sealed answer a retry within
+//!   the reuse interval gets (the sessions and tokens themselves live in the store, rotated
+//!   by the ledger's `Rotate` command).
+//! - `limit`: per-key rate limits (per address for `/oauth2/token`); `slots`: the per-key cap on concurrent snapshots;
 //!   `metrics`: the Prometheus registry behind `/metrics`.
 
 #![forbid(unsafe_code)]
@@ -57,6 +60,7 @@ mod ledger;
 mod limit;
 mod metrics;
 mod net;
+mod refresh;
 mod slots;
 mod stream;
 mod tail;

@@ -6,9 +6,10 @@
 //! made-up keys cannot grow the table.
 
 use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -16,6 +17,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use crate::apikeys::KeyDigest;
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::net::Peer;
 
 type Limiter = DefaultKeyedRateLimiter<[u8; 32]>;
 
@@ -23,15 +25,66 @@ type Limiter = DefaultKeyedRateLimiter<[u8; 32]>;
 pub struct Limits {
     tokens: Option<Limiter>,
     revocations: Option<Limiter>,
+    /// `POST /oauth2/token`, per client address: see [`RefreshLimited`].
+    refreshes: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl Limits {
     /// Requests per second per API key (bursts up to one second's worth); 0 turns a limit off.
+    /// Refreshes count against the issuing rate, per client address instead of per key.
     pub fn new(tokens_per_second: u32, revocations_per_second: u32) -> Self {
         let limiter = |n: u32| NonZeroU32::new(n).map(|n| RateLimiter::keyed(Quota::per_second(n)));
         Self {
             tokens: limiter(tokens_per_second),
             revocations: limiter(revocations_per_second),
+            refreshes: NonZeroU32::new(tokens_per_second)
+                .map(|n| RateLimiter::keyed(Quota::per_second(n))),
+        }
+    }
+
+    /// Forget the client addresses whose bucket is full again, so the table stays bounded
+    /// by the addresses seen within about a second.
+    pub fn forget_idle(&self) {
+        if let Some(refreshes) = &self.refreshes {
+            refreshes.retain_recent();
+            refreshes.shrink_to_fit();
+        }
+    }
+}
+
+/// Proof that a `POST /oauth2/token` request was within its client address's rate (the
+/// issuing rate, `--rate-limit-tokens`). There is no API key: the refresh token is the
+/// credential, and it is known to be one only after a store lookup — the very cost a flood of
+/// made-up tokens must not impose unbounded. So the limit applies before the lookup, and the
+/// only identity a request has then is where it comes from. (Behind a proxy every client
+/// shares the proxy's address: raise the limit, or limit at the proxy.)
+pub struct RefreshLimited;
+
+impl FromRequestParts<AppState> for RefreshLimited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let Some(limiter) = &app.limits.refreshes else {
+            return Ok(Self);
+        };
+        // Served in-process (not through the listener) there is no address: one bucket.
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<Peer>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip);
+        match limiter.check_key(&ip) {
+            Ok(()) => Ok(Self),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                app.metrics
+                    .rate_limited
+                    .get_or_create(&vec![("limit", "refreshes")])
+                    .inc();
+                Err(ApiError::rate_limited(
+                    "too many token requests from this address; retry later",
+                    wait,
+                ))
+            }
         }
     }
 }

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub api_key_lookups: Family<Labels, Counter>,
     /// Snapshot responses cut off at `--snapshot-deadline`.
     pub snapshots_cut_off: Counter,
+    /// `POST /oauth2/token` answers, by `outcome` (`rotated`, `retried`, `reused`,
+    /// `refused`).
+    pub refreshes: Family<Labels, Counter>,
+    /// Used refresh tokens presented again: each revoked its session.
+    pub refresh_reuse: Counter,
 }
 
 impl Metrics {
@@ -147,8 +152,22 @@ impl Metrics {
             "Snapshot responses aborted because they ran past --snapshot-deadline",
             snapshots_cut_off.clone(),
         );
+        let refreshes = Family::<Labels, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refresh-token grants answered, by outcome (rotated, retried, reused, refused)",
+            refreshes.clone(),
+        );
+        let refresh_reuse = Counter::default();
+        registry.register(
+            "refresh_token_reuse",
+            "Used refresh tokens presented again (theft detected): each revoked its session",
+            refresh_reuse.clone(),
+        );
         Self {
             registry,
+            refreshes,
+            refresh_reuse,
             rate_limited,
             connections_open,
             connections_refused,

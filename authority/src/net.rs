@@ -177,6 +177,7 @@ impl Shared {
             }
         };
         let peer = Peer {
+            ip: addr.ip(),
             client_cert: conn.has_client_cert(),
         };
         let activity = Arc::new(Activity::new(Instant::now()));
@@ -674,6 +675,8 @@ impl Conn {
 /// `ConnectInfo<Peer>`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer {
+    /// The client's address (the TCP peer's: a proxy's, behind one).
+    pub ip: IpAddr,
     /// A client certificate was presented and verified against `--client-ca`.
     pub client_cert: bool,
 }

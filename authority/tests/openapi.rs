@@ -415,6 +415,34 @@ async fn answers_fit_the_documented_schemas() {
     let (status, v) = introspect("token=garbage".into()).await;
     fits(&doc, "/oauth2/introspect", "post", status, &v);
 
+    // A session with refresh tokens: its start, a refresh token introspected, a rotation and
+    // an error of the token endpoint (none of which writes to the log).
+    let (path, (status, session)) =
+        post("/v1/tokens", json!({ "sub": "ann", "refresh": true })).await;
+    fits(&doc, path, "post", status, &session);
+    let refresh_token = session["refresh_token"].as_str().unwrap().to_string();
+    let (status, v) = introspect(format!("token={refresh_token}")).await;
+    assert_eq!(v["token_type"], "refresh_token");
+    fits(&doc, "/oauth2/introspect", "post", status, &v);
+    let grant = |form: String| {
+        let req = s
+            .http
+            .post(format!("{}/oauth2/token", s.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) =
+        grant(format!("grant_type=refresh_token&refresh_token={refresh_token}")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    fits(&doc, "/oauth2/token", "post", status, &v);
+    let (status, v) = grant("grant_type=password".into()).await;
+    assert_eq!(v["error"], "unsupported_grant_type");
+    fits(&doc, "/oauth2/token", "post", status, &v);
+
     for _ in 0..2 {
         let (path, (status, v)) = post("/v1/revoke", json!({ "token": token })).await;
         fits(&doc, path, "post", status, &v);

@@ -36,19 +36,23 @@ pub struct Metadata {
     /// The issuer, as in every token's `iss`.
     issuer: String,
     jwks_uri: String,
+    /// `POST /oauth2/token`, for the refresh-token grant.
+    token_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
     /// Empty: tokens are minted by `POST /v1/tokens` for trusted callers, with no
     /// authorization endpoint.
     response_types_supported: [&'static str; 0],
-    /// Empty, as `response_types_supported`.
-    grant_types_supported: [&'static str; 0],
+    /// `refresh_token`: sessions start at `POST /v1/tokens` with `"refresh": true`.
+    grant_types_supported: [&'static str; 1],
+    /// `none`: the refresh token is the credential.
+    token_endpoint_auth_methods_supported: [&'static str; 1],
     revocation_endpoint_auth_methods_supported: [&'static str; 1],
     introspection_endpoint_auth_methods_supported: [&'static str; 1],
     token_endpoint_auth_signing_alg_values_supported: [&'static str; 1],
 }
 
-/// RFC 8414 metadata: where the JWKS, revocation and introspection endpoints are.
+/// RFC 8414 metadata: where the JWKS, token, revocation and introspection endpoints are.
 #[utoipa::path(
     get,
     path = "/.well-known/oauth-authorization-server",
@@ -61,10 +65,12 @@ pub async fn metadata(State(app): State<AppState>) -> Json<Metadata> {
     Json(Metadata {
         issuer: iss.clone(),
         jwks_uri: format!("{iss}/.well-known/jwks.json"),
+        token_endpoint: format!("{iss}/oauth2/token"),
         revocation_endpoint: format!("{iss}/oauth2/revoke"),
         introspection_endpoint: format!("{iss}/oauth2/introspect"),
         response_types_supported: [],
-        grant_types_supported: [],
+        grant_types_supported: ["refresh_token"],
+        token_endpoint_auth_methods_supported: ["none"],
         revocation_endpoint_auth_methods_supported: ["bearer"],
         introspection_endpoint_auth_methods_supported: ["bearer"],
         token_endpoint_auth_signing_alg_values_supported: ["ML-DSA-65"],

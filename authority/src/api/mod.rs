@@ -6,6 +6,7 @@
 mod api_keys;
 mod keys;
 mod meta;
+mod oauth;
 mod openapi;
 mod revoke;
 mod stream;
@@ -47,6 +48,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(revoke::oauth))
+        .routes(routes!(oauth::token))
         .routes(routes!(verify::introspect))
         .routes(routes!(meta::jwks))
         .routes(routes!(meta::metadata))
@@ -103,8 +105,9 @@ async fn method_not_allowed() -> ApiError {
 pub struct TokenForm {
     /// The token.
     token: String,
-    /// `access_token` or `refresh_token`. Ignored, as both RFCs allow: one token type exists,
-    /// and a server must look beyond the hint anyway. Its value is skipped unread.
+    /// `access_token` or `refresh_token`. Ignored, as both RFCs allow: the two kinds are told
+    /// apart by their form (a refresh token starts with `rvr_`), and a server must look beyond
+    /// the hint anyway. Its value is skipped unread.
     #[serde(rename = "token_type_hint", default)]
     #[schema(value_type = Option<String>)]
     _token_type_hint: Option<IgnoredAny>,

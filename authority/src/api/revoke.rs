@@ -14,8 +14,10 @@ use crate::auth::{Admin, Authorized};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{FormBody, JsonBody};
 use crate::limit::{Limited, Revocations};
+use crate::refresh;
 use crate::store::{
-    Logged, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
+    Logged, RefreshRevocation, RevokeRefresh, RevokeSession, RevokeSubject, RevokeToken,
+    SessionRevoked, SubjectRevoked,
 };
 
 /// `POST /v1/revoke`'s body.
@@ -133,7 +135,9 @@ pub async fn token(
     }))
 }
 
-/// RFC 7009: `200` whether or not the token was valid — the client's goal (the token is unusable)
+/// RFC 7009: a refresh token (with or without `token_type_hint`) revokes its whole session —
+/// every refresh token of the family and, on the stream, every access token of the session.
+/// `200` whether or not the token was valid — the client's goal (the token is unusable)
 /// holds either way. Storage failures still answer 503, as §2.2.1 allows, so nothing is
 /// reported revoked that is not.
 #[utoipa::path(
@@ -144,7 +148,8 @@ pub async fn token(
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = OK, description = "The token is unusable: revoked now, before, or never a \
-            valid token of this authority. No body."),
+            valid token of this authority (for a refresh token: its session is revoked). No \
+            body."),
         (status = BAD_REQUEST, body = ErrorBody,
             description = "`invalid_request`: a malformed form or no `token`."),
         openapi::LimitedBodyErrors,
@@ -157,6 +162,19 @@ pub async fn oauth(
     State(app): State<AppState>,
     FormBody(req): FormBody<TokenForm>,
 ) -> Result<StatusCode, ApiError> {
+    if refresh::is_refresh_token(&req.token) {
+        let revoked = app
+            .ledger
+            .submit(RevokeRefresh {
+                hash: refresh::hash(&req.token),
+                until: covering_until(&app),
+            })
+            .await?;
+        if let RefreshRevocation::Revoked(s) = revoked {
+            tracing::info!(sid = %s.sid, seq = %s.seq, "refresh token revoked: session revoked");
+        }
+        return Ok(StatusCode::OK);
+    }
     match revoke_token(&app, req.token, None).await {
         Ok(_) => Ok(StatusCode::OK),
         Err(e) if e.status() == StatusCode::BAD_REQUEST => Ok(StatusCode::OK),

@@ -1,10 +1,11 @@
-//! `POST /v1/tokens`: issue a signed access token.
+//! `POST /v1/tokens`: issue a signed access token, and with `"refresh": true` start a session
+//! with refresh tokens (see [`super::oauth`] for their rotation).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use revocast_shared::token::{Audience, RESERVED_CLAIMS, issue as sign};
-use revocast_shared::{Claims, KeyId, RevocationId, UnixSeconds};
+use revocast_shared::token::{Audience, IssuedToken as Issued, RESERVED_CLAIMS, issue as sign};
+use revocast_shared::{Claims, KeyId, RevocationId, SigningKey, UnixSeconds};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -16,6 +17,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::JsonBody;
 use crate::limit::{Limited, Tokens};
+use crate::refresh::{self, Grant};
+use crate::store::{NewRefreshToken, SessionStart, StartSession};
 use crate::view::IssueRefusal;
 
 /// `POST /v1/tokens`'s body.
@@ -40,6 +43,13 @@ pub struct IssueRequest {
     /// `nbf`, `iat`, `jti`, `sid`, `gen`, `rid`) are refused.
     #[schema(value_type = Option<Object>)]
     claims: Option<Map<String, Value>>,
+    /// Start a session with refresh tokens: the answer adds `refresh_token` and
+    /// `refresh_expires_in`, and the token's `sid` is a new session id (or `sid`, which then
+    /// must not have refresh tokens already nor have been revoked). Rotations through
+    /// `POST /oauth2/token` issue access tokens with the same `sub`, `sid`, `aud`, `claims`
+    /// and `ttl`.
+    #[serde(default)]
+    refresh: bool,
 }
 
 /// `POST /v1/tokens`'s answer.
@@ -57,6 +67,13 @@ pub struct IssueAnswer {
     iat: i64,
     /// The token's `exp`, Unix seconds.
     exp: i64,
+    /// With `"refresh": true`: the session's first refresh token (opaque; for
+    /// `POST /oauth2/token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
+    /// With `"refresh": true`: seconds until the refresh token expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_expires_in: Option<i64>,
 }
 
 /// Most audiences one token may name.
@@ -73,7 +90,8 @@ const MAX_AUDIENCES: usize = 16;
         (status = CREATED, description = "The token.", body = IssueAnswer),
         (status = BAD_REQUEST, body = ErrorBody, description = "`invalid_request`: a malformed \
             body, an invalid `sub`, `sid` or `aud`, a `ttl` out of range, a reserved custom \
-            claim, claims too large, or a revoked session."),
+            claim, claims too large, a revoked session, or (with `refresh`) a `sid` that has \
+            refresh tokens already."),
         openapi::LimitedBodyErrors,
     ),
     security(("admin" = [])),
@@ -97,18 +115,71 @@ pub async fn issue(
             }
             IssueRefusal::NoSigningKey => ApiError::unavailable("no active signing key"),
         })?;
+    let sid = match (req.refresh, req.sid) {
+        // A session of its own: 128 random bits, like a `jti`.
+        (true, None) => Some(Claims::random_jti().map_err(|e| ApiError::internal(&e))?),
+        (_, sid) => sid,
+    };
+    let grant = Grant {
+        aud: req.aud,
+        claims: req.claims.unwrap_or_default(),
+        ttl,
+    };
+    let access = sign_access(&app, key, &req.sub, sid.clone(), r#gen, &grant, ttl, now).await?;
+    let (refresh_token, refresh_expires_in) = match sid {
+        Some(sid) if req.refresh => {
+            let (token, expires_in) = start_session(&app, sid, req.sub, r#gen, &grant, now).await?;
+            (Some(token), Some(expires_in))
+        }
+        _ => (None, None),
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(IssueAnswer {
+            token: access.issued.token,
+            rid: access.issued.rid,
+            kid: access.kid,
+            jti: access.claims.jti,
+            iat: access.claims.iat,
+            exp: access.claims.exp,
+            refresh_token,
+            refresh_expires_in,
+        }),
+    ))
+}
+
+/// A signed access token, its claims and its key id.
+pub(super) struct Access {
+    pub issued: Issued,
+    pub claims: Claims,
+    pub kid: KeyId,
+}
+
+/// Sign an access token for `sub` (in session `sid`, at generation `gen`) with `key`, as
+/// `grant` says, living `ttl` seconds from `now`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn sign_access(
+    app: &AppState,
+    key: std::sync::Arc<SigningKey>,
+    sub: &str,
+    sid: Option<String>,
+    r#gen: u64,
+    grant: &Grant,
+    ttl: i64,
+    now: UnixSeconds,
+) -> Result<Access, ApiError> {
     let kid = key.kid();
     let claims = Claims {
         iss: app.config.issuer.clone(),
-        sub: req.sub,
+        sub: sub.to_owned(),
         iat: now.get(),
         exp: now.get() + ttl,
         nbf: None,
-        aud: req.aud,
+        aud: grant.aud.clone(),
         jti: Claims::random_jti().map_err(|e| ApiError::internal(&e))?,
-        sid: req.sid,
+        sid,
         r#gen,
-        custom: req.claims.unwrap_or_default(),
+        custom: grant.claims.clone(),
     };
     let (issued, claims) = blocking(move || sign(&claims, &key).map(|t| (t, claims)))
         .await?
@@ -119,17 +190,46 @@ pub async fn issue(
             other => ApiError::internal(&other),
         })?;
     app.metrics.tokens_issued.inc();
-    Ok((
-        StatusCode::CREATED,
-        Json(IssueAnswer {
-            token: issued.token,
-            rid: issued.rid,
-            kid,
-            jti: claims.jti,
-            iat: claims.iat,
-            exp: claims.exp,
-        }),
-    ))
+    Ok(Access {
+        issued,
+        claims,
+        kid,
+    })
+}
+
+/// Store a new session with its first refresh token; answer the token and its lifetime.
+async fn start_session(
+    app: &AppState,
+    sid: String,
+    sub: String,
+    r#gen: u64,
+    grant: &Grant,
+    now: UnixSeconds,
+) -> Result<(String, i64), ApiError> {
+    let (token, hash) = refresh::generate().map_err(|e| ApiError::internal(&e))?;
+    let config = &app.config;
+    let expires_in = config.refresh_ttl_secs.min(config.session_max_lifetime_secs);
+    let started = app
+        .ledger
+        .submit(StartSession {
+            sid,
+            sub,
+            r#gen,
+            grant: serde_json::to_string(grant).map_err(|e| ApiError::internal(&e))?,
+            expires_at: now.saturating_add_secs(config.session_max_lifetime_secs),
+            token: NewRefreshToken {
+                hash,
+                expires_at: now.saturating_add_secs(expires_in),
+            },
+        })
+        .await?;
+    match started {
+        SessionStart::Started => Ok((token.to_string(), expires_in)),
+        SessionStart::Taken => Err(ApiError::bad_request(
+            "this sid has refresh tokens already, or was revoked: a session with refresh \
+             tokens needs a new sid",
+        )),
+    }
 }
 
 /// Check the request against the contract and the configuration; answer the token's `ttl`.

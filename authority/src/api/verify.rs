@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::auth::{Authorized, Introspect};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{FormBody, JsonBody};
+use crate::refresh;
 
 /// `POST /v1/verify`'s body.
 #[derive(Deserialize, ToSchema)]
@@ -114,13 +115,28 @@ pub enum Introspection {
         #[schema(value_type = openapi::shared::Claims)]
         claims: Map<String, Value>,
     },
+    /// An active refresh token: live (not used), its session neither revoked nor over.
+    Refresh {
+        #[schema(inline)]
+        active: True,
+        /// Always `refresh_token`.
+        #[schema(value_type = String, pattern = "^refresh_token$")]
+        token_type: &'static str,
+        sub: String,
+        sid: String,
+        /// When it was issued, Unix seconds.
+        iat: i64,
+        /// When it expires, Unix seconds.
+        exp: i64,
+    },
     Inactive {
         #[schema(inline)]
         active: False,
     },
 }
 
-/// RFC 7662 token introspection.
+/// RFC 7662 token introspection, of access tokens and refresh tokens (`token_type` says
+/// which).
 #[utoipa::path(
     post,
     path = "/oauth2/introspect",
@@ -141,6 +157,23 @@ pub async fn introspect(
     State(app): State<AppState>,
     FormBody(req): FormBody<TokenForm>,
 ) -> Result<Json<Introspection>, ApiError> {
+    if refresh::is_refresh_token(&req.token) {
+        // The store holds refresh tokens (the view does not): it answers as committed.
+        let now = UnixSeconds::now();
+        return Ok(Json(
+            match app.store.refresh_token(&refresh::hash(&req.token)).await? {
+                Some(t) if t.is_active(now) => Introspection::Refresh {
+                    active: True,
+                    token_type: "refresh_token",
+                    sub: t.sub,
+                    sid: t.sid,
+                    iat: t.issued_at.get(),
+                    exp: t.expires_at.min(t.session_expires_at).get(),
+                },
+                _ => Introspection::Inactive { active: False },
+            },
+        ));
+    }
     Ok(Json(match check(&app, req.token).await? {
         Ok(token) => Introspection::Active {
             active: True,

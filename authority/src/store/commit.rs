@@ -8,11 +8,13 @@ use std::sync::Arc;
 use revocast_shared::event::Revocation;
 use revocast_shared::{Seq, SigningKey, UnixMillis, UnixSeconds};
 
+use super::RefreshState;
 use super::log::{NewRow, corrupt, generation_of, to_i64};
 use super::mutation::{
-    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune, Pruned,
-    RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
-    TokenRevocation,
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, NewRefreshToken,
+    Outcome, Prune, Pruned, RefreshRefusal, RefreshRevocation, RevokeKey, RevokeRefresh,
+    RevokeSession, RevokeSubject, RevokeToken, Rotate, Rotation, SessionRevoked, SessionStart,
+    StartSession, SubjectRevoked, TokenRevocation,
 };
 use crate::error::StoreError;
 
@@ -81,6 +83,33 @@ pub(super) trait LogWriter {
         floor: Seq,
         limit: u32,
     ) -> Result<u64, StoreError>;
+    /// Record `sid` as revoked for good (nothing if it already is), or hold it for
+    /// [`flush`](Self::flush).
+    async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError>;
+    /// Whether `sid` was ever revoked. Reads rows held back too (call `flush` first).
+    async fn is_session_revoked(&mut self, sid: &str) -> Result<bool, StoreError>;
+    /// The refresh token whose SHA-256 is `hash`, with its session, as this commit sees them.
+    async fn refresh_state(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError>;
+    /// Insert the session unless its `sid` has one already; `false` if it had.
+    async fn insert_session(&mut self, m: &StartSession, now: UnixSeconds)
+    -> Result<bool, StoreError>;
+    async fn insert_refresh_token(
+        &mut self,
+        token: &NewRefreshToken,
+        sid: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError>;
+    /// Mark the token used at `at`, rotated into `successor`, with the rotation's sealed
+    /// answer (if any); and drop the sealed answer of the token rotated into it, which is two
+    /// generations back from now on and never a retry again.
+    async fn mark_refresh_used(
+        &mut self,
+        hash: &[u8; 32],
+        sid: &str,
+        at: UnixMillis,
+        successor: &[u8; 32],
+        sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError>;
 }
 
 /// What [`apply_batch`] did besides the outcomes: the backend writes the head back (and, on a
@@ -119,6 +148,13 @@ pub(super) async fn apply_batch<W: LogWriter>(
             Mutation::AddKey(m) => Outcome::AddKey(add_key(w, &log, m).await?),
             Mutation::InitKey(m) => Outcome::InitKey(init_key(w, &log, m).await?),
             Mutation::Prune(m) => Outcome::Prune(prune(w, &log, m).await?),
+            Mutation::StartSession(m) => {
+                Outcome::StartSession(start_session(w, &log, m).await?)
+            }
+            Mutation::Rotate(m) => Outcome::Rotate(rotate(w, &mut log, m).await?),
+            Mutation::RevokeRefresh(m) => {
+                Outcome::RevokeRefresh(revoke_refresh(w, &mut log, m).await?)
+            }
         };
         keys_changed |= outcome.changed_keys();
         outcomes.push(outcome);
@@ -192,6 +228,9 @@ async fn revoke_session<W: LogWriter>(
         until: until.get(),
     };
     let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
+    // The log row goes once the session's access tokens have expired; its refresh tokens
+    // live longer, so the session is also recorded as revoked for good.
+    w.mark_session_revoked(&m.sid, log.at).await?;
     Ok(SessionRevoked {
         sid: m.sid.clone(),
         until,
@@ -254,6 +293,98 @@ async fn init_key<W: LogWriter>(w: &mut W, log: &Tip, m: &InitKey) -> Result<Key
     }
     w.activate_key(&m.key, log.at.to_seconds()).await?;
     Ok(KeyInit::Added(Arc::clone(&m.key)))
+}
+
+/// See [`StartSession`]. A session id that was ever revoked, or has refresh tokens already,
+/// is refused: its refresh tokens could outlive the revocation's log row.
+async fn start_session<W: LogWriter>(
+    w: &mut W,
+    log: &Tip,
+    m: &StartSession,
+) -> Result<SessionStart, StoreError> {
+    // It reads what this commit's session revocations hold back.
+    w.flush().await?;
+    let now = log.at.to_seconds();
+    if w.is_session_revoked(&m.sid).await? || !w.insert_session(m, now).await? {
+        return Ok(SessionStart::Taken);
+    }
+    w.insert_refresh_token(&m.token, &m.sid, now).await?;
+    Ok(SessionStart::Started)
+}
+
+/// See [`Rotate`]: live → rotated; used → a retry within the reuse interval, else reuse, which
+/// revokes the session in this same commit.
+async fn rotate<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &Rotate,
+) -> Result<Rotation, StoreError> {
+    w.flush().await?;
+    let Some(token) = w.refresh_state(&m.hash).await? else {
+        return Ok(Rotation::Refused(RefreshRefusal::Unknown));
+    };
+    if let Some(refusal) = token.refusal(log.at.to_seconds()) {
+        return Ok(Rotation::Refused(refusal));
+    }
+    if let Some(used_at) = token.used_at {
+        let within = log.at.as_millis().saturating_sub(used_at.as_millis()) <= m.reuse_interval_ms;
+        // Only the immediately preceding token (its successor is the live one), only within
+        // the interval, and only if that rotation kept its answer.
+        if m.reuse_interval_ms > 0 && within && token.successor_live {
+            if let Some(sealed) = token.sealed {
+                return Ok(Rotation::Retried { sealed });
+            }
+        }
+        let revoked = revoke_session(
+            w,
+            log,
+            &RevokeSession {
+                sid: token.sid,
+                until: m.until,
+                reason: Some("refresh token reused".into()),
+            },
+        )
+        .await?;
+        return Ok(Rotation::Reused {
+            sub: token.sub,
+            revoked,
+        });
+    }
+    if token.session_gen != m.r#gen {
+        // The request read the session before a subject revocation committed.
+        return Ok(Rotation::Refused(RefreshRefusal::SubjectRevoked));
+    }
+    w.mark_refresh_used(&m.hash, &token.sid, log.at, &m.next.hash, m.sealed.as_deref())
+        .await?;
+    w.insert_refresh_token(&m.next, &token.sid, log.at.to_seconds())
+        .await?;
+    Ok(Rotation::Rotated)
+}
+
+/// See [`RevokeRefresh`].
+async fn revoke_refresh<W: LogWriter>(
+    w: &mut W,
+    log: &mut Tip,
+    m: &RevokeRefresh,
+) -> Result<RefreshRevocation, StoreError> {
+    w.flush().await?;
+    let Some(token) = w.refresh_state(&m.hash).await? else {
+        return Ok(RefreshRevocation::Nothing);
+    };
+    if token.session_revoked {
+        return Ok(RefreshRevocation::Nothing);
+    }
+    let revoked = revoke_session(
+        w,
+        log,
+        &RevokeSession {
+            sid: token.sid,
+            until: m.until,
+            reason: Some("refresh token revoked".into()),
+        },
+    )
+    .await?;
+    Ok(RefreshRevocation::Revoked(revoked))
 }
 
 /// See [`Prune`].

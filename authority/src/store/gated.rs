@@ -128,6 +128,12 @@ impl Store for GatedStore {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.inner.revoke_api_key(h, now).await
     }
+    async fn refresh_token(
+        &self,
+        h: &[u8; 32],
+    ) -> Result<Option<super::RefreshState>, StoreError> {
+        self.inner.refresh_token(h).await
+    }
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }

@@ -8,7 +8,7 @@ use revocast_shared::event::{Revocation, RevocationEvent};
 use revocast_shared::{Epoch, Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
-use super::{ApiKeyRecord, Logged, SnapshotPart};
+use super::{ApiKeyRecord, Logged, RefreshState, SnapshotPart};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -51,6 +51,56 @@ pub(super) fn api_key_of(
         created_at: UnixSeconds::new(created_at),
         revoked_at: revoked_at.map(UnixSeconds::new),
     })
+}
+
+/// The query of a refresh token and its session, `$1` its hash (SQLite reads `$1` as its one
+/// parameter too).
+pub(super) const REFRESH_STATE: &str = "SELECT s.sid, s.sub, s.gen AS session_gen,
+        COALESCE(g.gen, 0) AS current_gen, s.grant_json, s.expires_at AS session_expires_at,
+        r.at_ms AS session_revoked_at, t.issued_at, t.expires_at, t.used_at_ms, t.sealed,
+        n.hash AS successor, n.used_at_ms AS successor_used_at_ms
+     FROM refresh_tokens t
+     JOIN refresh_sessions s ON s.sid = t.sid
+     LEFT JOIN subject_generations g ON g.sub = s.sub
+     LEFT JOIN revoked_sessions r ON r.sid = s.sid
+     LEFT JOIN refresh_tokens n ON n.hash = t.successor
+     WHERE t.hash = $1";
+
+/// A row of [`REFRESH_STATE`].
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshRow {
+    sid: String,
+    sub: String,
+    session_gen: i64,
+    current_gen: i64,
+    grant_json: String,
+    session_expires_at: i64,
+    session_revoked_at: Option<i64>,
+    issued_at: i64,
+    expires_at: i64,
+    used_at_ms: Option<i64>,
+    sealed: Option<Vec<u8>>,
+    successor: Option<Vec<u8>>,
+    successor_used_at_ms: Option<i64>,
+}
+
+impl RefreshRow {
+    pub(super) fn into_state(self) -> Result<RefreshState, StoreError> {
+        Ok(RefreshState {
+            sid: self.sid,
+            sub: self.sub,
+            session_gen: generation_of(self.session_gen)?,
+            current_gen: generation_of(self.current_gen)?,
+            grant: self.grant_json,
+            session_expires_at: UnixSeconds::new(self.session_expires_at),
+            session_revoked: self.session_revoked_at.is_some(),
+            issued_at: UnixSeconds::new(self.issued_at),
+            expires_at: UnixSeconds::new(self.expires_at),
+            used_at: self.used_at_ms.map(UnixMillis::new),
+            successor_live: self.successor.is_some() && self.successor_used_at_ms.is_none(),
+            sealed: self.sealed,
+        })
+    }
 }
 
 /// A revocation's `(seq, at_ms)` columns.

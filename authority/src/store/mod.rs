@@ -25,9 +25,10 @@ use tokio::sync::mpsc;
 
 pub(crate) use mutation::Command;
 pub use mutation::{
-    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, Outcome, Prune, Pruned,
-    RevokeKey, RevokeSession, RevokeSubject, RevokeToken, SessionRevoked, SubjectRevoked,
-    TokenRevocation,
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, NewRefreshToken,
+    Outcome, Prune, Pruned, RefreshRefusal, RefreshRevocation, RevokeKey, RevokeRefresh,
+    RevokeSession, RevokeSubject, RevokeToken, Rotate, Rotation, SessionRevoked, SessionStart,
+    StartSession, SubjectRevoked, TokenRevocation,
 };
 pub use postgres::PgStore;
 pub(crate) use sqlite::DB_FILE;
@@ -76,6 +77,50 @@ pub struct ApiKeyRecord {
     pub created_at: UnixSeconds,
     /// When it was revoked; `None` while it is in force.
     pub revoked_at: Option<UnixSeconds>,
+}
+
+/// A stored refresh token and its session, as read (never the token: its hash is the key).
+#[derive(Debug, Clone)]
+pub struct RefreshState {
+    pub sid: String,
+    pub sub: String,
+    /// The subject's generation when the session started.
+    pub session_gen: u64,
+    /// The subject's generation now.
+    pub current_gen: u64,
+    /// What rotations issue access tokens with (JSON, see `refresh::Grant`).
+    pub grant: String,
+    pub session_expires_at: UnixSeconds,
+    pub session_revoked: bool,
+    pub issued_at: UnixSeconds,
+    pub expires_at: UnixSeconds,
+    /// When it was rotated; `None` while it is live.
+    pub used_at: Option<UnixMillis>,
+    /// It was rotated and its successor is still unused.
+    pub successor_live: bool,
+    /// Its rotation's answer, sealed under the token (with a reuse interval only).
+    pub sealed: Option<Vec<u8>>,
+}
+
+impl RefreshState {
+    /// Why the token cannot be used at `now` whether or not it was used: its session or
+    /// subject was revoked, or it or its session expired.
+    pub fn refusal(&self, now: UnixSeconds) -> Option<RefreshRefusal> {
+        if self.session_revoked {
+            Some(RefreshRefusal::SessionRevoked)
+        } else if self.current_gen != self.session_gen {
+            Some(RefreshRefusal::SubjectRevoked)
+        } else if self.expires_at <= now || self.session_expires_at <= now {
+            Some(RefreshRefusal::Expired)
+        } else {
+            None
+        }
+    }
+
+    /// Usable at `now`: not refused, and not used.
+    pub fn is_active(&self, now: UnixSeconds) -> bool {
+        self.refusal(now).is_none() && self.used_at.is_none()
+    }
 }
 
 /// Why a [`Doorbell`] rang.
@@ -202,6 +247,9 @@ pub trait Store: Send + Sync + 'static {
         hash: &[u8; 32],
         now: UnixSeconds,
     ) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// The refresh token whose SHA-256 is `hash`, with its session, as committed.
+    async fn refresh_token(&self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError>;
 
     /// Cheap liveness check of the storage for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

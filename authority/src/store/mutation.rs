@@ -68,6 +68,102 @@ pub struct Prune {
     pub limit: u32,
 }
 
+/// Start a session with refresh tokens: its first refresh token, bound to the session, the
+/// subject (at its generation `gen`) and the grant (audience, custom claims, access-token
+/// lifetime) every rotation issues with.
+#[derive(Debug, Clone)]
+pub struct StartSession {
+    pub sid: String,
+    pub sub: String,
+    pub r#gen: u64,
+    /// JSON of what rotations issue access tokens with (see `refresh::Grant`).
+    pub grant: String,
+    /// The session's absolute end.
+    pub expires_at: UnixSeconds,
+    pub token: NewRefreshToken,
+}
+
+/// A refresh token to store: its SHA-256, never the token.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub hash: [u8; 32],
+    pub expires_at: UnixSeconds,
+}
+
+/// Rotate the refresh token whose SHA-256 is `hash` into `next`, exactly once. Everything is
+/// decided inside the commit, under the log's lock on PostgreSQL and by the one writer on
+/// SQLite, so two rotations of one token — on one authority or on two replicas — cannot both
+/// find it live: the second finds it used, which is reuse.
+#[derive(Debug, Clone)]
+pub struct Rotate {
+    pub hash: [u8; 32],
+    pub next: NewRefreshToken,
+    /// The new access token's generation: the rotation happens only if it is still the
+    /// subject's current one (and the session's).
+    pub r#gen: u64,
+    /// The answer of this rotation encrypted under the presented token, kept for a retry
+    /// within the reuse interval; `None` when the interval is 0.
+    pub sealed: Option<Vec<u8>>,
+    /// A used token presented again within this long after its rotation, while its successor
+    /// is unused, is a retry (0: never).
+    pub reuse_interval_ms: i64,
+    /// On reuse, the session revocation's requested `until` (see [`RevokeSession`]).
+    pub until: UnixSeconds,
+}
+
+/// End the session of the refresh token whose SHA-256 is `hash` (RFC 7009 revocation of a
+/// refresh token): the session is revoked — its refresh tokens and its access tokens.
+#[derive(Debug, Clone)]
+pub struct RevokeRefresh {
+    pub hash: [u8; 32],
+    pub until: UnixSeconds,
+}
+
+/// The answer to a [`StartSession`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionStart {
+    Started,
+    /// The session id has refresh tokens already, or was revoked: nothing was written.
+    Taken,
+}
+
+/// Why a refresh token was refused without anything being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRefusal {
+    Unknown,
+    /// Its session was revoked (before this request).
+    SessionRevoked,
+    /// Its subject was revoked since the session started.
+    SubjectRevoked,
+    /// The token's lifetime or the session's is over.
+    Expired,
+}
+
+/// The answer to a [`Rotate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token is used now and `next` is the session's live token.
+    Rotated,
+    /// The presented token was rotated moments ago (within the reuse interval) and its
+    /// successor is unused: the earlier rotation's answer, still sealed.
+    Retried { sealed: Vec<u8> },
+    /// The presented token had been used: reuse. The session is revoked now, in this commit.
+    Reused {
+        sub: String,
+        revoked: SessionRevoked,
+    },
+    Refused(RefreshRefusal),
+}
+
+/// The answer to a [`RevokeRefresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshRevocation {
+    /// The session is revoked now.
+    Revoked(SessionRevoked),
+    /// Nothing to do: unknown token, or its session was revoked before.
+    Nothing,
+}
+
 /// The answer to a [`RevokeToken`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenRevocation {
@@ -171,6 +267,9 @@ pub enum Mutation {
     AddKey(AddKey),
     InitKey(InitKey),
     Prune(Prune),
+    StartSession(StartSession),
+    Rotate(Rotate),
+    RevokeRefresh(RevokeRefresh),
 }
 
 /// What committing one [`Mutation`] did: the variant of the same name.
@@ -183,6 +282,9 @@ pub enum Outcome {
     AddKey(KeyAdded),
     InitKey(KeyInit),
     Prune(Pruned),
+    StartSession(SessionStart),
+    Rotate(Rotation),
+    RevokeRefresh(RefreshRevocation),
 }
 
 impl Outcome {
@@ -206,7 +308,9 @@ impl Outcome {
                 s.seq,
                 s.at,
             ),
-            Self::RevokeSession(s) => (
+            Self::RevokeSession(s)
+            | Self::Rotate(Rotation::Reused { revoked: s, .. })
+            | Self::RevokeRefresh(RefreshRevocation::Revoked(s)) => (
                 Revocation::Session {
                     sid: s.sid.clone(),
                     until: s.until.get(),
@@ -221,7 +325,10 @@ impl Outcome {
             | Self::RevokeKey(KeyRevocation::AlreadyRevoked(_) | KeyRevocation::UnknownKey)
             | Self::AddKey(_)
             | Self::InitKey(_)
-            | Self::Prune(_) => return None,
+            | Self::Prune(_)
+            | Self::StartSession(_)
+            | Self::Rotate(_)
+            | Self::RevokeRefresh(_) => return None,
         };
         Some(RevocationEvent {
             seq,
@@ -236,14 +343,19 @@ impl Outcome {
         match self {
             Self::RevokeToken(t) => Some(t.logged().seq),
             Self::RevokeSubject(s) => Some(s.seq),
-            Self::RevokeSession(s) => Some(s.seq),
+            Self::RevokeSession(s)
+            | Self::Rotate(Rotation::Reused { revoked: s, .. })
+            | Self::RevokeRefresh(RefreshRevocation::Revoked(s)) => Some(s.seq),
             Self::RevokeKey(
                 KeyRevocation::Revoked { logged, .. } | KeyRevocation::AlreadyRevoked(logged),
             ) => Some(logged.seq),
             Self::RevokeKey(KeyRevocation::UnknownKey)
             | Self::AddKey(_)
             | Self::InitKey(_)
-            | Self::Prune(_) => None,
+            | Self::Prune(_)
+            | Self::StartSession(_)
+            | Self::Rotate(_)
+            | Self::RevokeRefresh(_) => None,
         }
     }
 
@@ -313,3 +425,6 @@ command!(RevokeKey => KeyRevocation);
 command!(AddKey => KeyAdded);
 command!(InitKey => KeyInit);
 command!(Prune => Pruned);
+command!(StartSession => SessionStart);
+command!(Rotate => Rotation);
+command!(RevokeRefresh => RefreshRevocation);

@@ -25,12 +25,13 @@ use tokio::sync::mpsc;
 
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    API_KEY_COLUMNS, ApiKeyRow, NewRow, ReadLog, RowParts, api_key_of, check_contiguous, corrupt,
-    generation_of, logged_of, read_in_force, scope_of, send_snapshot, seq_of, to_i64,
+    API_KEY_COLUMNS, ApiKeyRow, NewRow, REFRESH_STATE, ReadLog, RefreshRow, RowParts, api_key_of,
+    check_contiguous, corrupt, generation_of, logged_of, read_in_force, scope_of, send_snapshot,
+    seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, Ring,
-    SnapshotPart, Store,
+    ApiKeyRecord, Backlog, Doorbell, KeyRecord, Loaded, Logged, Mutation, NewApiKey,
+    NewRefreshToken, Outcome, RefreshState, Ring, SnapshotPart, StartSession, Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -266,6 +267,9 @@ struct PendingRows {
     at_ms: Vec<i64>,
     token_sub: Vec<Option<String>>,
     reason: Vec<Option<String>>,
+    /// `revoked_sessions` rows, `(sid, at_ms)`.
+    revoked_sid: Vec<String>,
+    revoked_at_ms: Vec<i64>,
 }
 
 impl LogWriter for Writer<'_, '_> {
@@ -306,10 +310,20 @@ impl LogWriter for Writer<'_, '_> {
     }
 
     async fn flush(&mut self) -> Result<(), StoreError> {
-        if self.pending.seq.is_empty() {
+        let mut p = std::mem::take(&mut self.pending);
+        if !p.revoked_sid.is_empty() {
+            sqlx::query(
+                "INSERT INTO revoked_sessions (sid, at_ms)
+                 SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+            )
+            .bind(std::mem::take(&mut p.revoked_sid))
+            .bind(std::mem::take(&mut p.revoked_at_ms))
+            .execute(&mut **self.tx)
+            .await?;
+        }
+        if p.seq.is_empty() {
             return Ok(());
         }
-        let p = std::mem::take(&mut self.pending);
         sqlx::query(
             "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[],
@@ -445,6 +459,105 @@ impl LogWriter for Writer<'_, '_> {
         .execute(&mut **self.tx)
         .await?
         .rows_affected())
+    }
+
+    async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError> {
+        self.pending.revoked_sid.push(sid.to_owned());
+        self.pending.revoked_at_ms.push(at.as_millis());
+        Ok(())
+    }
+
+    async fn is_session_revoked(&mut self, sid: &str) -> Result<bool, StoreError> {
+        if self.pending.revoked_sid.iter().any(|s| s == sid) {
+            return Ok(true);
+        }
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE sid = $1)")
+                .bind(sid)
+                .fetch_one(&mut **self.tx)
+                .await?,
+        )
+    }
+
+    async fn refresh_state(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError> {
+        sqlx::query_as::<_, RefreshRow>(REFRESH_STATE)
+            .bind(&hash[..])
+            .fetch_optional(&mut **self.tx)
+            .await?
+            .map(RefreshRow::into_state)
+            .transpose()
+    }
+
+    async fn insert_session(
+        &mut self,
+        m: &StartSession,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO refresh_sessions (sid, sub, gen, grant_json, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sid) DO NOTHING",
+        )
+        .bind(&m.sid)
+        .bind(&m.sub)
+        .bind(to_i64(m.r#gen)?)
+        .bind(&m.grant)
+        .bind(now.get())
+        .bind(m.expires_at.get())
+        .execute(&mut **self.tx)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn insert_refresh_token(
+        &mut self,
+        token: &NewRefreshToken,
+        sid: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, sid, issued_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&token.hash[..])
+        .bind(sid)
+        .bind(now.get())
+        .bind(token.expires_at.get())
+        .execute(&mut **self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_refresh_used(
+        &mut self,
+        hash: &[u8; 32],
+        sid: &str,
+        at: UnixMillis,
+        successor: &[u8; 32],
+        sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET sealed = NULL
+             WHERE sid = $1 AND successor = $2 AND sealed IS NOT NULL",
+        )
+        .bind(sid)
+        .bind(&hash[..])
+        .execute(&mut **self.tx)
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE refresh_tokens SET used_at_ms = $1, successor = $2, sealed = $3
+             WHERE hash = $4 AND used_at_ms IS NULL",
+        )
+        .bind(at.as_millis())
+        .bind(&successor[..])
+        .bind(sealed)
+        .bind(&hash[..])
+        .execute(&mut **self.tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(StoreError::Invariant("a live refresh token was not live"));
+        }
+        Ok(())
     }
 }
 
@@ -683,6 +796,15 @@ impl Store for PgStore {
         .await?
         .map(api_key_of)
         .transpose()
+    }
+
+    async fn refresh_token(&self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError> {
+        sqlx::query_as::<_, RefreshRow>(REFRESH_STATE)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await?
+            .map(RefreshRow::into_state)
+            .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -20,12 +20,13 @@ use tokio::sync::mpsc;
 
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
-    API_KEY_COLUMNS, ApiKeyRow, NewRow, ReadLog, RowParts, api_key_of, check_contiguous, corrupt,
-    generation_of, logged_of, read_in_force, scope_of, send_snapshot, seq_of, to_i64,
+    API_KEY_COLUMNS, ApiKeyRow, NewRow, REFRESH_STATE, ReadLog, RefreshRow, RowParts, api_key_of,
+    check_contiguous, corrupt, generation_of, logged_of, read_in_force, scope_of, send_snapshot,
+    seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, Outcome, SnapshotPart,
-    Store,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, NewRefreshToken,
+    Outcome, RefreshState, SnapshotPart, StartSession, Store,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -315,6 +316,104 @@ impl LogWriter for Writer<'_, '_> {
         .await?
         .rows_affected())
     }
+
+    async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO revoked_sessions (sid, at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING")
+            .bind(sid)
+            .bind(at.as_millis())
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn is_session_revoked(&mut self, sid: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM revoked_sessions WHERE sid = ?")
+            .bind(sid)
+            .fetch_optional(&mut **self.0)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    async fn refresh_state(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError> {
+        sqlx::query_as::<_, RefreshRow>(REFRESH_STATE)
+            .bind(&hash[..])
+            .fetch_optional(&mut **self.0)
+            .await?
+            .map(RefreshRow::into_state)
+            .transpose()
+    }
+
+    async fn insert_session(
+        &mut self,
+        m: &StartSession,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "INSERT INTO refresh_sessions (sid, sub, gen, grant_json, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sid) DO NOTHING",
+        )
+        .bind(&m.sid)
+        .bind(&m.sub)
+        .bind(to_i64(m.r#gen)?)
+        .bind(&m.grant)
+        .bind(now.get())
+        .bind(m.expires_at.get())
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    async fn insert_refresh_token(
+        &mut self,
+        token: &NewRefreshToken,
+        sid: &str,
+        now: UnixSeconds,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, sid, issued_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&token.hash[..])
+        .bind(sid)
+        .bind(now.get())
+        .bind(token.expires_at.get())
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_refresh_used(
+        &mut self,
+        hash: &[u8; 32],
+        sid: &str,
+        at: UnixMillis,
+        successor: &[u8; 32],
+        sealed: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE refresh_tokens SET sealed = NULL
+             WHERE sid = ? AND successor = ? AND sealed IS NOT NULL",
+        )
+        .bind(sid)
+        .bind(&hash[..])
+        .execute(&mut **self.0)
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE refresh_tokens SET used_at_ms = ?, successor = ?, sealed = ?
+             WHERE hash = ? AND used_at_ms IS NULL",
+        )
+        .bind(at.as_millis())
+        .bind(&successor[..])
+        .bind(sealed)
+        .bind(&hash[..])
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(StoreError::Invariant("a live refresh token was not live"));
+        }
+        Ok(())
+    }
 }
 
 /// The earlier revocation of a token or key. The query repeats the partial index's own
@@ -544,6 +643,15 @@ impl Store for SqliteStore {
         .await?
         .map(api_key_of)
         .transpose()
+    }
+
+    async fn refresh_token(&self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError> {
+        sqlx::query_as::<_, RefreshRow>(REFRESH_STATE)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await?
+            .map(RefreshRow::into_state)
+            .transpose()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
