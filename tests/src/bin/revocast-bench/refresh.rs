@@ -9,8 +9,8 @@
 //! a `seq` (the reuse answers `400 invalid_grant`, which names none), each agent verifies the
 //! watched token at each change; the first `token_revoked` is that agent's moment.
 //!
-//! The agents child's protocol (`revocast-bench agents --watch`), one line each way:
-//! `watch TOKEN` → `watching` once every agent accepts TOKEN and watches it, then
+//! The agents child's protocol (`revocast-bench agents --watch`), one line each way after its
+//! `ready`: `watch TOKEN` → `watching` once every agent accepts TOKEN and watches it, then
 //! `rejected [MICROS, …]` once every agent rejects it (or `error WHY`).
 
 use std::time::Duration;
@@ -253,8 +253,10 @@ async fn end_and_time(
     Ok(())
 }
 
-/// The agents child's side: answer `watch TOKEN` lines until stdin closes.
+/// The agents child's side, once every agent is synced: say `ready`, then answer `watch TOKEN`
+/// lines until stdin closes.
 pub async fn serve_watch(agents: &[Agent]) -> anyhow::Result<()> {
+    println!("ready");
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let Some(token) = line.strip_prefix("watch ") else {
