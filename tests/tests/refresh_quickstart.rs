@@ -138,7 +138,10 @@ async fn the_readme_session_life_ends_at_the_resource_server_when_a_refresh_toke
     // 3600 (the default ttl), or 3599 when a second ticked between signing and answering.
     let expires_in = pair["expires_in"].as_i64().expect("expires_in");
     assert!((3599..=3600).contains(&expires_in), "{pair}");
-    let access = pair["access_token"].as_str().expect("access_token").to_string();
+    let access = pair["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
     let r2 = pair["refresh_token"]
         .as_str()
         .expect("refresh_token")

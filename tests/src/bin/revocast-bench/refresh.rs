@@ -209,7 +209,9 @@ async fn end_and_time(
     trigger: Trigger,
     samples: &mut Samples,
 ) -> anyhow::Result<()> {
-    fleet.send_line(&format!("watch {}", session.access)).await?;
+    fleet
+        .send_line(&format!("watch {}", session.access))
+        .await?;
     let line = fleet.read_line(Duration::from_secs(120)).await?;
     if line != "watching" {
         bail!("the agents did not watch the token: {line}");
@@ -268,7 +270,9 @@ pub async fn serve_watch(agents: &[Agent]) -> anyhow::Result<()> {
                 match tokio::time::timeout(ENFORCEMENT_LIMIT, collect(watchers)).await {
                     Ok(Ok(times)) => println!("rejected {}", json!(times)),
                     Ok(Err(e)) => println!("error {e:#}"),
-                    Err(_) => println!("error not every agent rejected it within {ENFORCEMENT_LIMIT:?}"),
+                    Err(_) => {
+                        println!("error not every agent rejected it within {ENFORCEMENT_LIMIT:?}")
+                    }
                 }
             }
             Err(e) => println!("error {e:#}"),
