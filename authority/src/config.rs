@@ -368,8 +368,7 @@ impl ServeArgs {
         if self.default_ttl.as_secs() == 0 || self.default_ttl > self.max_ttl {
             return invalid("--default-ttl must be at least 1s and at most --max-ttl");
         }
-        if self.session_max_lifetime.as_secs() == 0 || self.session_max_lifetime > MAX_TTL_CEILING
-        {
+        if self.session_max_lifetime.as_secs() == 0 || self.session_max_lifetime > MAX_TTL_CEILING {
             return invalid("--session-max-lifetime must be between 1s and 366 days");
         }
         if self.refresh_ttl.as_secs() == 0 || self.refresh_ttl > self.session_max_lifetime {

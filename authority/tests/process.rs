@@ -851,8 +851,14 @@ async fn acknowledged_rotations_survive_sigkill_and_no_family_has_two_live_token
         eprintln!("round {round}: {rotations} rotations acknowledged before SIGKILL");
         assert!(rotations > 0, "round {round}: nothing was rotated");
         for token in families.iter().flat_map(|f| &f.tokens) {
-            assert!(!log.contains(token.as_str()), "a refresh token is in the log");
-            assert!(!log.contains(&token["rvr_".len()..]), "a refresh token is in the log");
+            assert!(
+                !log.contains(token.as_str()),
+                "a refresh token is in the log"
+            );
+            assert!(
+                !log.contains(&token["rvr_".len()..]),
+                "a refresh token is in the log"
+            );
         }
 
         proc = spawn_with(dir.path(), &env);

@@ -186,7 +186,10 @@ async fn a_session_rotates_into_new_pairs_of_the_same_session() {
         .http
         .post(format!("{}/oauth2/token", a.base))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(enc(&[("grant_type", "refresh_token"), ("refresh_token", &r1)]))
+        .body(enc(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &r1),
+        ]))
         .send()
         .await
         .unwrap();
@@ -295,8 +298,8 @@ async fn the_reuse_interval_covers_only_the_immediately_preceding_token() {
     assert_eq!(a.metric("revocast_refresh_token_reuse_total").await, 2);
 
     // After the interval, the preceding token is reuse too.
-    let b = TestAuthority::start_with(|c| c.refresh_reuse_interval = Duration::from_millis(300))
-        .await;
+    let b =
+        TestAuthority::start_with(|c| c.refresh_reuse_interval = Duration::from_millis(300)).await;
     let third = login(&b, json!({ "sub": "cy" })).await;
     let p1 = s(&third["refresh_token"]);
     let (_, p2) = rotated(&b, &p1).await;
@@ -332,11 +335,21 @@ async fn session_and_subject_revocations_end_refresh_tokens() {
     let (status, v) = refresh(&a, &r2).await;
     assert_oauth_error(status, &v, "invalid_grant");
     assert_eq!(introspect(&a, &r2).await, json!({ "active": false }));
-    let (status, v) = post(&a, "/v1/tokens", json!({ "sub": "eve", "sid": "eve-1", "refresh": true })).await;
+    let (status, v) = post(
+        &a,
+        "/v1/tokens",
+        json!({ "sub": "eve", "sid": "eve-1", "refresh": true }),
+    )
+    .await;
     assert_eq!(status, 400, "{v}");
 
     let taken = login(&a, json!({ "sub": "eve", "sid": "eve-2" })).await;
-    let (status, v) = post(&a, "/v1/tokens", json!({ "sub": "eve", "sid": "eve-2", "refresh": true })).await;
+    let (status, v) = post(
+        &a,
+        "/v1/tokens",
+        json!({ "sub": "eve", "sid": "eve-2", "refresh": true }),
+    )
+    .await;
     assert_eq!(status, 400, "{v}");
     rotated(&a, taken["refresh_token"].as_str().unwrap()).await;
 
@@ -365,13 +378,20 @@ async fn oauth_revoke_and_introspect_answer_for_refresh_tokens() {
     let v = introspect(&a, &r1).await;
     assert_eq!(v["active"], true, "{v}");
     assert_eq!(v["token_type"], "refresh_token");
-    assert_eq!((v["sub"].clone(), v["sid"].clone()), (json!("gus"), json!("gus-1")));
+    assert_eq!(
+        (v["sub"].clone(), v["sid"].clone()),
+        (json!("gus"), json!("gus-1"))
+    );
     assert!(v["exp"].as_i64().unwrap() > v["iat"].as_i64().unwrap());
     let access = introspect(&a, first["token"].as_str().unwrap()).await;
     assert_eq!(access["token_type"], "Bearer");
 
     let (a2, r2) = rotated(&a, &r1).await;
-    assert_eq!(introspect(&a, &r1).await, json!({ "active": false }), "used");
+    assert_eq!(
+        introspect(&a, &r1).await,
+        json!({ "active": false }),
+        "used"
+    );
     assert_eq!(introspect(&a, &r2).await["active"], true);
 
     let (status, _) = admin_form(
@@ -404,7 +424,9 @@ async fn oauth_revoke_and_introspect_answer_for_refresh_tokens() {
     let (status, v) = refresh(&a, &q1).await;
     assert_oauth_error(status, &v, "invalid_grant");
     assert_eq!(
-        verify(&a, second["token"].as_str().unwrap()).await.unwrap_err(),
+        verify(&a, second["token"].as_str().unwrap())
+            .await
+            .unwrap_err(),
         "token_revoked"
     );
     let unknown = format!("rvr_{}", "A".repeat(43));
@@ -427,21 +449,95 @@ async fn bad_token_requests_get_the_oauth_error_shape() {
     );
     let cases: Vec<(&str, Option<&str>, String, &str)> = vec![
         ("empty body", form, String::new(), "invalid_request"),
-        ("no grant_type", form, enc(&[("refresh_token", &live)]), "invalid_request"),
-        ("no refresh_token", form, enc(&[("grant_type", "refresh_token")]), "invalid_request"),
-        ("empty refresh_token", form, enc(&[("grant_type", "refresh_token"), ("refresh_token", "")]), "invalid_request"),
-        ("password grant", form, enc(&[("grant_type", "password"), ("username", "hal")]), "unsupported_grant_type"),
-        ("code grant", form, enc(&[("grant_type", "authorization_code"), ("code", "x")]), "unsupported_grant_type"),
-        ("repeated parameter", form, format!("grant_type=refresh_token&grant_type=refresh_token&refresh_token={live}"), "invalid_request"),
-        ("JSON body", Some("application/json"), json!({ "grant_type": "refresh_token", "refresh_token": live }).to_string(), "invalid_request"),
-        ("no content type", None, enc(&[("grant_type", "refresh_token"), ("refresh_token", &live)]), "invalid_request"),
+        (
+            "no grant_type",
+            form,
+            enc(&[("refresh_token", &live)]),
+            "invalid_request",
+        ),
+        (
+            "no refresh_token",
+            form,
+            enc(&[("grant_type", "refresh_token")]),
+            "invalid_request",
+        ),
+        (
+            "empty refresh_token",
+            form,
+            enc(&[("grant_type", "refresh_token"), ("refresh_token", "")]),
+            "invalid_request",
+        ),
+        (
+            "password grant",
+            form,
+            enc(&[("grant_type", "password"), ("username", "hal")]),
+            "unsupported_grant_type",
+        ),
+        (
+            "code grant",
+            form,
+            enc(&[("grant_type", "authorization_code"), ("code", "x")]),
+            "unsupported_grant_type",
+        ),
+        (
+            "repeated parameter",
+            form,
+            format!("grant_type=refresh_token&grant_type=refresh_token&refresh_token={live}"),
+            "invalid_request",
+        ),
+        (
+            "JSON body",
+            Some("application/json"),
+            json!({ "grant_type": "refresh_token", "refresh_token": live }).to_string(),
+            "invalid_request",
+        ),
+        (
+            "no content type",
+            None,
+            enc(&[("grant_type", "refresh_token"), ("refresh_token", &live)]),
+            "invalid_request",
+        ),
         ("body too large", form, big, "invalid_request"),
         // Decoded lossily (as form decoding does): not a refresh token.
-        ("not UTF-8", form, "grant_type=refresh_token&refresh_token=%ff%fe".into(), "invalid_grant"),
-        ("malformed token", form, enc(&[("grant_type", "refresh_token"), ("refresh_token", "garbage")]), "invalid_grant"),
-        ("an access token", form, enc(&[("grant_type", "refresh_token"), ("refresh_token", &access)]), "invalid_grant"),
-        ("unknown token", form, enc(&[("grant_type", "refresh_token"), ("refresh_token", &format!("rvr_{}", "b".repeat(43)))]), "invalid_grant"),
-        ("a token too long", form, enc(&[("grant_type", "refresh_token"), ("refresh_token", &format!("{live}x"))]), "invalid_grant"),
+        (
+            "not UTF-8",
+            form,
+            "grant_type=refresh_token&refresh_token=%ff%fe".into(),
+            "invalid_grant",
+        ),
+        (
+            "malformed token",
+            form,
+            enc(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "garbage"),
+            ]),
+            "invalid_grant",
+        ),
+        (
+            "an access token",
+            form,
+            enc(&[("grant_type", "refresh_token"), ("refresh_token", &access)]),
+            "invalid_grant",
+        ),
+        (
+            "unknown token",
+            form,
+            enc(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &format!("rvr_{}", "b".repeat(43))),
+            ]),
+            "invalid_grant",
+        ),
+        (
+            "a token too long",
+            form,
+            enc(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &format!("{live}x")),
+            ]),
+            "invalid_grant",
+        ),
     ];
     for (what, content_type, body, code) in cases {
         let (status, v) = token_raw(&a, content_type, body).await;
@@ -525,8 +621,9 @@ async fn racing_refreshes_on_two_replicas_rotate_exactly_once() {
     let (status, v) = refresh(y, &r1).await;
     assert_oauth_error(status, &v, "invalid_grant");
     assert_eq!(verify(y, &a2).await.unwrap_err(), "token_revoked");
-    eventually("the other replica applies the reuse's revocation", || async {
-        verify(x, &a2).await.err().as_deref() == Some("token_revoked")
-    })
+    eventually(
+        "the other replica applies the reuse's revocation",
+        || async { verify(x, &a2).await.err().as_deref() == Some("token_revoked") },
+    )
     .await;
 }

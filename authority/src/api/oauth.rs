@@ -232,9 +232,17 @@ async fn rotate(app: &AppState, presented: &str) -> Result<(Pair, Rotation), Ref
     // The session's generation, which the commit checks is still the subject's.
     let r#gen = token.session_gen;
     let ttl = grant.ttl.min(app.config.max_ttl_secs);
-    let access =
-        tokens::sign_access(app, key, &token.sub, Some(token.sid.clone()), r#gen, &grant, ttl, now)
-            .await?;
+    let access = tokens::sign_access(
+        app,
+        key,
+        &token.sub,
+        Some(token.sid.clone()),
+        r#gen,
+        &grant,
+        ttl,
+        now,
+    )
+    .await?;
     let (next, next_hash) = refresh::generate().map_err(|e| ApiError::internal(&e))?;
     let pair = Pair {
         access_token: access.issued.token,
@@ -267,7 +275,8 @@ async fn rotate(app: &AppState, presented: &str) -> Result<(Pair, Rotation), Ref
     match rotation {
         Rotation::Rotated => Ok((pair, Rotation::Rotated)),
         Rotation::Retried { sealed } => {
-            let earlier = refresh::unseal(presented, &sealed).map_err(|e| ApiError::internal(&e))?;
+            let earlier =
+                refresh::unseal(presented, &sealed).map_err(|e| ApiError::internal(&e))?;
             Ok((earlier, Rotation::Retried { sealed }))
         }
         Rotation::Reused { sub, revoked } => {

@@ -208,7 +208,9 @@ async fn start_session(
 ) -> Result<(String, i64), ApiError> {
     let (token, hash) = refresh::generate().map_err(|e| ApiError::internal(&e))?;
     let config = &app.config;
-    let expires_in = config.refresh_ttl_secs.min(config.session_max_lifetime_secs);
+    let expires_in = config
+        .refresh_ttl_secs
+        .min(config.session_max_lifetime_secs);
     let started = app
         .ledger
         .submit(StartSession {

@@ -11,10 +11,10 @@ use revocast_shared::{Seq, SigningKey, UnixMillis, UnixSeconds};
 use super::RefreshState;
 use super::log::{NewRow, corrupt, generation_of, to_i64};
 use super::mutation::{
-    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, NewRefreshToken,
-    Outcome, Prune, Pruned, RefreshRefusal, RefreshRevocation, RevokeKey, RevokeRefresh,
-    RevokeSession, RevokeSubject, RevokeToken, Rotate, Rotation, SessionRevoked, SessionStart,
-    StartSession, SubjectRevoked, TokenRevocation,
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, NewRefreshToken, Outcome,
+    Prune, Pruned, RefreshRefusal, RefreshRevocation, RevokeKey, RevokeRefresh, RevokeSession,
+    RevokeSubject, RevokeToken, Rotate, Rotation, SessionRevoked, SessionStart, StartSession,
+    SubjectRevoked, TokenRevocation,
 };
 use crate::error::StoreError;
 
@@ -91,8 +91,11 @@ pub(super) trait LogWriter {
     /// The refresh token whose SHA-256 is `hash`, with its session, as this commit sees them.
     async fn refresh_state(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError>;
     /// Insert the session unless its `sid` has one already; `false` if it had.
-    async fn insert_session(&mut self, m: &StartSession, now: UnixSeconds)
-    -> Result<bool, StoreError>;
+    async fn insert_session(
+        &mut self,
+        m: &StartSession,
+        now: UnixSeconds,
+    ) -> Result<bool, StoreError>;
     async fn insert_refresh_token(
         &mut self,
         token: &NewRefreshToken,
@@ -148,9 +151,7 @@ pub(super) async fn apply_batch<W: LogWriter>(
             Mutation::AddKey(m) => Outcome::AddKey(add_key(w, &log, m).await?),
             Mutation::InitKey(m) => Outcome::InitKey(init_key(w, &log, m).await?),
             Mutation::Prune(m) => Outcome::Prune(prune(w, &log, m).await?),
-            Mutation::StartSession(m) => {
-                Outcome::StartSession(start_session(w, &log, m).await?)
-            }
+            Mutation::StartSession(m) => Outcome::StartSession(start_session(w, &log, m).await?),
             Mutation::Rotate(m) => Outcome::Rotate(rotate(w, &mut log, m).await?),
             Mutation::RevokeRefresh(m) => {
                 Outcome::RevokeRefresh(revoke_refresh(w, &mut log, m).await?)
@@ -330,10 +331,12 @@ async fn rotate<W: LogWriter>(
         let within = log.at.as_millis().saturating_sub(used_at.as_millis()) <= m.reuse_interval_ms;
         // Only the immediately preceding token (its successor is the live one), only within
         // the interval, and only if that rotation kept its answer.
-        if m.reuse_interval_ms > 0 && within && token.successor_live {
-            if let Some(sealed) = token.sealed {
-                return Ok(Rotation::Retried { sealed });
-            }
+        if m.reuse_interval_ms > 0
+            && within
+            && token.successor_live
+            && let Some(sealed) = token.sealed
+        {
+            return Ok(Rotation::Retried { sealed });
         }
         let revoked = revoke_session(
             w,
@@ -354,8 +357,14 @@ async fn rotate<W: LogWriter>(
         // The request read the session before a subject revocation committed.
         return Ok(Rotation::Refused(RefreshRefusal::SubjectRevoked));
     }
-    w.mark_refresh_used(&m.hash, &token.sid, log.at, &m.next.hash, m.sealed.as_deref())
-        .await?;
+    w.mark_refresh_used(
+        &m.hash,
+        &token.sid,
+        log.at,
+        &m.next.hash,
+        m.sealed.as_deref(),
+    )
+    .await?;
     w.insert_refresh_token(&m.next, &token.sid, log.at.to_seconds())
         .await?;
     Ok(Rotation::Rotated)

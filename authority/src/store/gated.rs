@@ -128,10 +128,7 @@ impl Store for GatedStore {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         self.inner.revoke_api_key(h, now).await
     }
-    async fn refresh_token(
-        &self,
-        h: &[u8; 32],
-    ) -> Result<Option<super::RefreshState>, StoreError> {
+    async fn refresh_token(&self, h: &[u8; 32]) -> Result<Option<super::RefreshState>, StoreError> {
         self.inner.refresh_token(h).await
     }
     async fn ping(&self) -> Result<(), StoreError> {

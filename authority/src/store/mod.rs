@@ -25,10 +25,10 @@ use tokio::sync::mpsc;
 
 pub(crate) use mutation::Command;
 pub use mutation::{
-    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, NewRefreshToken,
-    Outcome, Prune, Pruned, RefreshRefusal, RefreshRevocation, RevokeKey, RevokeRefresh,
-    RevokeSession, RevokeSubject, RevokeToken, Rotate, Rotation, SessionRevoked, SessionStart,
-    StartSession, SubjectRevoked, TokenRevocation,
+    AddKey, InitKey, KeyAdded, KeyInit, KeyRevocation, Logged, Mutation, NewRefreshToken, Outcome,
+    Prune, Pruned, RefreshRefusal, RefreshRevocation, RevokeKey, RevokeRefresh, RevokeSession,
+    RevokeSubject, RevokeToken, Rotate, Rotation, SessionRevoked, SessionStart, StartSession,
+    SubjectRevoked, TokenRevocation,
 };
 pub use postgres::PgStore;
 pub(crate) use sqlite::DB_FILE;

@@ -146,7 +146,9 @@ pub enum Rotation {
     Rotated,
     /// The presented token was rotated moments ago (within the reuse interval) and its
     /// successor is unused: the earlier rotation's answer, still sealed.
-    Retried { sealed: Vec<u8> },
+    Retried {
+        sealed: Vec<u8>,
+    },
     /// The presented token had been used: reuse. The session is revoked now, in this commit.
     Reused {
         sub: String,

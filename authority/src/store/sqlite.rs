@@ -318,11 +318,13 @@ impl LogWriter for Writer<'_, '_> {
     }
 
     async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO revoked_sessions (sid, at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING")
-            .bind(sid)
-            .bind(at.as_millis())
-            .execute(&mut **self.0)
-            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_sessions (sid, at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(sid)
+        .bind(at.as_millis())
+        .execute(&mut **self.0)
+        .await?;
         Ok(())
     }
 
