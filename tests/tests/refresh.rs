@@ -627,3 +627,29 @@ async fn racing_refreshes_on_two_replicas_rotate_exactly_once() {
     )
     .await;
 }
+
+/// A session revocation's log row lasts only as long as the access tokens it covers; the
+/// session's refresh tokens live on, and stay dead: the store remembers every revoked session.
+#[tokio::test]
+async fn a_revoked_session_stays_dead_after_its_revocation_lapses() {
+    let a = TestAuthority::start_with(|c| {
+        c.max_ttl_secs = 2;
+        c.default_ttl_secs = 1;
+    })
+    .await;
+    let first = login(&a, json!({ "sub": "ida", "sid": "ida-1", "ttl": 1 })).await;
+    let r1 = s(&first["refresh_token"]);
+    a.revoke_session("ida-1").await;
+    // Past the revocation's `until` (now + max-ttl): the view no longer holds it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, v) = refresh(&a, &r1).await;
+    assert_oauth_error(status, &v, "invalid_grant");
+    assert_eq!(introspect(&a, &r1).await, json!({ "active": false }));
+    let (status, v) = post(
+        &a,
+        "/v1/tokens",
+        json!({ "sub": "ida", "sid": "ida-1", "ttl": 1, "refresh": true }),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+}
