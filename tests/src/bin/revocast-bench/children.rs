@@ -217,6 +217,10 @@ pub struct AgentsArgs {
     /// following from this `seq`.
     #[arg(long)]
     lean_since: Option<u64>,
+    /// Watch tokens instead of timing seqs: the `refresh-reuse` scenario's protocol
+    /// (`refresh.rs`).
+    #[arg(long)]
+    watch: bool,
 }
 
 /// Start `count` agents, print `ready` once all are synced; then read `final SEQ` and
@@ -236,6 +240,9 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
         if !agent.wait_until_synced(Duration::from_secs(600)).await {
             bail!("an agent did not sync within 10 minutes");
         }
+    }
+    if args.watch {
+        return crate::refresh::serve_watch(&agents).await;
     }
     let reconnects_before: u64 = agents.iter().map(|a| a.status().reconnects).sum();
     let record = !args.no_record;
@@ -341,6 +348,12 @@ impl ChildAgents {
         .await
     }
 
+    /// Start `count` agents that watch tokens for the `refresh-reuse` scenario (see
+    /// `refresh.rs`), and wait until all are synced.
+    pub async fn start_watching(authority: &str, key: &str, count: usize) -> anyhow::Result<Self> {
+        Self::spawn(authority, key, count, &["--watch"]).await
+    }
+
     /// Start `count` lean subscribers (see `lean.rs`) following `authority` from `since`, and
     /// wait until all are connected.
     pub async fn start_lean(
@@ -383,6 +396,22 @@ impl ChildAgents {
             stdin: Some(stdin),
             lines,
         })
+    }
+
+    /// Send one line to the child.
+    pub async fn send_line(&mut self, line: &str) -> anyhow::Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        Ok(())
+    }
+
+    /// The child's next line, within `limit`.
+    pub async fn read_line(&mut self, limit: Duration) -> anyhow::Result<String> {
+        tokio::time::timeout(limit, self.lines.next_line())
+            .await
+            .context("the agents child did not answer in time")??
+            .context("the agents child exited")
     }
 
     /// Tell the child the send times and the last seq; return its latency summary.

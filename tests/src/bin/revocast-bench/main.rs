@@ -4,11 +4,12 @@
 //! compared in BENCHMARKS.md.
 //!
 //! Processes: scenarios that measure the authority run it in a child process (this binary,
-//! hidden subcommand `authority`), and `propagation` runs its agents in another child
+//! hidden subcommand `authority`), and `propagation` and `refresh-reuse` run their agents in another child
 //! (`agents`), so no figure mixes two roles' memory or CPU scheduling in one runtime.
 
 mod children;
 mod lean;
+mod refresh;
 mod scenarios;
 mod stats;
 
@@ -25,7 +26,7 @@ struct Cli {
     /// Print one JSON object on stdout instead of a table.
     #[arg(long, global = true)]
     json: bool,
-    /// `ingest` and `propagation`: run two authority replicas on a fresh database made on this
+    /// `ingest`, `propagation` and `refresh-reuse`: run two authority replicas on a fresh database made on this
     /// PostgreSQL server (and dropped afterwards) instead of one on SQLite.
     #[arg(long, global = true, env = "REVOCAST_BENCH_DATABASE_URL")]
     database_url: Option<String>,
@@ -43,6 +44,15 @@ enum Scenario {
         /// Revocations per second in the steady-rate phase.
         #[arg(long, default_value_t = 100)]
         rate: u32,
+    },
+    /// A stolen refresh token reused: time until each of N agents (in another process)
+    /// rejects the session's access token, beside a plain session revocation in the same run.
+    RefreshReuse {
+        #[arg(long, default_value_t = 10)]
+        agents: usize,
+        /// Sessions ended each way (reuse, session revocation), alternating.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
     },
     /// Agent verify (cached, first seen), raw ML-DSA-65, Redis EXISTS, HTTP introspection.
     Verify {
@@ -99,7 +109,7 @@ enum Scenario {
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
     Authority(children::AuthorityArgs),
-    /// (internal) Run agents for the propagation scenario.
+    /// (internal) Run agents for the propagation and refresh-reuse scenarios.
     #[command(hide = true)]
     Agents(children::AgentsArgs),
 }
@@ -127,6 +137,9 @@ fn main() -> ExitCode {
                 events,
                 rate,
             } => scenarios::propagation(agents, events, rate, database).await?,
+            Scenario::RefreshReuse { agents, rounds } => {
+                refresh::refresh_reuse(agents, rounds, database).await?
+            }
             Scenario::Verify { iterations, redis } => scenarios::verify(iterations, &redis).await?,
             Scenario::Memory {
                 subscribers,

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::children::{ChildAgents, ChildAuthority, http_client};
 use crate::stats::{Resident, percentile, resident, round3, rss_bytes, unix_micros};
 
-async fn admin_post(
+pub(crate) async fn admin_post(
     http: &reqwest::Client,
     authority: &ChildAuthority,
     path: &str,
@@ -41,13 +41,13 @@ async fn admin_post(
 
 /// The authorities a scenario measures: one on its embedded SQLite file, or two replicas on a
 /// fresh PostgreSQL database made on the server `database_url` names (dropped afterwards).
-struct Setup {
-    replicas: Vec<ChildAuthority>,
+pub(crate) struct Setup {
+    pub(crate) replicas: Vec<ChildAuthority>,
     database: Option<TestDatabase>,
 }
 
 impl Setup {
-    async fn new(database_url: Option<&str>) -> anyhow::Result<Self> {
+    pub(crate) async fn new(database_url: Option<&str>) -> anyhow::Result<Self> {
         Ok(match database_url {
             None => Self {
                 replicas: vec![ChildAuthority::start(0).await?],
@@ -65,7 +65,7 @@ impl Setup {
         })
     }
 
-    fn backend(&self) -> Value {
+    pub(crate) fn backend(&self) -> Value {
         let name = if self.database.is_some() {
             "postgres"
         } else {
