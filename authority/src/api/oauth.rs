@@ -23,7 +23,7 @@ use crate::app::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::limit::RefreshLimited;
 use crate::refresh::{self, Grant, Pair};
-use crate::store::{NewRefreshToken, RefreshRefusal, Rotate, Rotation};
+use crate::store::{NewRefreshToken, RefreshRefusal, Rotate, Rotation, SessionRevoked};
 use crate::view::IssueRefusal;
 
 /// The form of `POST /oauth2/token` (RFC 6749 §6). Other parameters (`scope`, `client_id`)
@@ -219,6 +219,37 @@ async fn rotate(app: &AppState, presented: &str) -> Result<(Pair, Rotation), Ref
     if let Some(refusal) = token.refusal(now) {
         return Err(refused(refusal).into());
     }
+    let reuse_interval_ms =
+        i64::try_from(app.config.refresh_reuse_interval.as_millis()).unwrap_or(i64::MAX);
+    if token.used_at.is_some() && reuse_interval_ms == 0 {
+        // Used, and no retry is allowed: whatever the commit finds, this is reuse (a used
+        // token never becomes unused). Revoke at once, without signing a token no one gets:
+        // the theft costs one commit, not an ML-DSA signature first.
+        let (_, next_hash) = refresh::generate().map_err(|e| ApiError::internal(&e))?;
+        let rotation = app
+            .ledger
+            .submit(Rotate {
+                hash,
+                next: NewRefreshToken {
+                    hash: next_hash,
+                    expires_at: now,
+                },
+                r#gen: token.session_gen,
+                sealed: None,
+                reuse_interval_ms,
+                until: UnixSeconds::now().saturating_add_secs(app.view.max_ttl()),
+            })
+            .await
+            .map_err(ApiError::from)?;
+        return match rotation {
+            Rotation::Reused { sub, revoked } => Err(reused(app, &sub, &revoked)),
+            Rotation::Refused(refusal) => Err(refused(refusal).into()),
+            Rotation::Rotated | Rotation::Retried { .. } => Err(ApiError::internal(
+                &std::io::Error::other("the store rotated a used refresh token"),
+            )
+            .into()),
+        };
+    }
     let grant: Grant = serde_json::from_str(&token.grant).map_err(|e| ApiError::internal(&e))?;
     let key = match app.view.issuing(&token.sub, Some(&token.sid), now) {
         Ok((key, _)) => key,
@@ -249,8 +280,6 @@ async fn rotate(app: &AppState, presented: &str) -> Result<(Pair, Rotation), Ref
         refresh_token: next.to_string(),
         exp: access.claims.exp,
     };
-    let reuse_interval_ms =
-        i64::try_from(app.config.refresh_reuse_interval.as_millis()).unwrap_or(i64::MAX);
     let sealed = (reuse_interval_ms > 0)
         .then(|| refresh::seal(presented, &pair))
         .transpose()
@@ -279,16 +308,19 @@ async fn rotate(app: &AppState, presented: &str) -> Result<(Pair, Rotation), Ref
                 refresh::unseal(presented, &sealed).map_err(|e| ApiError::internal(&e))?;
             Ok((earlier, Rotation::Retried { sealed }))
         }
-        Rotation::Reused { sub, revoked } => {
-            app.metrics.refresh_reuse.inc();
-            tracing::warn!(
-                sid = %revoked.sid,
-                sub = %sub,
-                seq = %revoked.seq,
-                "a used refresh token was presented again: the session is revoked"
-            );
-            Err(Refusal::Reused)
-        }
+        Rotation::Reused { sub, revoked } => Err(reused(app, &sub, &revoked)),
         Rotation::Refused(refusal) => Err(refused(refusal).into()),
     }
+}
+
+/// Record a detected reuse (the commit already revoked the session) and answer it.
+fn reused(app: &AppState, sub: &str, revoked: &SessionRevoked) -> Refusal {
+    app.metrics.refresh_reuse.inc();
+    tracing::warn!(
+        sid = %revoked.sid,
+        sub = %sub,
+        seq = %revoked.seq,
+        "a used refresh token was presented again: the session is revoked"
+    );
+    Refusal::Reused
 }
