@@ -94,10 +94,10 @@ pub(super) trait LogWriter {
     /// Delete up to `limit` `revoked_sessions` rows whose sid has neither a refresh session
     /// nor a session revocation in the log any more; returns how many went.
     async fn delete_lapsed_revoked_sessions(&mut self, limit: u32) -> Result<u64, StoreError>;
-    /// Record `sid` as revoked for good (nothing if it already is), or hold it for
+    /// Record `sid` as revoked beyond its log row (nothing if it already is), or hold it for
     /// [`flush`](Self::flush).
     async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError>;
-    /// Whether `sid` was ever revoked. Reads rows held back too (call `flush` first).
+    /// Whether `sid` is recorded as revoked. Reads rows held back too (call `flush` first).
     async fn is_session_revoked(&mut self, sid: &str) -> Result<bool, StoreError>;
     /// The refresh token whose SHA-256 is `hash`, with its session, as this commit sees them.
     async fn refresh_state(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError>;
@@ -241,7 +241,7 @@ async fn revoke_session<W: LogWriter>(
     };
     let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
     // The log row goes once the session's access tokens have expired; its refresh tokens
-    // live longer, so the session is also recorded as revoked for good.
+    // live longer, so the session is also recorded as revoked (until pruning finds both gone).
     w.mark_session_revoked(&m.sid, log.at).await?;
     Ok(SessionRevoked {
         sid: m.sid.clone(),
@@ -307,8 +307,9 @@ async fn init_key<W: LogWriter>(w: &mut W, log: &Tip, m: &InitKey) -> Result<Key
     Ok(KeyInit::Added(Arc::clone(&m.key)))
 }
 
-/// See [`StartSession`]. A session id that was ever revoked, or has refresh tokens already,
-/// is refused: its refresh tokens could outlive the revocation's log row.
+/// See [`StartSession`]. A session id that was revoked, or has refresh tokens already, is
+/// refused: its refresh tokens could outlive the revocation's log row. (A revoked sid is
+/// remembered until [`prune`] finds both its session and its log row gone.)
 async fn start_session<W: LogWriter>(
     w: &mut W,
     log: &Tip,
