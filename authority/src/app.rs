@@ -339,10 +339,21 @@ async fn prune_log(app: &App, now: UnixMillis, retention: Duration) {
             Ok(Pruned {
                 floor,
                 deleted,
+                refresh_tokens,
+                refresh_sessions,
+                revoked_sessions,
                 more,
             }) => {
                 if deleted > 0 {
                     tracing::debug!(deleted, %floor, "expired log rows pruned");
+                }
+                if refresh_tokens + refresh_sessions + revoked_sessions > 0 {
+                    tracing::debug!(
+                        refresh_tokens,
+                        refresh_sessions,
+                        revoked_sessions,
+                        "ended refresh sessions pruned"
+                    );
                 }
                 if !more {
                     return;

@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use revocast_authority::config::Config;
+use revocast_shared::UnixMillis;
 use revocast_tests::postgres::TestDatabase;
 use revocast_tests::stream_client::{Subscriber, Transport};
 use revocast_tests::{PATIENCE, TestAuthority, eventually};
@@ -652,4 +654,130 @@ async fn a_revoked_session_stays_dead_after_its_revocation_lapses() {
     )
     .await;
     assert_eq!(status, 400, "{v}");
+}
+
+/// The sids of the rows of `refresh_sessions`, `refresh_tokens` (one per token) and
+/// `revoked_sessions`, each sorted, read straight from the store: the SQLite file in `a`'s
+/// data directory, or the PostgreSQL database `db`.
+async fn refresh_rows(a: &TestAuthority, db: Option<&TestDatabase>) -> [Vec<String>; 3] {
+    use sqlx::Connection;
+    const QUERIES: [&str; 3] = [
+        "SELECT sid FROM refresh_sessions",
+        "SELECT sid FROM refresh_tokens",
+        "SELECT sid FROM revoked_sessions",
+    ];
+    let mut rows: [Vec<String>; 3] = Default::default();
+    match db {
+        Some(db) => {
+            let mut conn = db.connect().await;
+            for (q, r) in QUERIES.iter().zip(&mut rows) {
+                *r = sqlx::query_scalar(q).fetch_all(&mut conn).await.unwrap();
+            }
+        }
+        None => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(a.config().data_dir.join("revocast.db"))
+                .read_only(true);
+            let mut conn = sqlx::sqlite::SqliteConnection::connect_with(&options)
+                .await
+                .expect("open the SQLite file");
+            for (q, r) in QUERIES.iter().zip(&mut rows) {
+                *r = sqlx::query_scalar(q).fetch_all(&mut conn).await.unwrap();
+            }
+        }
+    }
+    // Sorted here: a PostgreSQL collation may order `-` otherwise.
+    rows.iter_mut().for_each(|r| r.sort());
+    rows
+}
+
+fn sids(sids: &[&str]) -> Vec<String> {
+    sids.iter().map(|s| s.to_string()).collect()
+}
+
+/// Sessions that are over leave nothing behind: pruning deletes them with their refresh
+/// tokens once their absolute end has passed (whether revoked, rotated, reused or idle), and
+/// a `revoked_sessions` row once its session is gone and its session revocation has left the
+/// log — while a live session, and the revocation of a live session, stay.
+async fn ended_sessions_are_pruned(mut a: TestAuthority, db: Option<&TestDatabase>) {
+    let start = UnixMillis::now();
+    // Idle, rotated, revoked, and reused (which revokes): all of a 10-second lifetime.
+    login(&a, json!({ "sub": "ann", "sid": "gone-idle" })).await;
+    let first = login(&a, json!({ "sub": "ann", "sid": "gone-rotated" })).await;
+    let (_, r2) = rotated(&a, &s(&first["refresh_token"])).await;
+    rotated(&a, &r2).await;
+    login(&a, json!({ "sub": "ann", "sid": "gone-revoked" })).await;
+    a.revoke_session("gone-revoked").await;
+    let first = login(&a, json!({ "sub": "ann", "sid": "gone-reused" })).await;
+    let r1 = s(&first["refresh_token"]);
+    rotated(&a, &r1).await;
+    let (status, v) = refresh(&a, &r1).await;
+    assert_oauth_error(status, &v, "invalid_grant");
+    // Then sessions of the default (30-day) lifetime: one live, one revoked.
+    a.restart_with(|c| {
+        c.session_max_lifetime_secs = 30 * 86_400;
+        c.refresh_ttl_secs = 14 * 86_400;
+    })
+    .await;
+    let live = login(&a, json!({ "sub": "bob", "sid": "live" })).await;
+    let live_revoked = login(&a, json!({ "sub": "bob", "sid": "live-revoked" })).await;
+    a.revoke_session("live-revoked").await;
+    let [sessions, tokens, revoked] = refresh_rows(&a, db).await;
+    assert_eq!(sessions.len(), 6, "{sessions:?}");
+    assert_eq!(tokens.len(), 9, "{tokens:?}");
+    assert_eq!(
+        revoked,
+        sids(&["gone-reused", "gone-revoked", "live-revoked"])
+    );
+
+    // Past the short sessions' end (and the expiry grace), before the revocations' `until`
+    // (commit time + max-ttl): the short sessions and their tokens go; their revocations'
+    // log rows are still there, so the sids stay revoked.
+    let later = |secs: i64| UnixMillis::new(start.as_millis() + secs * 1000);
+    a.handle
+        .prune_log_at(later(120), Duration::from_secs(1))
+        .await;
+    let [sessions, tokens, revoked] = refresh_rows(&a, db).await;
+    let both = sids(&["live", "live-revoked"]);
+    assert_eq!((&sessions, &tokens), (&both, &both));
+    assert_eq!(
+        revoked,
+        sids(&["gone-reused", "gone-revoked", "live-revoked"])
+    );
+
+    // Past the revocations' `until` too: their log rows are pruned, and with them the rows of
+    // the revoked sids that have no session left. The live revoked session keeps its row.
+    a.handle
+        .prune_log_at(later(2 * 86_400), Duration::from_secs(1))
+        .await;
+    let [sessions, tokens, revoked] = refresh_rows(&a, db).await;
+    assert_eq!((&sessions, &tokens), (&both, &both));
+    assert_eq!(revoked, sids(&["live-revoked"]));
+
+    // The live session still rotates; the revoked one is still refused.
+    rotated(&a, &s(&live["refresh_token"])).await;
+    let (status, v) = refresh(&a, &s(&live_revoked["refresh_token"])).await;
+    assert_oauth_error(status, &v, "invalid_grant");
+    a.stop().await;
+}
+
+/// Short sessions: 10 seconds, refresh tokens as long.
+fn short_sessions(c: &mut Config) {
+    c.session_max_lifetime_secs = 10;
+    c.refresh_ttl_secs = 10;
+}
+
+#[tokio::test]
+async fn ended_refresh_sessions_are_pruned() {
+    ended_sessions_are_pruned(TestAuthority::start_with(short_sessions).await, None).await;
+}
+
+#[tokio::test]
+async fn ended_refresh_sessions_are_pruned_on_postgres() {
+    let Some(db) = TestDatabase::create("refresh_prune").await else {
+        return;
+    };
+    let mut replicas = TestAuthority::start_replicas(&db, 1, short_sessions).await;
+    let a = replicas.pop().expect("one replica");
+    ended_sessions_are_pruned(a, Some(&db)).await;
 }

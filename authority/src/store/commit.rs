@@ -83,10 +83,21 @@ pub(super) trait LogWriter {
         floor: Seq,
         limit: u32,
     ) -> Result<u64, StoreError>;
-    /// Record `sid` as revoked for good (nothing if it already is), or hold it for
+    /// Delete up to `limit` refresh tokens of sessions whose absolute end is at or before
+    /// `expired_by`, then up to `limit` such sessions that have no token left; returns how
+    /// many tokens and sessions went.
+    async fn delete_ended_sessions(
+        &mut self,
+        expired_by: UnixSeconds,
+        limit: u32,
+    ) -> Result<(u64, u64), StoreError>;
+    /// Delete up to `limit` `revoked_sessions` rows whose sid has neither a refresh session
+    /// nor a session revocation in the log any more; returns how many went.
+    async fn delete_lapsed_revoked_sessions(&mut self, limit: u32) -> Result<u64, StoreError>;
+    /// Record `sid` as revoked beyond its log row (nothing if it already is), or hold it for
     /// [`flush`](Self::flush).
     async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError>;
-    /// Whether `sid` was ever revoked. Reads rows held back too (call `flush` first).
+    /// Whether `sid` is recorded as revoked. Reads rows held back too (call `flush` first).
     async fn is_session_revoked(&mut self, sid: &str) -> Result<bool, StoreError>;
     /// The refresh token whose SHA-256 is `hash`, with its session, as this commit sees them.
     async fn refresh_state(&mut self, hash: &[u8; 32]) -> Result<Option<RefreshState>, StoreError>;
@@ -230,7 +241,7 @@ async fn revoke_session<W: LogWriter>(
     };
     let Logged { seq, at } = append(w, log, revocation, None, m.reason.as_deref()).await?;
     // The log row goes once the session's access tokens have expired; its refresh tokens
-    // live longer, so the session is also recorded as revoked for good.
+    // live longer, so the session is also recorded as revoked (until pruning finds both gone).
     w.mark_session_revoked(&m.sid, log.at).await?;
     Ok(SessionRevoked {
         sid: m.sid.clone(),
@@ -296,8 +307,9 @@ async fn init_key<W: LogWriter>(w: &mut W, log: &Tip, m: &InitKey) -> Result<Key
     Ok(KeyInit::Added(Arc::clone(&m.key)))
 }
 
-/// See [`StartSession`]. A session id that was ever revoked, or has refresh tokens already,
-/// is refused: its refresh tokens could outlive the revocation's log row.
+/// See [`StartSession`]. A session id that was revoked, or has refresh tokens already, is
+/// refused: its refresh tokens could outlive the revocation's log row. (A revoked sid is
+/// remembered until [`prune`] finds both its session and its log row gone.)
 async fn start_session<W: LogWriter>(
     w: &mut W,
     log: &Tip,
@@ -416,10 +428,34 @@ async fn prune<W: LogWriter>(w: &mut W, log: &Tip, m: &Prune) -> Result<Pruned, 
         w.set_log_floor(new_floor).await?;
     }
     let deleted = w.delete_expired(m.expired_by, new_floor, m.limit).await?;
+    // Refresh state, after the log rows, so that a session revocation pruned just now lets
+    // its `revoked_sessions` row go in the same prune. Why each deletion is sound:
+    // - A session whose absolute end has passed is over: every one of its refresh tokens is
+    //   refused from then on (`RefreshState::refusal` checks the session's end, and a token's
+    //   own expiry is capped at it when issued), so the session and all its tokens go
+    //   together, tokens first (they reference the session). A token presented afterwards is
+    //   unknown: refused just the same, and no reuse to detect on a session that is over.
+    // - A `revoked_sessions` row keeps a revoked session dead after its log row lapsed, for
+    //   its refresh tokens and against starting it again with refresh tokens. It may go once
+    //   both are moot: its session's refresh state is gone (no `refresh_sessions` row, so no
+    //   refresh token of it exists) and no session revocation for its sid is left in the log
+    //   (the log row is what agents enforce; it is pruned only once past its `until`, by
+    //   which time every access token of the session has expired). From then on the sid is as
+    //   good as new, as it is for tokens issued without refresh.
+    // Each is bounded by `limit`, like the log rows.
+    let (refresh_tokens, refresh_sessions) = w.delete_ended_sessions(m.expired_by, m.limit).await?;
+    let revoked_sessions = w.delete_lapsed_revoked_sessions(m.limit).await?;
+    let limit = u64::from(m.limit);
     Ok(Pruned {
         floor: new_floor,
         deleted,
-        more: deleted >= u64::from(m.limit),
+        refresh_tokens,
+        refresh_sessions,
+        revoked_sessions,
+        more: deleted >= limit
+            || refresh_tokens >= limit
+            || refresh_sessions >= limit
+            || revoked_sessions >= limit,
     })
 }
 

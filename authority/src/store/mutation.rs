@@ -61,6 +61,9 @@ pub struct InitKey {
 /// `floor_before`, then delete up to `limit` rows at or below the floor whose expiry is at or
 /// before `expired_by`. Rows above the floor are kept, so every resume from `since >= floor`
 /// stays exact.
+/// Refresh state is pruned with it, up to `limit` rows of each table: sessions whose absolute
+/// end is at or before `expired_by` with their refresh tokens, and the `revoked_sessions` rows
+/// of sids with neither a session nor a session revocation in the log left.
 #[derive(Debug, Clone)]
 pub struct Prune {
     pub floor_before: UnixMillis,
@@ -249,12 +252,15 @@ pub enum KeyInit {
     Exists,
 }
 
-/// The answer to a [`Prune`]: `deleted` rows went; `more` says another prune would find
-/// further expired rows.
+/// The answer to a [`Prune`]: `deleted` log rows went, and the refresh-state rows counted
+/// by table; `more` says another prune may find further rows to delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pruned {
     pub floor: Seq,
     pub deleted: u64,
+    pub refresh_tokens: u64,
+    pub refresh_sessions: u64,
+    pub revoked_sessions: u64,
     pub more: bool,
 }
 

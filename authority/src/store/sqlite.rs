@@ -317,6 +317,52 @@ impl LogWriter for Writer<'_, '_> {
         .rows_affected())
     }
 
+    async fn delete_ended_sessions(
+        &mut self,
+        expired_by: UnixSeconds,
+        limit: u32,
+    ) -> Result<(u64, u64), StoreError> {
+        let tokens = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE hash IN (
+                 SELECT t.hash FROM refresh_sessions s JOIN refresh_tokens t ON t.sid = s.sid
+                 WHERE s.expires_at <= ? LIMIT ?)",
+        )
+        .bind(expired_by.get())
+        .bind(i64::from(limit))
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected();
+        let sessions = sqlx::query(
+            "DELETE FROM refresh_sessions WHERE sid IN (
+                 SELECT s.sid FROM refresh_sessions s
+                 WHERE s.expires_at <= ?
+                   AND NOT EXISTS (SELECT 1 FROM refresh_tokens t WHERE t.sid = s.sid)
+                 LIMIT ?)",
+        )
+        .bind(expired_by.get())
+        .bind(i64::from(limit))
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected();
+        Ok((tokens, sessions))
+    }
+
+    async fn delete_lapsed_revoked_sessions(&mut self, limit: u32) -> Result<u64, StoreError> {
+        // `kind = 'session'` as the partial index `revocations_session` is defined.
+        Ok(sqlx::query(
+            "DELETE FROM revoked_sessions WHERE sid IN (
+                 SELECT r.sid FROM revoked_sessions r
+                 WHERE NOT EXISTS (SELECT 1 FROM refresh_sessions s WHERE s.sid = r.sid)
+                   AND NOT EXISTS (SELECT 1 FROM revocations l
+                                   WHERE l.kind = 'session' AND l.target = r.sid)
+                 LIMIT ?)",
+        )
+        .bind(i64::from(limit))
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected())
+    }
+
     async fn mark_session_revoked(&mut self, sid: &str, at: UnixMillis) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO revoked_sessions (sid, at_ms) VALUES (?, ?) ON CONFLICT DO NOTHING",
