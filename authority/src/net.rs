@@ -613,9 +613,10 @@ pub fn raise_descriptor_limit() -> (Option<u64>, Option<u64>) {
 }
 
 /// Raise the open file limit (see [`raise_descriptor_limit`]), and if `--max-connections`
-/// plus [`DESCRIPTOR_HEADROOM`] does not fit under it, warn and lower both caps to what
-/// fits, keeping their ratio: past the limit, accepting would fail for every client instead
-/// of the caps refusing the excess — and one address could take all there is.
+/// plus `DESCRIPTOR_HEADROOM` (256 descriptors for the store, logs and files) does not fit
+/// under it, warn and lower both caps to what fits, keeping their ratio: past the limit,
+/// accepting would fail for every client instead of the caps refusing the excess — and one
+/// address could take all there is.
 #[cfg(unix)]
 pub fn fit_to_descriptor_limit(config: &mut crate::Config) {
     let (_, Some(limit)) = raise_descriptor_limit() else {
