@@ -181,6 +181,37 @@ impl TestAuthority {
         answer
     }
 
+    /// POST `body` with the admin key: the status and the JSON answer (`null` if none), for
+    /// tests that check refusals too.
+    pub async fn try_admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_key)
+            .json(&body)
+            .timeout(PATIENCE)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GET `path` with the admin key and return the JSON answer; panics unless 2xx.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin_key)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let answer: Value = resp.json().await.expect("JSON answer");
+        assert!(status.is_success(), "{path} → {status}: {answer}");
+        answer
+    }
+
     /// Revoke session `sid`; returns its `seq`.
     pub async fn revoke_session(&self, sid: &str) -> u64 {
         self.admin_post("/v1/revoke/session", json!({ "sid": sid }))

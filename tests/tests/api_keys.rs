@@ -18,16 +18,7 @@ const STREAM_ENDS_WITHIN: Duration = Duration::from_secs(2);
 
 /// The id of the key labelled `label`, as `GET /v1/api-keys` on `a` lists it.
 async fn key_id(a: &TestAuthority, label: &str) -> String {
-    let list: Value = a
-        .http
-        .get(format!("{}/v1/api-keys", a.base))
-        .bearer_auth(&a.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = a.admin_get("/v1/api-keys").await;
     list["keys"]
         .as_array()
         .unwrap()

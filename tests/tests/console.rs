@@ -146,16 +146,7 @@ async fn an_observer_stream_is_not_in_the_fleet_and_needs_an_admin_key() {
         hello.get("conn").is_none(),
         "an observer has no ack handle: {hello}"
     );
-    let fleet: Value = a
-        .http
-        .get(format!("{}/v1/fleet", a.base))
-        .bearer_auth(&a.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fleet = a.admin_get("/v1/fleet").await;
     assert_eq!(fleet["totals"]["subscribers"], 0, "{fleet}");
     // Nor is it waited for: with nobody else connected the fleet wait ends at once, complete.
     let answer = a
@@ -194,17 +185,7 @@ async fn an_observer_stream_is_not_in_the_fleet_and_needs_an_admin_key() {
     .await
     .expect("connects");
     eventually("the plain subscriber is listed", || async {
-        let f: Value = a
-            .http
-            .get(format!("{}/v1/fleet", a.base))
-            .bearer_auth(&a.admin_key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        f["totals"]["subscribers"] == 1
+        a.admin_get("/v1/fleet").await["totals"]["subscribers"] == 1
     })
     .await;
 }
@@ -548,16 +529,7 @@ async fn drive(a: &TestAuthority, c: &Client) {
         0
     );
     // The console's own stream is not one of the fleet.
-    let fleet: Value = a
-        .http
-        .get(format!("{}/v1/fleet", a.base))
-        .bearer_auth(&a.admin_key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fleet = a.admin_get("/v1/fleet").await;
     assert_eq!(fleet["totals"]["subscribers"], 4, "{fleet}");
     assert_eq!(
         c.find(Locator::Id("health-live"))

@@ -30,15 +30,7 @@ async fn synced(config: AgentConfig) -> Agent {
 }
 
 async fn fleet(a: &TestAuthority) -> Value {
-    let resp = a
-        .http
-        .get(format!("{}/v1/fleet", a.base))
-        .bearer_auth(&a.admin_key)
-        .send()
-        .await
-        .expect("fleet request");
-    assert_eq!(resp.status(), 200);
-    resp.json().await.expect("fleet JSON")
+    a.admin_get("/v1/fleet").await
 }
 
 /// The fleet's entry named `name`, if listed.

@@ -14,26 +14,11 @@ use revocast_tests::stream_client::{Subscriber, Transport};
 use revocast_tests::{PATIENCE, TestAuthority, eventually};
 use serde_json::{Value, json};
 
-/// POST `body` with the admin key: the status and the JSON answer.
-async fn post(a: &TestAuthority, path: &str, body: Value) -> (u16, Value) {
-    let resp = a
-        .http
-        .post(format!("{}{path}", a.base))
-        .bearer_auth(&a.admin_key)
-        .json(&body)
-        .timeout(PATIENCE)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 /// A session: the first answer of `POST /v1/tokens` with `"refresh": true`.
 async fn login(a: &TestAuthority, body: Value) -> Value {
     let mut body = body;
     body["refresh"] = json!(true);
-    let (status, answer) = post(a, "/v1/tokens", body).await;
+    let (status, answer) = a.try_admin_post("/v1/tokens", body).await;
     assert_eq!(status, 201, "{answer}");
     answer
 }
@@ -108,7 +93,9 @@ fn assert_oauth_error(status: u16, v: &Value, code: &str) {
 
 /// `/v1/verify`: the claims, or the error code.
 async fn verify(a: &TestAuthority, token: &str) -> Result<Value, String> {
-    let (status, v) = post(a, "/v1/verify", json!({ "token": token })).await;
+    let (status, v) = a
+        .try_admin_post("/v1/verify", json!({ "token": token }))
+        .await;
     assert_eq!(status, 200, "{v}");
     if v["valid"] == true {
         Ok(v["claims"].clone())
@@ -181,7 +168,9 @@ async fn a_session_rotates_into_new_pairs_of_the_same_session() {
     let sid = s(&claims["sid"]);
     assert!(!sid.is_empty());
     // Without "refresh", the answer is today's.
-    let (_, plain) = post(&a, "/v1/tokens", json!({ "sub": "ann" })).await;
+    let (_, plain) = a
+        .try_admin_post("/v1/tokens", json!({ "sub": "ann" }))
+        .await;
     assert!(plain.get("refresh_token").is_none() && plain.get("refresh_expires_in").is_none());
 
     let resp = a
@@ -337,28 +326,29 @@ async fn session_and_subject_revocations_end_refresh_tokens() {
     let (status, v) = refresh(&a, &r2).await;
     assert_oauth_error(status, &v, "invalid_grant");
     assert_eq!(introspect(&a, &r2).await, json!({ "active": false }));
-    let (status, v) = post(
-        &a,
-        "/v1/tokens",
-        json!({ "sub": "eve", "sid": "eve-1", "refresh": true }),
-    )
-    .await;
+    let (status, v) = a
+        .try_admin_post(
+            "/v1/tokens",
+            json!({ "sub": "eve", "sid": "eve-1", "refresh": true }),
+        )
+        .await;
     assert_eq!(status, 400, "{v}");
 
     let taken = login(&a, json!({ "sub": "eve", "sid": "eve-2" })).await;
-    let (status, v) = post(
-        &a,
-        "/v1/tokens",
-        json!({ "sub": "eve", "sid": "eve-2", "refresh": true }),
-    )
-    .await;
+    let (status, v) = a
+        .try_admin_post(
+            "/v1/tokens",
+            json!({ "sub": "eve", "sid": "eve-2", "refresh": true }),
+        )
+        .await;
     assert_eq!(status, 400, "{v}");
     rotated(&a, taken["refresh_token"].as_str().unwrap()).await;
 
     let s1 = login(&a, json!({ "sub": "fay" })).await;
     let s2 = login(&a, json!({ "sub": "fay" })).await;
     let (_, t1) = rotated(&a, s1["refresh_token"].as_str().unwrap()).await;
-    post(&a, "/v1/revoke/subject", json!({ "sub": "fay" })).await;
+    a.try_admin_post("/v1/revoke/subject", json!({ "sub": "fay" }))
+        .await;
     for token in [t1, s(&s2["refresh_token"])] {
         let (status, v) = refresh(&a, &token).await;
         assert_oauth_error(status, &v, "invalid_grant");
@@ -647,12 +637,12 @@ async fn a_revoked_session_stays_dead_after_its_revocation_lapses() {
     let (status, v) = refresh(&a, &r1).await;
     assert_oauth_error(status, &v, "invalid_grant");
     assert_eq!(introspect(&a, &r1).await, json!({ "active": false }));
-    let (status, v) = post(
-        &a,
-        "/v1/tokens",
-        json!({ "sub": "ida", "sid": "ida-1", "ttl": 1, "refresh": true }),
-    )
-    .await;
+    let (status, v) = a
+        .try_admin_post(
+            "/v1/tokens",
+            json!({ "sub": "ida", "sid": "ida-1", "ttl": 1, "refresh": true }),
+        )
+        .await;
     assert_eq!(status, 400, "{v}");
 }
 

@@ -12,23 +12,9 @@ use revocast_tests::proxy::{FaultyProxy, Mode};
 use revocast_tests::{PATIENCE, TestAuthority, eventually};
 use serde_json::{Value, json};
 
-/// POST JSON with the admin key; the status and the JSON answer.
-async fn post(a: &TestAuthority, path: &str, body: Value) -> (u16, Value) {
-    let resp = a
-        .http
-        .post(format!("{}{path}", a.base))
-        .bearer_auth(&a.admin_key)
-        .json(&body)
-        .timeout(PATIENCE)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn verify(a: &TestAuthority, token: &str) -> (u16, Value) {
-    post(a, "/v1/verify", json!({ "token": token })).await
+    a.try_admin_post("/v1/verify", json!({ "token": token }))
+        .await
 }
 
 async fn introspect(a: &TestAuthority, token: &str) -> (u16, Value) {
@@ -46,7 +32,8 @@ async fn introspect(a: &TestAuthority, token: &str) -> (u16, Value) {
 }
 
 async fn issue(a: &TestAuthority, sub: &str) -> (u16, Value) {
-    post(a, "/v1/tokens", json!({ "sub": sub, "ttl": 600 })).await
+    a.try_admin_post("/v1/tokens", json!({ "sub": sub, "ttl": 600 }))
+        .await
 }
 
 /// 503 in the error shape, as a replica behind the log answers.
@@ -125,7 +112,9 @@ async fn a_replica_cut_off_from_the_database_answers_503_never_valid() {
     })
     .await;
     assert_eq!(
-        post(&a, "/v1/revoke", json!({ "token": first })).await.0,
+        a.try_admin_post("/v1/revoke", json!({ "token": first }))
+            .await
+            .0,
         200
     );
     cut_off_answers_unavailable(&b, &first).await;
@@ -149,7 +138,9 @@ async fn a_replica_cut_off_from_the_database_answers_503_never_valid() {
         behind(&verify(&b, &second).await)
     })
     .await;
-    let (status, revoked) = post(&a, "/v1/revoke/subject", json!({ "sub": "gus" })).await;
+    let (status, revoked) = a
+        .try_admin_post("/v1/revoke/subject", json!({ "sub": "gus" }))
+        .await;
     assert_eq!(status, 200);
     cut_off_answers_unavailable(&b, &second).await;
     to_pg.set_mode(Mode::Forward);

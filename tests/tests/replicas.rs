@@ -15,23 +15,10 @@ use revocast_tests::stream_client::{Subscriber, Transport};
 use revocast_tests::{PATIENCE, TestAuthority, eventually};
 use serde_json::{Value, json};
 
-/// POST with the admin key; the status and the JSON answer.
-async fn post(a: &TestAuthority, path: &str, body: Value) -> (u16, Value) {
-    let resp = a
-        .http
-        .post(format!("{}{path}", a.base))
-        .bearer_auth(&a.admin_key)
-        .json(&body)
-        .timeout(PATIENCE)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn verify(a: &TestAuthority, token: &str) -> Value {
-    post(a, "/v1/verify", json!({ "token": token })).await.1
+    a.try_admin_post("/v1/verify", json!({ "token": token }))
+        .await
+        .1
 }
 
 /// A WebSocket subscriber from `since=0`, past its `hello`.
@@ -175,7 +162,9 @@ async fn tokens_keys_and_generations_are_shared_by_every_replica() {
 
     // Revoked on a third: the others learn it by themselves.
     assert_eq!(
-        post(c, "/v1/revoke", json!({ "token": token })).await.0,
+        c.try_admin_post("/v1/revoke", json!({ "token": token }))
+            .await
+            .0,
         200
     );
     for r in [a, b] {
@@ -185,7 +174,9 @@ async fn tokens_keys_and_generations_are_shared_by_every_replica() {
         .await;
     }
     // A second revoke on another replica is the same revocation.
-    let (status, again) = post(b, "/v1/revoke", json!({ "token": token })).await;
+    let (status, again) = b
+        .try_admin_post("/v1/revoke", json!({ "token": token }))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(again["already_revoked"], true);
 
@@ -195,7 +186,8 @@ async fn tokens_keys_and_generations_are_shared_by_every_replica() {
         .as_str()
         .unwrap()
         .to_string();
-    let r#gen = post(b, "/v1/revoke/subject", json!({ "sub": "bob" }))
+    let r#gen = b
+        .try_admin_post("/v1/revoke/subject", json!({ "sub": "bob" }))
         .await
         .1["gen"]
         .as_u64()
@@ -214,7 +206,7 @@ async fn tokens_keys_and_generations_are_shared_by_every_replica() {
     assert_eq!(verify(c, &old).await["error"], "token_revoked");
 
     // A key rotated on B signs on B and verifies on A and C once they re-read the keys.
-    let kid = post(b, "/v1/keys/rotate", json!({})).await.1["kid"]
+    let kid = b.try_admin_post("/v1/keys/rotate", json!({})).await.1["kid"]
         .as_str()
         .unwrap()
         .to_string();
@@ -233,7 +225,7 @@ async fn tokens_keys_and_generations_are_shared_by_every_replica() {
 
     // That key revoked on C: every replica stops accepting and publishing it.
     assert_eq!(
-        post(c, &format!("/v1/keys/{kid}/revoke"), json!({}))
+        c.try_admin_post(&format!("/v1/keys/{kid}/revoke"), json!({}))
             .await
             .0,
         200
@@ -353,12 +345,12 @@ async fn replicas_ride_out_a_database_restart() {
         while ok < 10 {
             attempts += 1;
             assert!(attempts < 200, "{name} never recovered");
-            let (status, answer) = post(
-                r,
-                "/v1/revoke/session",
-                json!({ "sid": format!("{name}{ok}") }),
-            )
-            .await;
+            let (status, answer) = r
+                .try_admin_post(
+                    "/v1/revoke/session",
+                    json!({ "sid": format!("{name}{ok}") }),
+                )
+                .await;
             match status {
                 200 => {
                     acked.insert(answer["seq"].as_u64().unwrap());
@@ -424,7 +416,9 @@ async fn an_unreachable_database_fails_requests_cleanly_and_loses_nothing() {
     // The database vanishes for A: connections reset, new ones refused.
     to_pg.set_mode(Mode::Refuse);
     to_pg.reset();
-    let (status, answer) = post(&a, "/v1/revoke/session", json!({ "sid": "during" })).await;
+    let (status, answer) = a
+        .try_admin_post("/v1/revoke/session", json!({ "sid": "during" }))
+        .await;
     assert_eq!(
         (status, answer["error"].as_str()),
         (503, Some("temporarily_unavailable"))
@@ -439,7 +433,9 @@ async fn an_unreachable_database_fails_requests_cleanly_and_loses_nothing() {
     // Verification answers from memory only while A may still vouch for its view, then
     // fails closed (tests/tests/replica_lag.rs covers it in depth).
     eventually("A stops vouching for tokens", || async {
-        let (status, answer) = post(&a, "/v1/verify", json!({ "token": token })).await;
+        let (status, answer) = a
+            .try_admin_post("/v1/verify", json!({ "token": token }))
+            .await;
         assert!(
             status == 503 || answer["valid"] == true,
             "{status} {answer}"
@@ -456,7 +452,9 @@ async fn an_unreachable_database_fails_requests_cleanly_and_loses_nothing() {
     to_pg.set_mode(Mode::Forward);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let head = loop {
-        let (status, answer) = post(&a, "/v1/revoke/session", json!({ "sid": "after" })).await;
+        let (status, answer) = a
+            .try_admin_post("/v1/revoke/session", json!({ "sid": "after" }))
+            .await;
         match status {
             200 => break answer["seq"].as_u64().unwrap(),
             503 => assert!(tokio::time::Instant::now() < deadline, "A never recovered"),
