@@ -44,21 +44,7 @@ async fn token_raw(a: &TestAuthority, content_type: Option<&str>, body: String) 
 
 /// `application/x-www-form-urlencoded` of `pairs`.
 fn enc(pairs: &[(&str, &str)]) -> String {
-    let escape = |v: &str| {
-        v.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    serde_urlencoded::to_string(pairs).expect("string pairs encode")
 }
 
 /// Rotate `refresh_token`: status and answer.

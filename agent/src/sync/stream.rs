@@ -38,19 +38,6 @@ pub struct Identity<'a> {
     pub version: &'a str,
 }
 
-/// Percent-encode a query value (everything but RFC 3986's unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// An acknowledgment: the `seq` applied, its epoch, and the resyncs so far.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Ack {
@@ -138,16 +125,14 @@ pub enum ConnectError {
 }
 
 fn query(since: Seq, epoch: Option<&Epoch>, who: &Identity<'_>) -> String {
-    let mut query = format!("since={since}");
+    let since = since.to_string();
+    let mut pairs = vec![("since", since.as_str())];
     if let Some(epoch) = epoch {
-        query.push_str(&format!("&epoch={}", encode(epoch.as_str())));
+        pairs.push(("epoch", epoch.as_str()));
     }
-    query.push_str(&format!(
-        "&name={}&version={}",
-        encode(who.name),
-        encode(who.version)
-    ));
-    query
+    pairs.extend([("name", who.name), ("version", who.version)]);
+    // Encoding a list of string pairs cannot fail.
+    serde_urlencoded::to_string(&pairs).unwrap_or_default()
 }
 
 /// Connect to `base` with the preferred transport, resuming after `since`.
