@@ -53,18 +53,35 @@ impl fmt::Debug for SigningSeed {
     }
 }
 
-/// Signs messages with one private key (pure ML-DSA-65, empty context, hedged).
+/// The longest FIPS 204 context string (its length is encoded in one byte).
+pub const MAX_CONTEXT_LEN: usize = 255;
+
+/// Signs messages with one private key (pure ML-DSA-65, hedged).
+///
+/// The context string (FIPS 204 `ctx`) separates roles: a signature made under one context
+/// never verifies under another, so a key used for two purposes still cannot have one
+/// purpose's signature passed off as the other's. JWS (RFC 9964) uses the empty context.
 pub trait MessageSigner: Send + Sync {
     /// The encoded public key ([`PUBLIC_KEY_LEN`] bytes).
     fn public_key(&self) -> Vec<u8>;
-    /// A hedged signature over `message` ([`SIGNATURE_LEN`] bytes).
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error>;
+    /// A hedged signature over `message` under `context` ([`SIGNATURE_LEN`] bytes);
+    /// [`Error::Signing`] for a context longer than [`MAX_CONTEXT_LEN`].
+    fn sign_in_context(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>, Error>;
+    /// A hedged signature over `message` under the empty context.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        self.sign_in_context(message, &[])
+    }
 }
 
-/// Verifies signatures under one public key (pure ML-DSA-65, empty context).
+/// Verifies signatures under one public key (pure ML-DSA-65).
 pub trait MessageVerifier: Send + Sync {
-    /// `true` only for a valid signature of exactly [`SIGNATURE_LEN`] bytes.
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool;
+    /// `true` only for a valid signature of exactly [`SIGNATURE_LEN`] bytes made under
+    /// exactly `context`.
+    fn verify_in_context(&self, message: &[u8], context: &[u8], signature: &[u8]) -> bool;
+    /// [`MessageVerifier::verify_in_context`] under the empty context.
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.verify_in_context(message, &[], signature)
+    }
 }
 
 /// A source of ML-DSA-65 signers and verifiers.
@@ -96,25 +113,25 @@ mod rustcrypto {
             self.0.verifying_key().encode().to_vec()
         }
 
-        fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+        fn sign_in_context(&self, message: &[u8], context: &[u8]) -> Result<Vec<u8>, Error> {
             let sig = self
                 .0
                 .expanded_key()
-                .sign_randomized(message, &[], &mut getrandom::SysRng)
+                .sign_randomized(message, context, &mut getrandom::SysRng)
                 .map_err(|_| Error::Signing)?;
             Ok(sig.encode().to_vec())
         }
     }
 
     impl MessageVerifier for Verifier {
-        fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        fn verify_in_context(&self, message: &[u8], context: &[u8], signature: &[u8]) -> bool {
             let Ok(encoded) = signature.try_into() else {
                 return false;
             };
             let Some(sig) = Signature::<MlDsa65>::decode(encoded) else {
                 return false;
             };
-            self.0.verify_with_context(message, &[], &sig)
+            self.0.verify_with_context(message, context, &sig)
         }
     }
 
@@ -165,6 +182,24 @@ mod tests {
         assert!(!verifier.verify(b"n", &a));
         assert!(!verifier.verify(b"m", &a[..SIGNATURE_LEN - 1]));
         assert!(!verifier.verify(b"m", &[a.clone(), vec![0]].concat()));
+    }
+
+    #[test]
+    fn a_signature_verifies_only_under_its_own_context() {
+        let seed = SigningSeed::generate().unwrap();
+        let signer = default_backend().signer(&seed);
+        let verifier = default_backend().verifier(&signer.public_key()).unwrap();
+        let in_role = signer.sign_in_context(b"m", b"revocast/test/v1").unwrap();
+        assert!(verifier.verify_in_context(b"m", b"revocast/test/v1", &in_role));
+        assert!(!verifier.verify_in_context(b"m", b"revocast/test/v2", &in_role));
+        assert!(!verifier.verify(b"m", &in_role));
+        let plain = signer.sign(b"m").unwrap();
+        assert!(!verifier.verify_in_context(b"m", b"revocast/test/v1", &plain));
+        assert!(
+            signer
+                .sign_in_context(b"m", &[0; MAX_CONTEXT_LEN + 1])
+                .is_err()
+        );
     }
 
     #[test]
