@@ -217,6 +217,9 @@ pub struct AgentsArgs {
     /// following from this `seq`.
     #[arg(long)]
     lean_since: Option<u64>,
+    /// Lean subscribers acknowledge what they read (PROTOCOL.md, "Acknowledgments").
+    #[arg(long)]
+    lean_ack: bool,
     /// Watch tokens instead of timing seqs: the `refresh-reuse` scenario's protocol
     /// (`refresh.rs`).
     #[arg(long)]
@@ -228,7 +231,8 @@ pub struct AgentsArgs {
 /// print the latency summary over all (agent, event) pairs as JSON.
 pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
     if let Some(since) = args.lean_since {
-        return crate::lean::run(&args.authority, &args.key, args.count, since).await;
+        return crate::lean::run(&args.authority, &args.key, args.count, since, args.lean_ack)
+            .await;
     }
     let mut agents = Vec::with_capacity(args.count);
     for _ in 0..args.count {
@@ -292,10 +296,16 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
         }
     }
     let mut latencies = Vec::new();
+    // Per revocation, the time until the last agent applied it: the fleet's latency, as the
+    // authority's acknowledgments measure it too (`propagation --fleet-wait`).
+    let mut fleet_us: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
     while let Some(seen) = watchers.join_next().await {
         for (seq, at) in seen? {
             if let Some(sent_at) = sent.get(&seq) {
-                latencies.push(at.saturating_sub(*sent_at));
+                let latency = at.saturating_sub(*sent_at);
+                latencies.push(latency);
+                let slowest = fleet_us.entry(seq).or_default();
+                *slowest = (*slowest).max(latency);
             }
         }
     }
@@ -318,6 +328,7 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
         "p50_us": percentile(&latencies, 50.0),
         "p99_us": percentile(&latencies, 99.0),
         "max_us": latencies.last().copied().unwrap_or(0),
+        "fleet_us_by_seq": fleet_us,
     });
     println!("{summary}");
     drop(agents);
@@ -354,16 +365,26 @@ impl ChildAgents {
         Self::spawn(authority, key, count, &["--watch"]).await
     }
 
-    /// Start `count` lean subscribers (see `lean.rs`) following `authority` from `since`, and
-    /// wait until all are connected.
+    /// Start `count` lean subscribers (see `lean.rs`) following `authority` from `since`,
+    /// acknowledging when `ack`, and wait until all are connected.
     pub async fn start_lean(
         authority: &str,
         key: &str,
         count: usize,
         since: u64,
+        ack: bool,
     ) -> anyhow::Result<Self> {
         let since = since.to_string();
-        Self::spawn(authority, key, count, &["--lean-since", &since]).await
+        let mut args = vec!["--lean-since", &since];
+        if ack {
+            args.push("--lean-ack");
+        }
+        Self::spawn(authority, key, count, &args).await
+    }
+
+    /// The child's process id (for its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     async fn spawn(

@@ -4,6 +4,11 @@
 //! tell whether the *authority* keeps up. These clients cost a byte scan per event, and still
 //! prove what matters: each one sees every `seq` exactly once, in order, across reconnects.
 //!
+//! With acknowledgments on (`soak --ack`) each one also acknowledges what it has read the
+//! way PROTOCOL.md asks a subscriber to (one right after connecting, then at most one every
+//! 50 ms, at once after a frame when it has been quiet that long), so the soak can measure what
+//! 10,000 acknowledging subscribers cost the authority.
+//!
 //! They speak just enough RFC 6455 to read the authority's stream (the upgrade, then
 //! unmasked, unfragmented server frames) instead of going through tungstenite: that library
 //! zero-fills its read buffer before every read and validates every text frame as UTF-8,
@@ -64,6 +69,82 @@ pub fn check_frame(frame: &[u8], tally: &mut Tally) {
     }
 }
 
+/// `hello` opens every connection; its `epoch` is what acknowledgments name.
+const HELLO_PREFIX: &[u8] = br#"{"type":"hello""#;
+const EPOCH_FIELD: &[u8] = br#""epoch":""#;
+
+/// The `epoch` of a `hello` frame, `None` for any other frame.
+fn hello_epoch(frame: &[u8]) -> Option<&str> {
+    if !frame.starts_with(HELLO_PREFIX) {
+        return None;
+    }
+    let start = memmem::find(frame, EPOCH_FIELD)? + EPOCH_FIELD.len();
+    let len = frame[start..].iter().position(|b| *b == b'"')?;
+    std::str::from_utf8(&frame[start..start + len]).ok()
+}
+
+/// How often a subscriber may acknowledge (PROTOCOL.md, "Acknowledgments").
+const ACK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A subscriber's acknowledgments on one connection: what it said last and when.
+struct Acks {
+    epoch: Option<String>,
+    /// The last `seq` acknowledged on this connection.
+    sent: Option<u64>,
+    last_at: Option<tokio::time::Instant>,
+    /// Mask keys must vary per frame (RFC 6455 §5.3); a counter is enough for a bench client
+    /// talking to its own authority.
+    mask: u32,
+}
+
+impl Acks {
+    fn new() -> Self {
+        Self {
+            epoch: None,
+            sent: None,
+            last_at: None,
+            mask: 0x9e37_79b9,
+        }
+    }
+
+    /// When the next acknowledgment is due for `last`: `None` when there is nothing new (or
+    /// no `hello` yet), now when the connection has been quiet for the interval.
+    fn due(&self, last: u64) -> Option<tokio::time::Instant> {
+        self.epoch.as_ref()?;
+        if self.sent.is_some_and(|sent| sent >= last) {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        Some(self.last_at.map_or(now, |at| (at + ACK_INTERVAL).max(now)))
+    }
+
+    /// The masked client text frame acknowledging `seq`, recorded as sent.
+    fn frame(&mut self, seq: u64) -> Vec<u8> {
+        let epoch = self.epoch.as_deref().unwrap_or_default();
+        let text = format!(r#"{{"type":"ack","seq":{seq},"epoch":"{epoch}"}}"#);
+        self.mask = self
+            .mask
+            .wrapping_mul(0x0101_0101)
+            .wrapping_add(0x6d2b_79f5);
+        let mask = self.mask.to_be_bytes();
+        let mut frame = Vec::with_capacity(text.len() + 8);
+        frame.push(0x81);
+        // Acks are far below 126 bytes (epochs are short); longer ones take the 16-bit form.
+        match u16::try_from(text.len()) {
+            Ok(len) if len < 126 => frame.push(0x80 | len as u8),
+            _ => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(text.len() as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.sent = Some(seq);
+        self.last_at = Some(tokio::time::Instant::now());
+        frame
+    }
+}
+
 /// One frame from the server, parsed from the front of a buffer.
 #[derive(Debug, PartialEq, Eq)]
 enum ServerFrame {
@@ -104,10 +185,16 @@ fn parse_frame(buf: &[u8]) -> Option<ServerFrame> {
 
 /// Open `/v1/stream?since=…` on `addr` (host:port) and return the connection with whatever
 /// followed the `101` response in its first read.
-async fn connect(addr: &str, key: &str, since: u64) -> std::io::Result<(TcpStream, BytesMut)> {
+async fn connect(
+    addr: &str,
+    key: &str,
+    since: u64,
+    name: &str,
+) -> std::io::Result<(TcpStream, BytesMut)> {
     let mut tcp = TcpStream::connect(addr).await?;
+    let version = env!("CARGO_PKG_VERSION");
     let request = format!(
-        "GET /v1/stream?since={since} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
+        "GET /v1/stream?since={since}&name={name}&version={version} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {key}\r\n\r\n"
     );
@@ -134,12 +221,14 @@ async fn connect(addr: &str, key: &str, since: u64) -> std::io::Result<(TcpStrea
 /// not be small; the authority writes at most a batch (~16 KiB) at a time anyway.
 const READ_BYTES: usize = 32 * 1024;
 
-/// Check every text frame of one connection until it ends or `stop` is reached.
+/// Check every text frame of one connection until it ends or `stop` is reached;
+/// acknowledge what was read when `acks` is given.
 async fn read_frames(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
     tally: &mut Tally,
     stop: &mut tokio::sync::watch::Receiver<Option<u64>>,
+    mut acks: Option<&mut Acks>,
 ) -> Result<(), ()> {
     loop {
         while let Some(frame) = parse_frame(buf) {
@@ -153,7 +242,14 @@ async fn read_frames(
                 break;
             }
             if text {
-                check_frame(&buf[header..header + payload], tally);
+                let frame = &buf[header..header + payload];
+                match acks.as_deref_mut() {
+                    Some(acks) if acks.epoch.is_none() => {
+                        acks.epoch = hello_epoch(frame).map(str::to_string);
+                    }
+                    _ => {}
+                }
+                check_frame(frame, tally);
             }
             buf.advance(header + payload);
         }
@@ -163,7 +259,23 @@ async fn read_frames(
         if buf.capacity() - buf.len() < READ_BYTES / 2 {
             buf.reserve(READ_BYTES);
         }
+        let due = acks.as_deref().and_then(|a| a.due(tally.last));
+        if let (Some(at), Some(acks)) = (due, acks.as_deref_mut())
+            && at <= tokio::time::Instant::now()
+        {
+            tcp.write_all(&acks.frame(tally.last))
+                .await
+                .map_err(|_| ())?;
+            continue;
+        }
+        let ack_timer = async {
+            match due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = ack_timer => {}
             read = tcp.read_buf(buf) => match read {
                 Ok(0) | Err(_) => return Err(()),
                 Ok(_) => {}
@@ -185,6 +297,8 @@ pub async fn follow(
     since: u64,
     mut stop: tokio::sync::watch::Receiver<Option<u64>>,
     mut first_connect: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    name: String,
+    ack: bool,
 ) -> Tally {
     let mut tally = Tally {
         last: since,
@@ -202,7 +316,7 @@ pub async fn follow(
         if stop.borrow().is_some_and(|f| tally.last >= f) {
             return tally;
         }
-        let Ok((mut tcp, mut buf)) = connect(addr, &key, tally.last).await else {
+        let Ok((mut tcp, mut buf)) = connect(addr, &key, tally.last, &name).await else {
             tally.reconnects += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -210,7 +324,9 @@ pub async fn follow(
         if let Some(first) = first_connect.take() {
             first.add_permits(1);
         }
-        if read_frames(&mut tcp, &mut buf, &mut tally, &mut stop)
+        // Each connection acknowledges afresh: the authority knows it by this connection.
+        let mut acks = ack.then(Acks::new);
+        if read_frames(&mut tcp, &mut buf, &mut tally, &mut stop, acks.as_mut())
             .await
             .is_ok()
         {
@@ -220,22 +336,32 @@ pub async fn follow(
     }
 }
 
-/// Run `count` lean subscribers from `since` (the agents child's `--lean` mode): print
-/// `ready` once every one has connected, read `final SEQ` from stdin, wait until every one
-/// has reached it, and print the summary as JSON.
-pub async fn run(base: &str, key: &str, count: usize, since: u64) -> anyhow::Result<()> {
+/// Run `count` lean subscribers from `since` (the agents child's `--lean` mode), named
+/// `lean-0`, `lean-1`, … and acknowledging when `ack`: print `ready` once every one has
+/// connected, read `final SEQ` from stdin, wait until every one has reached it, and print the
+/// summary as JSON.
+pub async fn run(base: &str, key: &str, count: usize, since: u64, ack: bool) -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt;
 
     let (final_tx, final_rx) = tokio::sync::watch::channel(None::<u64>);
     let connected = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     let mut set = JoinSet::new();
-    for _ in 0..count {
+    for i in 0..count {
         let (base, key, stop) = (base.to_string(), key.to_string(), final_rx.clone());
         let connected = std::sync::Arc::clone(&connected);
         set.spawn(async move {
             // Ready means connected once: the first connection's hello arrives with the
             // stream, so a connect that returned is enough.
-            follow(base, key, since, stop, Some(connected)).await
+            follow(
+                base,
+                key,
+                since,
+                stop,
+                Some(connected),
+                format!("lean-{i}"),
+                ack,
+            )
+            .await
         });
     }
     let all = u32::try_from(count).unwrap_or(u32::MAX);
@@ -288,6 +414,37 @@ mod tests {
         check_frame(br#"{"seq":7,"type":"session"}"#, &mut t);
         check_frame(br#"{"type":"reset","epoch":"e","seq":9}"#, &mut t);
         assert_eq!((t.last, t.faults), (7, 3));
+    }
+
+    #[test]
+    fn hello_gives_the_epoch_and_acks_are_masked_and_coalesced() {
+        assert_eq!(
+            hello_epoch(br#"{"type":"hello","epoch":"e-1","seq":3,"conn":"c"}"#),
+            Some("e-1")
+        );
+        assert_eq!(hello_epoch(br#"{"seq":5,"epoch":"x"}"#), None);
+        let mut acks = Acks::new();
+        assert_eq!(acks.due(3), None, "nothing is acknowledged before hello");
+        acks.epoch = Some("e-1".into());
+        assert!(
+            acks.due(3)
+                .is_some_and(|at| at <= tokio::time::Instant::now())
+        );
+        let frame = acks.frame(3);
+        assert_eq!(frame[0], 0x81);
+        let len = usize::from(frame[1] & 0x7f);
+        assert_eq!(frame[1] & 0x80, 0x80, "client frames are masked");
+        let mask = &frame[2..6];
+        let text: Vec<u8> = frame[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4])
+            .collect();
+        assert_eq!(len, text.len());
+        assert_eq!(text, br#"{"type":"ack","seq":3,"epoch":"e-1"}"#);
+        assert_eq!(acks.due(3), None, "already acknowledged");
+        let next = acks.due(4).unwrap();
+        assert!(next >= tokio::time::Instant::now() + ACK_INTERVAL - Duration::from_millis(5));
     }
 
     #[test]

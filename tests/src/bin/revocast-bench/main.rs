@@ -44,6 +44,12 @@ enum Scenario {
         /// Revocations per second in the steady-rate phase.
         #[arg(long, default_value_t = 100)]
         rate: u32,
+        /// Also read each revocation's fleet latency from the authority's own
+        /// acknowledgments (`"wait": "fleet"`, its `propagation.slowest_ms`) and compare it
+        /// with this bench's, revocation by revocation. Each revocation then waits for the
+        /// fleet, so the back-to-back phase sends the next one when the fleet has the last.
+        #[arg(long)]
+        fleet_wait: bool,
     },
     /// A stolen refresh token reused: time until each of N agents (in another process)
     /// rejects the session's access token, beside a plain session revocation in the same run.
@@ -101,6 +107,10 @@ enum Scenario {
         /// agents: measures the authority without the agents' CPU on the same box.
         #[arg(long)]
         lean: bool,
+        /// Lean subscribers acknowledge what they read, coalesced as PROTOCOL.md asks (full
+        /// agents always do): the cost of a fleet's acknowledgments to the authority.
+        #[arg(long, requires = "lean")]
+        ack: bool,
         /// The authority's `--max-ttl` in seconds (default 24 h). Short, revocations expire
         /// during the run, so the set reaches a steady size and memory can be seen to flatten.
         #[arg(long)]
@@ -136,7 +146,8 @@ fn main() -> ExitCode {
                 agents,
                 events,
                 rate,
-            } => scenarios::propagation(agents, events, rate, database).await?,
+                fleet_wait,
+            } => scenarios::propagation(agents, events, rate, fleet_wait, database).await?,
             Scenario::RefreshReuse { agents, rounds } => {
                 refresh::refresh_reuse(agents, rounds, database).await?
             }
@@ -155,8 +166,9 @@ fn main() -> ExitCode {
                 rate,
                 seconds,
                 lean,
+                ack,
                 max_ttl,
-            } => scenarios::soak(subscribers, rate, seconds, lean, max_ttl).await?,
+            } => scenarios::soak(subscribers, rate, seconds, lean, ack, max_ttl).await?,
             Scenario::Authority(args) => {
                 children::run_authority(args).await?;
                 return Ok(None);

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::children::{ChildAgents, ChildAuthority, http_client};
-use crate::stats::{Resident, percentile, resident, round3, rss_bytes, unix_micros};
+use crate::stats::{Resident, cpu_seconds, percentile, resident, round3, rss_bytes, unix_micros};
 
 pub(crate) async fn admin_post(
     http: &reqwest::Client,
@@ -25,9 +25,21 @@ pub(crate) async fn admin_post(
     path: &str,
     body: Value,
 ) -> anyhow::Result<Value> {
+    post_with_key(http, &authority.base, &authority.admin_key, path, body).await
+}
+
+/// POST `body` to `base` + `path` with `key` as the bearer; the JSON answer, or an error
+/// naming the status.
+async fn post_with_key(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
     let resp = http
-        .post(format!("{}{path}", authority.base))
-        .bearer_auth(&authority.admin_key)
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
         .json(&body)
         .send()
         .await?;
@@ -76,11 +88,14 @@ impl Setup {
 }
 
 /// With `database_url`, revocations go to one replica and the agents follow the other, so the
-/// figure includes the hop through PostgreSQL.
+/// figure includes the hop through PostgreSQL. With `fleet_wait`, every revocation asks to
+/// wait for the fleet, and the authority's own per-revocation figure (from the agents'
+/// acknowledgments) is compared with this bench's.
 pub async fn propagation(
     agents: usize,
     events: usize,
     rate: u32,
+    fleet_wait: bool,
     database_url: Option<&str>,
 ) -> anyhow::Result<Value> {
     let setup = Setup::new(database_url).await?;
@@ -100,27 +115,50 @@ pub async fn propagation(
         tokens.push(answer["token"].as_str().context("token")?.to_string());
     }
     let fleet = ChildAgents::start(&followed.base, &followed.subscriber_key, agents, true).await?;
-    let mut sent = Vec::with_capacity(events * 2);
-    let mut revoke = async |token: &str| -> anyhow::Result<()> {
-        let at = unix_micros();
-        let answer = admin_post(&http, authority, "/v1/revoke", json!({ "token": token })).await?;
-        sent.push((answer["seq"].as_u64().context("seq")?, at));
-        Ok(())
+    let body = |token: &str| {
+        if fleet_wait {
+            json!({ "token": token, "wait": "fleet", "wait_timeout_ms": 30_000 })
+        } else {
+            json!({ "token": token })
+        }
     };
+    // (seq, sent at in µs, the authority's propagation answer when waiting for the fleet)
+    let mut sent: Vec<(u64, u64, Value)> = Vec::with_capacity(events * 2);
     // One after another…
     for token in &tokens[..events] {
-        revoke(token).await?;
+        let at = unix_micros();
+        let answer = admin_post(&http, authority, "/v1/revoke", body(token)).await?;
+        let seq = answer["seq"].as_u64().context("seq")?;
+        sent.push((seq, at, answer["propagation"].clone()));
     }
-    // …then at a steady rate.
+    let back_to_back = sent.len();
+    // …then at a steady rate, each in its own task so that a wait for the fleet does not hold
+    // back the next one.
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
-    for token in &tokens[events..] {
+    let mut paced = tokio::task::JoinSet::new();
+    for (i, token) in tokens[events..].iter().enumerate() {
         tick.tick().await;
-        revoke(token).await?;
+        let (http, body) = (Arc::clone(&http), body(token));
+        let (base, key) = (authority.base.clone(), authority.admin_key.clone());
+        paced.spawn(async move {
+            let at = unix_micros();
+            let answer = post_with_key(&http, &base, &key, "/v1/revoke", body).await?;
+            let seq = answer["seq"].as_u64().context("seq")?;
+            anyhow::Ok((i, (seq, at, answer["propagation"].clone())))
+        });
     }
-    let final_seq = sent.iter().map(|(s, _)| *s).max().unwrap_or(0);
-    let summary = fleet.finish(final_seq, &sent).await?;
+    let mut rest: Vec<_> = paced
+        .join_all()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    rest.sort_by_key(|(i, _)| *i);
+    sent.extend(rest.into_iter().map(|(_, s)| s));
+    let final_seq = sent.iter().map(|(s, _, _)| *s).max().unwrap_or(0);
+    let times: Vec<(u64, u64)> = sent.iter().map(|(s, at, _)| (*s, *at)).collect();
+    let summary = fleet.finish(final_seq, &times).await?;
     let ms = |key: &str| round3(summary[key].as_u64().unwrap_or(0) as f64 / 1000.0);
-    Ok(json!({ "propagation": {
+    let mut report = json!({ "propagation": {
         "backend": setup.backend(),
         "agents": agents,
         "events": sent.len(),
@@ -129,7 +167,58 @@ pub async fn propagation(
         "p50_ms": ms("p50_us"),
         "p99_ms": ms("p99_us"),
         "max_ms": ms("max_us"),
-    }}))
+    }});
+    if fleet_wait {
+        let (first, second) = sent.split_at(back_to_back);
+        report["propagation"]["fleet"] = json!({
+            "back_to_back": fleet_agreement(first, &summary["fleet_us_by_seq"]),
+            "paced": fleet_agreement(second, &summary["fleet_us_by_seq"]),
+        });
+    }
+    Ok(report)
+}
+
+/// The fleet latency of each revocation in `sent` as the authority reported it (its
+/// `propagation.slowest_ms`, from the commit to the last acknowledgment) beside this bench's
+/// (from sending the request to the last agent applying it), and their difference.
+fn fleet_agreement(sent: &[(u64, u64, Value)], bench_us_by_seq: &Value) -> Value {
+    let mut authority_ms = Vec::new();
+    let mut bench_ms = Vec::new();
+    let mut difference_ms = Vec::new();
+    let mut incomplete = 0u64;
+    for (seq, _, propagation) in sent {
+        let applied = propagation["applied"].as_u64();
+        if applied.is_none() || applied != propagation["of"].as_u64() {
+            incomplete += 1;
+            continue;
+        }
+        let (Some(theirs), Some(ours)) = (
+            propagation["slowest_ms"].as_f64(),
+            bench_us_by_seq[seq.to_string()].as_f64(),
+        ) else {
+            incomplete += 1;
+            continue;
+        };
+        authority_ms.push(theirs);
+        bench_ms.push(ours / 1000.0);
+        difference_ms.push(theirs - ours / 1000.0);
+    }
+    let quantiles = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| {
+            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .map(round3)
+        };
+        json!({ "p50": at(0.5), "p99": at(0.99), "max": v.last().copied().map(round3) })
+    };
+    json!({
+        "revocations": authority_ms.len(),
+        "incomplete": incomplete,
+        "authority_ms": quantiles(&mut authority_ms),
+        "bench_ms": quantiles(&mut bench_ms),
+        "authority_minus_bench_ms": quantiles(&mut difference_ms),
+    })
 }
 
 /// Nanoseconds per call of `f`, measured in batches of `batch` calls (the clock is read once
@@ -573,15 +662,26 @@ pub async fn soak(
     rate: u32,
     seconds: u64,
     lean: bool,
+    ack: bool,
     max_ttl: Option<u64>,
 ) -> anyhow::Result<Value> {
+    if ack && !lean {
+        bail!("--ack is for lean subscribers: agents always acknowledge");
+    }
     let authority = Arc::new(match max_ttl {
         Some(secs) => ChildAuthority::start_with_max_ttl(secs).await?,
         None => ChildAuthority::start(0).await?,
     });
     let http = http_client()?;
     let fleet = if lean {
-        ChildAgents::start_lean(&authority.base, &authority.subscriber_key, subscribers, 0).await?
+        ChildAgents::start_lean(
+            &authority.base,
+            &authority.subscriber_key,
+            subscribers,
+            0,
+            ack,
+        )
+        .await?
     } else {
         ChildAgents::start(
             &authority.base,
@@ -597,13 +697,53 @@ pub async fn soak(
             .context("token")?
             .to_string();
 
-    let load = SoakLoad::run(&http, &authority, &token, rate, seconds).await?;
+    let load = SoakLoad::run(&http, &authority, fleet.pid(), &token, rate, seconds).await?;
     let final_seq = load.counts.last_seq.load(Ordering::Relaxed);
     let summary = fleet.finish(final_seq, &[]).await?;
     let held = revocation_entries(&http, &authority).await?;
     check_nothing_lost(lean, &summary, final_seq, held)?;
-    let kind = if lean { "lean" } else { "agent" };
-    Ok(load.report(subscribers, kind, max_ttl, rate, held, &summary))
+    let acks = fleet_ack_counts(&http, &authority).await?;
+    let kind = match (lean, ack) {
+        (false, _) => "agent",
+        (true, false) => "lean",
+        (true, true) => "lean, acknowledging",
+    };
+    let mut report = load.report(subscribers, kind, max_ttl, rate, held, &summary);
+    report["soak"]["fleet_acks"] = acks;
+    Ok(report)
+}
+
+/// The authority's acknowledgment counters from `/metrics`: how many it took and how many
+/// it ignored, by reason (a soak whose subscribers acknowledge should ignore none).
+async fn fleet_ack_counts(
+    http: &reqwest::Client,
+    authority: &ChildAuthority,
+) -> anyhow::Result<Value> {
+    let text = http
+        .get(format!("{}/metrics", authority.base))
+        .bearer_auth(&authority.admin_key)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let mut ignored = serde_json::Map::new();
+    let mut taken = 0u64;
+    for line in text.lines() {
+        let Some((name, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let value = value.parse::<f64>().unwrap_or(0.0) as u64;
+        if name == "revocast_fleet_acks_total" {
+            taken = value;
+        } else if let Some(reason) = name
+            .strip_prefix("revocast_fleet_acks_ignored_total{reason=\"")
+            .and_then(|r| r.strip_suffix("\"}"))
+        {
+            ignored.insert(reason.to_string(), value.into());
+        }
+    }
+    Ok(json!({ "taken": taken, "ignored": ignored }))
 }
 
 /// What the soak's requests count, shared by every request task.
@@ -626,6 +766,9 @@ struct SoakLoad {
     rss: Vec<Resident>,
     /// Seconds from the first request to the last answer.
     elapsed: f64,
+    /// CPU seconds (user + system) the authority and the subscribers' process used meanwhile.
+    authority_cpu: f64,
+    subscribers_cpu: Option<f64>,
 }
 
 impl SoakLoad {
@@ -634,11 +777,14 @@ impl SoakLoad {
     async fn run(
         http: &Arc<reqwest::Client>,
         authority: &Arc<ChildAuthority>,
+        subscribers_pid: Option<u32>,
         token: &str,
         rate: u32,
         seconds: u64,
     ) -> anyhow::Result<Self> {
         let counts = Arc::new(SoakCounts::default());
+        let authority_cpu_before = cpu_seconds(authority.pid)?;
+        let subscribers_cpu_before = subscribers_pid.and_then(|pid| cpu_seconds(pid).ok());
         let started = Instant::now();
         let deadline = started + Duration::from_secs(seconds.max(1));
         let mut rss = vec![resident(authority.pid)?];
@@ -679,12 +825,19 @@ impl SoakLoad {
         }
         latencies.sort_unstable();
         let elapsed = started.elapsed().as_secs_f64();
+        let authority_cpu = cpu_seconds(authority.pid)? - authority_cpu_before;
+        let subscribers_cpu = subscribers_pid
+            .and_then(|pid| cpu_seconds(pid).ok())
+            .zip(subscribers_cpu_before)
+            .map(|(after, before)| after - before);
         rss.push(resident(authority.pid)?);
         Ok(Self {
             counts,
             latencies,
             rss,
             elapsed,
+            authority_cpu,
+            subscribers_cpu,
         })
     }
 
@@ -703,6 +856,8 @@ impl SoakLoad {
             latencies,
             rss,
             elapsed,
+            authority_cpu,
+            subscribers_cpu,
         } = self;
         let (elapsed, revoked) = (*elapsed, counts.revoked.load(Ordering::Relaxed));
         let mb = |b: u64| round3(b as f64 / (1024.0 * 1024.0));
@@ -720,6 +875,12 @@ impl SoakLoad {
             "revocations_per_second": round3(revoked as f64 / elapsed),
             "revoke_p50_ms": round3(percentile(latencies, 50.0) as f64 / 1000.0),
             "revoke_p99_ms": round3(percentile(latencies, 99.0) as f64 / 1000.0),
+            // Per cent of one core over the load (the drain included): 200 is both cores.
+            "authority_cpu_percent": round3(100.0 * authority_cpu / elapsed),
+            "subscribers_cpu_percent": subscribers_cpu.map(|c| round3(100.0 * c / elapsed)),
+            // CPU per revocation answered, in microseconds: comparable across runs whose
+            // achieved rates differ.
+            "authority_cpu_us_per_revocation": round3(1e6 * authority_cpu / (revoked.max(1) as f64)),
             "tokens_issued": counts.issued.load(Ordering::Relaxed),
             "verifications": counts.verified.load(Ordering::Relaxed),
             "errors": counts.errors.load(Ordering::Relaxed),

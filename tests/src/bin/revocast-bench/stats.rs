@@ -67,6 +67,42 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
     Ok(resident(pid)?.total)
 }
 
+/// CPU time (user and system, in seconds) process `pid` has used so far, from /proc.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    // Fields 14 and 15 of the line are 12 and 13 after the name (state is field 3 → index 0).
+    let total = ticks(11)? + ticks(12)?;
+    Ok(total as f64 / clock_ticks_per_second())
+}
+
+/// The kernel's clock ticks per second for /proc times (`getconf CLK_TCK`): 100 on every
+/// Linux this runs on, read once to be sure.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
 /// Microseconds since the Unix epoch: a clock both bench processes on one machine share.
 pub fn unix_micros() -> u64 {
     std::time::SystemTime::now()
