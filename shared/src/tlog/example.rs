@@ -119,7 +119,7 @@ fn worked_example() -> String {
     )
     .to_text();
     out.push_str(&format!(
-        "The checkpoint at size 3, signed at `1767222001500` (2026-01-01T00:00:01.500Z) by the log \
+        "The checkpoint at size 3, signed at `1767222001500` (2025-12-31T23:00:01.500Z) by the log \
          key whose ML-DSA-65 seed is 32 zero bytes (the key of RFC 9964's example; its JWK `kid` \
          is `{}`). Its key ID is SHA-256(`{origin}` ‖ 0x0A ‖ 0xFF ‖ `revocast/checkpoint/v1` ‖ \
          public key)[:4] = `0x{key_id:08x}`. This signature was made deterministically (FIPS 204 \
