@@ -152,18 +152,28 @@ mod rustcrypto {
     /// Deterministic signing (FIPS 204 with rnd = 0), only to reproduce published vectors.
     #[cfg(test)]
     pub(crate) fn sign_deterministic(seed: &SigningSeed, message: &[u8]) -> Vec<u8> {
+        sign_deterministic_in_context(seed, message, &[])
+    }
+
+    /// Deterministic signing under a context, for the worked example in PROTOCOL.md.
+    #[cfg(test)]
+    pub(crate) fn sign_deterministic_in_context(
+        seed: &SigningSeed,
+        message: &[u8],
+        context: &[u8],
+    ) -> Vec<u8> {
         let seed = ml_dsa::Seed::from(*seed.expose_secret());
         let key = SigningKey::<MlDsa65>::from_seed(&seed);
         key.expanded_key()
-            .sign_deterministic(message, &[])
-            .expect("empty context cannot fail")
+            .sign_deterministic(message, context)
+            .expect("test contexts are short")
             .encode()
             .to_vec()
     }
 }
 
 #[cfg(test)]
-pub(crate) use rustcrypto::sign_deterministic;
+pub(crate) use rustcrypto::{sign_deterministic, sign_deterministic_in_context};
 
 #[cfg(test)]
 mod tests {

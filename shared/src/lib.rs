@@ -9,6 +9,7 @@
 //! - [`token`]: access-token claims, issuing, and the typestate `UnverifiedToken` →
 //!   `VerifiedToken` verification under an explicit [`token::Validation`] policy.
 //! - [`event`]: revocation events and control messages of the wire protocol.
+//! - [`tlog`]: the revocation transparency log: Merkle tree, proofs, signed checkpoints.
 //! - [`revset`]: the in-memory revocation set both sides apply events to and check tokens against.
 //! - [`duration`]: the duration syntax of the binaries' flags (`900`, `500ms`, `1h 30m`).
 //! - [`error`]: the crate's error types.
@@ -27,11 +28,12 @@ pub mod keys;
 pub mod revset;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+pub mod tlog;
 pub mod token;
 
 pub use error::{Error, VerifyError};
 pub use ids::{Epoch, KeyId, RevocationId, Seq, UnixMillis, UnixSeconds};
-pub use keys::{Jwk, JwkSet, SigningKey, VerifyingKey};
+pub use keys::{Jwk, JwkSet, LogSigningKey, LogVerifyingKey, SigningKey, VerifyingKey};
 pub use token::{Claims, UnverifiedToken, Validation, VerifiedToken};
 
 /// The base64url alphabet without padding, as JOSE requires. Decoding is strict: padding,
