@@ -736,8 +736,16 @@ impl Fleet {
     }
 
     fn track_once(&self) {
-        let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
-        if tracked.is_empty() {
+        // The groups' bounds, copied out: the pass over the fleet below runs without the
+        // `tracked` lock, which the commit path takes for every group it publishes.
+        let bounds: Vec<(u64, Seq, Seq)> = {
+            let tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+            tracked
+                .iter()
+                .map(|t| (t.commit.before_id, t.commit.first, t.commit.last))
+                .collect()
+        };
+        if bounds.is_empty() {
             return;
         }
         // One pass over the fleet, counting for every tracked group at once: groups are in
@@ -746,29 +754,44 @@ impl Fleet {
         // id on, and has applied the groups up to the last one its `seq` covers: a range of
         // groups, added to difference arrays. O(subscribers × log groups) per tick, however
         // many groups wait.
-        let groups = tracked.make_contiguous();
-        let n = groups.len();
+        let n = bounds.len();
         let mut of = vec![0i64; n + 1];
         let mut applied = vec![0i64; n + 1];
         for s in self.read_ids().values() {
-            let first = groups.partition_point(|t| t.commit.before_id <= s.id);
+            let first = bounds.partition_point(|(before_id, _, _)| *before_id <= s.id);
             if first == n {
                 continue;
             }
             of[first] += 1;
             if let Some(seq) = s.applied() {
-                let end = groups.partition_point(|t| t.commit.last <= seq);
+                let end = bounds.partition_point(|(_, _, last)| *last <= seq);
                 if end > first {
                     applied[first] += 1;
                     applied[end] -= 1;
                 }
             }
         }
+        // Running sums: each group's counts, keyed by its first `seq`.
+        let mut counts = Vec::with_capacity(n);
         let (mut of_sum, mut applied_sum) = (0i64, 0i64);
-        for (i, t) in groups.iter_mut().enumerate() {
+        for (i, (_, first, _)) in bounds.iter().enumerate() {
             of_sum += of[i];
             applied_sum += applied[i];
-            let (of, applied) = (of_sum, applied_sum);
+            counts.push((*first, of_sum, applied_sum));
+        }
+        let mut tracked = self.tracked.lock().unwrap_or_else(|p| p.into_inner());
+        // Groups published meanwhile wait for the next tick; groups dropped meanwhile (the
+        // tracking bound) are simply not found.
+        let mut counted = counts.into_iter().peekable();
+        for t in tracked.iter_mut() {
+            while counted
+                .next_if(|(first, _, _)| *first < t.commit.first)
+                .is_some()
+            {}
+            let Some((_, of, applied)) = counted.next_if(|(first, _, _)| *first == t.commit.first)
+            else {
+                continue;
+            };
             let elapsed = t.published.elapsed().as_secs_f64();
             for (k, (share, label)) in SHARES.iter().enumerate() {
                 if t.reached[k] {

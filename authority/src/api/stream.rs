@@ -381,16 +381,25 @@ fn take_text(app: &App, registration: Option<&Registration>, text: &[u8]) {
 
 async fn serve_websocket(
     mut socket: Socket,
-    mut feed: Feed,
+    feed: Feed,
     mut key: KeyWatch,
     app: AppState,
     registration: Option<Registration>,
 ) {
     let counters = Counters::new(&app, "websocket");
     let write_timeout = app.config.write_timeout;
+    // The feed's pending `next` lives inside the stream, so an acknowledgment read in between
+    // (ten thousand subscribers send ~20,000 a second) does not drop and remake it: that
+    // would leave and rejoin the live channel's waiter list, under the lock the publisher
+    // holds while it wakes every connection, and re-arm the linger's timer.
+    let feed = stream::unfold(feed, |mut feed| async move {
+        let step = feed.next().await;
+        Some((step, feed))
+    });
+    let mut feed = std::pin::pin!(feed);
     let end = loop {
         tokio::select! {
-            step = feed.next() => match step {
+            step = feed.next() => match step.unwrap_or(Err(End::Failed)) {
                 Ok(batch) => {
                     let events = events_in(&batch);
                     let frames: Vec<Bytes> = batch.iter().map(Frame::ws).collect();

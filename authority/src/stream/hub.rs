@@ -11,7 +11,7 @@
 //! ([`Hub::head`]): a head kept anywhere else could run ahead of the ring.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use revocast_shared::event::{Control, RevocationEvent};
@@ -30,6 +30,10 @@ pub struct Hub {
     /// Live connections as of the last heartbeat or join: read on every write to pace it,
     /// so kept outside the lock.
     fleet: AtomicUsize,
+    /// `State::head`, stored under the lock once its events are in the ring and sent, so
+    /// that readers (every acknowledgment checks it) need not take the lock the publisher
+    /// and every joining connection contend for.
+    head: AtomicU64,
     /// A std Mutex: nothing awaits while it is held, and every critical section is a few
     /// pointer pushes.
     state: Mutex<State>,
@@ -88,6 +92,7 @@ impl Hub {
             epoch,
             recent_capacity,
             fleet: AtomicUsize::new(0),
+            head: AtomicU64::new(head.get()),
             state: Mutex::new(State {
                 head,
                 recent: VecDeque::new(),
@@ -102,7 +107,7 @@ impl Hub {
 
     /// The last `seq` published (or the head the hub started from).
     pub fn head(&self) -> Seq {
-        self.lock().head
+        Seq::new(self.head.load(Ordering::Acquire))
     }
 
     /// Connections following the live feed, as of the last heartbeat or join, without a lock.
@@ -150,6 +155,7 @@ impl Hub {
             // An error only means nobody is listening.
             let _ = tx.send(encoded);
         }
+        self.head.store(state.head.get(), Ordering::Release);
     }
 
     /// Send a heartbeat carrying the head to every connection, in order with the events.

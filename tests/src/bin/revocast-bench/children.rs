@@ -42,6 +42,11 @@ pub async fn run_authority(args: AuthorityArgs) -> anyhow::Result<()> {
         config.max_ttl_secs = i64::try_from(secs.max(1))?;
         config.default_ttl_secs = config.default_ttl_secs.min(config.max_ttl_secs);
     }
+    // Every subscriber the bench runs connects from 127.0.0.1: the per-address cap that
+    // protects a deployment from one flooding host would refuse the fleet beyond it.
+    if std::env::var_os("REVOCAST_MAX_CONNECTIONS_PER_IP").is_none() {
+        config.max_connections_per_ip = config.max_connections;
+    }
     if let Some(url) = &args.database_url {
         config.database_url =
             Some(DatabaseUrl::parse(url).map_err(|e| anyhow::anyhow!("--database-url {e}"))?);

@@ -132,6 +132,11 @@ pub async fn propagation(
         sent.push((seq, at, answer["propagation"].clone()));
     }
     let back_to_back = sent.len();
+    if fleet_wait {
+        // The fleet acknowledged the last one just now, and agents acknowledge at most every
+        // 50 ms: without a pause the first paced revocation's figure would include that wait.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // …then at a steady rate, each in its own task so that a wait for the fleet does not hold
     // back the next one.
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
