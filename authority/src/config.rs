@@ -178,6 +178,11 @@ pub struct ServeArgs {
         default_value_t = 40_000
     )]
     pub stream_writes_per_second: u32,
+    /// Acknowledgments per second the authority aims to stay under across all its
+    /// subscribers: `hello` asks each to acknowledge at most once per max(50ms, subscribers ÷
+    /// this), at most 2s, on average. A quiet subscriber still acknowledges at once.
+    #[arg(long, env = "REVOCAST_FLEET_ACKS_PER_SECOND", default_value_t = 5_000)]
+    pub fleet_acks_per_second: u32,
     /// A connection whose peer accepts no bytes for this long is closed.
     #[arg(long, env = "REVOCAST_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
@@ -410,6 +415,9 @@ impl ServeArgs {
         if self.stream_writes_per_second == 0 {
             return invalid("--stream-writes-per-second must be at least 1");
         }
+        if self.fleet_acks_per_second == 0 {
+            return invalid("--fleet-acks-per-second must be at least 1");
+        }
         if self.write_timeout < Duration::from_millis(100) {
             return invalid("--write-timeout must be at least 100ms");
         }
@@ -475,6 +483,7 @@ impl ServeArgs {
             stream_pacing: Pacing {
                 min_linger: self.stream_linger,
                 writes_per_second: self.stream_writes_per_second,
+                acks_per_second: self.fleet_acks_per_second,
             },
             write_timeout: self.write_timeout,
             rate_limit_tokens: self.rate_limit_tokens,

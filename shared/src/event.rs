@@ -118,8 +118,14 @@ impl TryFrom<WireEvent> for RevocationEvent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Control {
-    /// First message on every connection.
-    Hello { epoch: Epoch, seq: Seq },
+    /// First message on every connection. `ack_interval_ms` (an extension) is the average
+    /// interval between acknowledgments the authority asks of this connection.
+    Hello {
+        epoch: Epoch,
+        seq: Seq,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ack_interval_ms: Option<u64>,
+    },
     /// Sent at least every heartbeat interval.
     Heartbeat { seq: Seq, at: UnixMillis },
     /// The client must resync from `/v1/snapshot`.
@@ -185,7 +191,8 @@ mod tests {
             m,
             Message::Control(Control::Hello {
                 epoch: Epoch::new("e1"),
-                seq: Seq::ZERO
+                seq: Seq::ZERO,
+                ack_interval_ms: None,
             })
         );
         assert!(serde_json::from_str::<Message>(r#"{"type":"token","seq":1}"#).is_err());

@@ -95,7 +95,7 @@ proptest! {
     #[test]
     fn control_messages_round_trip(epoch in "[0-9a-f]{1,40}", seq in any::<u64>(), at in at()) {
         for control in [
-            Control::Hello { epoch: Epoch::new(epoch.clone()), seq: Seq::new(seq) },
+            Control::Hello { epoch: Epoch::new(epoch.clone()), seq: Seq::new(seq), ack_interval_ms: None },
             Control::Heartbeat { seq: Seq::new(seq), at },
             Control::Reset { epoch: Epoch::new(epoch.clone()), seq: Seq::new(seq) },
         ] {

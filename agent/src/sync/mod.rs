@@ -119,30 +119,61 @@ async fn session(
     follow(shared, &mut conn, idle).await
 }
 
-/// Least time between two acknowledgments (the authority ignores faster ones).
+/// Least time between two acknowledgments on average (the authority ignores faster ones),
+/// and the interval when the authority announces none.
 const ACK_INTERVAL: Duration = Duration::from_millis(50);
+/// Acknowledgments that may go at once after a quiet spell, beyond the interval: an operator's
+/// few revocations in a row are each acknowledged at once. Below the authority's tolerance
+/// of 5, so that acks bunched by the network are never taken for a flood.
+const ACK_BURST: u32 = 3;
 
-/// When to acknowledge the applied `seq`: at once after a batch if none was sent for
-/// [`ACK_INTERVAL`], else when that interval has passed — so at most one ack per interval,
-/// and the last position is always acknowledged.
-#[derive(Default)]
+/// When to acknowledge the applied `seq`: at once after a batch while the budget allows
+/// (one per interval on average, [`ACK_BURST`] after a quiet spell), else when it allows
+/// again — so the last position is always acknowledged. The interval is the authority's
+/// `hello.ack_interval_ms` (it grows with the fleet, so a large fleet under sustained load
+/// costs the authority a bounded number of acks a second), never below [`ACK_INTERVAL`].
 struct Acks {
     /// The last `seq` acknowledged on this connection.
     sent: Option<Seq>,
-    sent_at: Option<Instant>,
-    /// Set while an ack waits for the interval to pass.
+    /// GCRA's theoretical time of the next ack: one may go up to `ACK_BURST - 1` intervals
+    /// before it.
+    tat: Option<Instant>,
+    interval: Duration,
+    /// Set while an ack waits for the budget.
     due: Option<Instant>,
 }
 
+impl Default for Acks {
+    fn default() -> Self {
+        Self {
+            sent: None,
+            tat: None,
+            interval: ACK_INTERVAL,
+            due: None,
+        }
+    }
+}
+
 impl Acks {
+    /// The interval the authority announced in `hello` (milliseconds).
+    fn announce(&mut self, interval_ms: u64) {
+        self.interval = Duration::from_millis(interval_ms).max(ACK_INTERVAL);
+    }
+
+    /// The earliest time the next ack may go.
+    fn earliest(&self) -> Option<Instant> {
+        let early = self.interval * (ACK_BURST - 1);
+        self.tat.map(|tat| tat.checked_sub(early).unwrap_or(tat))
+    }
+
     /// Note the applied position after a frame; `true` if it should be acknowledged now.
     fn applied(&mut self, applied: Seq) -> bool {
         if self.sent == Some(applied) {
             return false;
         }
-        match self.sent_at {
-            Some(at) if at.elapsed() < ACK_INTERVAL => {
-                self.due.get_or_insert(at + ACK_INTERVAL);
+        match self.earliest() {
+            Some(at) if at > Instant::now() => {
+                self.due.get_or_insert(at);
                 false
             }
             _ => true,
@@ -150,8 +181,9 @@ impl Acks {
     }
 
     fn sent(&mut self, seq: Seq) {
+        let now = Instant::now();
         self.sent = Some(seq);
-        self.sent_at = Some(Instant::now());
+        self.tat = Some(self.tat.map_or(now, |tat| tat.max(now)) + self.interval);
         self.due = None;
     }
 
@@ -207,6 +239,15 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
         }
         // The newest time the authority stamped on this frame (events' commit times,
         // heartbeats' send times).
+        for message in &messages {
+            if let Message::Control(Control::Hello {
+                ack_interval_ms: Some(ms),
+                ..
+            }) = message
+            {
+                acks.announce(*ms);
+            }
+        }
         let stamped = messages
             .iter()
             .filter_map(|m| match m {
@@ -302,7 +343,7 @@ fn handle(state: &mut LocalState, message: &Message) -> Result<(), &'static str>
             }
             state.apply(event);
         }
-        Message::Control(Control::Hello { epoch, seq }) => {
+        Message::Control(Control::Hello { epoch, seq, .. }) => {
             if state.epoch.as_ref() != Some(epoch) {
                 return Err("the authority's epoch changed");
             }
@@ -464,6 +505,7 @@ mod tests {
             Message::Control(Control::Hello {
                 epoch: Epoch::new(epoch),
                 seq: Seq::new(9),
+                ack_interval_ms: None,
             })
         };
         assert!(handle(&mut state, &hello("other")).is_err());
@@ -477,28 +519,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn acks_go_at_once_when_idle_and_at_most_every_interval_under_load() {
+    async fn acks_go_at_once_when_idle_and_at_most_one_per_interval_under_load() {
         let mut acks = Acks::default();
         // The first position on a connection is acknowledged at once.
         assert!(acks.applied(Seq::new(5)));
         acks.sent(Seq::new(5));
         // Nothing new: nothing to send.
         assert!(!acks.applied(Seq::new(5)));
-        // More within the interval: deferred to its end, not sent.
+        // A few more in a row go at once (the burst)…
+        for seq in 6..=7 {
+            assert!(acks.applied(Seq::new(seq)), "burst ack {seq}");
+            acks.sent(Seq::new(seq));
+        }
+        // …then the budget holds the next one until an interval after the burst's start.
         tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(!acks.applied(Seq::new(6)));
-        assert!(!acks.applied(Seq::new(7)));
+        assert!(!acks.applied(Seq::new(8)));
+        assert!(!acks.applied(Seq::new(9)));
         let started = Instant::now();
         acks.wait_due().await;
         assert_eq!(started.elapsed(), Duration::from_millis(40));
-        acks.sent(Seq::new(7));
-        // Idle for an interval: the next batch is acknowledged at once.
-        tokio::time::advance(ACK_INTERVAL).await;
-        assert!(acks.applied(Seq::new(8)));
-        acks.sent(Seq::new(8));
+        acks.sent(Seq::new(9));
+        // Under sustained load: one per interval.
+        assert!(!acks.applied(Seq::new(10)));
+        let started = Instant::now();
+        acks.wait_due().await;
+        assert_eq!(started.elapsed(), ACK_INTERVAL);
+        acks.sent(Seq::new(10));
+        // Quiet for the burst's worth of intervals: at once again.
+        tokio::time::advance(ACK_INTERVAL * ACK_BURST).await;
+        assert!(acks.applied(Seq::new(11)));
+        acks.sent(Seq::new(11));
         // Nothing due: waiting never resolves.
         let waited = tokio::time::timeout(Duration::from_secs(1), acks.wait_due()).await;
         assert!(waited.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_announced_interval_paces_acks_but_never_below_the_protocols() {
+        let mut acks = Acks::default();
+        acks.announce(10);
+        assert_eq!(acks.interval, ACK_INTERVAL);
+        acks.announce(1_000);
+        for seq in 1..=ACK_BURST {
+            assert!(acks.applied(Seq::new(u64::from(seq))));
+            acks.sent(Seq::new(u64::from(seq)));
+        }
+        assert!(!acks.applied(Seq::new(10)));
+        let started = Instant::now();
+        acks.wait_due().await;
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
     }
 
     #[test]

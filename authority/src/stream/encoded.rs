@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::str::Utf8Error;
+use std::time::Duration;
 
 use bytes::Bytes;
 use revocast_shared::Seq;
@@ -34,8 +35,14 @@ impl Encoded {
         Self::build(None, kind, control)
     }
 
-    /// `hello` with the connection's handle (for acks over SSE) after the contract's fields.
-    pub fn hello(epoch: &revocast_shared::Epoch, head: Seq, conn: Option<&str>) -> Self {
+    /// `hello` with, for a connection in the fleet, its handle (for acks over SSE) and the
+    /// average interval between acknowledgments it is asked to keep, after the contract's
+    /// fields.
+    pub fn hello(
+        epoch: &revocast_shared::Epoch,
+        head: Seq,
+        acks: Option<(&str, Duration)>,
+    ) -> Self {
         #[derive(Serialize)]
         struct Hello<'a> {
             #[serde(rename = "type")]
@@ -44,6 +51,8 @@ impl Encoded {
             seq: Seq,
             #[serde(skip_serializing_if = "Option::is_none")]
             conn: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            ack_interval_ms: Option<u64>,
         }
         Self::build(
             None,
@@ -52,7 +61,8 @@ impl Encoded {
                 kind: "hello",
                 epoch,
                 seq: head,
-                conn,
+                conn: acks.map(|(conn, _)| conn),
+                ack_interval_ms: acks.map(|(_, every)| every.as_millis() as u64),
             },
         )
     }
@@ -135,6 +145,7 @@ mod tests {
         let hello = Encoded::control(&Control::Hello {
             epoch: Epoch::new("ep"),
             seq: Seq::new(3),
+            ack_interval_ms: None,
         });
         assert_eq!(
             &hello.sse[..],

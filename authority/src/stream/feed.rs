@@ -135,7 +135,8 @@ impl Feed {
             live,
         } = subscription;
         let mut pending = Pending::default();
-        pending.push(Part::new([Encoded::hello(hub.epoch(), head, conn)]));
+        let acks = conn.map(|conn| (conn, pacing.ack_interval(hub.fleet_size())));
+        pending.push(Part::new([Encoded::hello(hub.epoch(), head, acks)]));
         let mut feed = Self {
             hub,
             store,

@@ -30,7 +30,7 @@ pub struct Hub {
     /// Live connections as of the last heartbeat or join: read on every write to pace it,
     /// so kept outside the lock.
     fleet: AtomicUsize,
-    /// `State::head`, stored under the lock once its events are in the ring and sent, so
+    /// `State::head`, stored under the lock once its events are in the ring, so
     /// that readers (every acknowledgment checks it) need not take the lock the publisher
     /// and every joining connection contend for.
     head: AtomicU64,
@@ -151,11 +151,13 @@ impl Hub {
             state.recent.push_back(e.clone());
         }
         state.head = events[events.len() - 1].seq;
+        // Before sending: a subscriber may get the events, apply and acknowledge them before
+        // this thread runs again, and its acknowledgment is checked against this head.
+        self.head.store(state.head.get(), Ordering::Release);
         if let Some(tx) = &state.tx {
             // An error only means nobody is listening.
             let _ = tx.send(encoded);
         }
-        self.head.store(state.head.get(), Ordering::Release);
     }
 
     /// Send a heartbeat carrying the head to every connection, in order with the events.

@@ -9,11 +9,23 @@
 //! the fleet: the total stays near `writes_per_second`, and each write carries every commit
 //! since the last. An isolated revocation still goes out at once; only the ones right after
 //! it wait, at most [`MAX_LINGER`].
+//!
+//! Acknowledgments are the same budget the other way: each is a segment the authority reads
+//! and a wake-up of its connection (~8 µs in the soak of BENCHMARKS.md). `hello` asks each
+//! subscriber to acknowledge at most once per [`Pacing::ack_interval`] on average, which grows
+//! with the fleet so that the whole fleet stays near `acks_per_second` under sustained load.
+//! A quiet subscriber still acknowledges an isolated revocation at once.
 
 use std::time::Duration;
 
 /// The longest linger: well inside the agents' staleness budget (heartbeats wait behind it).
 pub const MAX_LINGER: Duration = Duration::from_millis(250);
+
+/// The protocol's least interval between acknowledgments (PROTOCOL.md).
+pub const MIN_ACK_INTERVAL: Duration = Duration::from_millis(50);
+/// The longest interval asked for: well inside the 5 s after which the fleet view calls an
+/// acknowledging subscriber behind.
+pub const MAX_ACK_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pacing {
@@ -21,6 +33,9 @@ pub struct Pacing {
     pub min_linger: Duration,
     /// Writes per second the whole fleet should cost at most (`--stream-writes-per-second`).
     pub writes_per_second: u32,
+    /// Acknowledgments per second the whole fleet should cost at most
+    /// (`--fleet-acks-per-second`).
+    pub acks_per_second: u32,
 }
 
 impl Pacing {
@@ -29,6 +44,13 @@ impl Pacing {
         let spread =
             Duration::from_secs_f64(subscribers as f64 / f64::from(self.writes_per_second.max(1)));
         spread.max(self.min_linger).min(MAX_LINGER)
+    }
+
+    /// The average interval between acknowledgments asked of each of `subscribers`.
+    pub(crate) fn ack_interval(&self, subscribers: usize) -> Duration {
+        let spread =
+            Duration::from_secs_f64(subscribers as f64 / f64::from(self.acks_per_second.max(1)));
+        spread.clamp(MIN_ACK_INTERVAL, MAX_ACK_INTERVAL)
     }
 }
 
@@ -41,6 +63,7 @@ mod tests {
         let pacing = Pacing {
             min_linger: Duration::from_millis(5),
             writes_per_second: 40_000,
+            acks_per_second: 5_000,
         };
         let ms = |subscribers| pacing.linger(subscribers).as_secs_f64() * 1000.0;
         assert_eq!(ms(0), 5.0);
@@ -54,5 +77,20 @@ mod tests {
         };
         assert_eq!(off.linger(100), Duration::from_micros(2_500));
         assert_eq!(off.linger(0), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_ack_interval_grows_with_the_fleet_between_the_protocols_minimum_and_the_cap() {
+        let pacing = Pacing {
+            min_linger: Duration::ZERO,
+            writes_per_second: 40_000,
+            acks_per_second: 5_000,
+        };
+        let ms = |subscribers| pacing.ack_interval(subscribers).as_millis();
+        assert_eq!(ms(0), 50);
+        assert_eq!(ms(100), 50);
+        assert_eq!(ms(1_000), 200);
+        assert_eq!(ms(10_000), 2_000);
+        assert_eq!(ms(1_000_000), 2_000);
     }
 }

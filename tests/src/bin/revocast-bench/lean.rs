@@ -69,29 +69,45 @@ pub fn check_frame(frame: &[u8], tally: &mut Tally) {
     }
 }
 
-/// `hello` opens every connection; its `epoch` is what acknowledgments name.
+/// `hello` opens every connection; its `epoch` is what acknowledgments name, and its
+/// `ack_interval_ms` how often to send them.
 const HELLO_PREFIX: &[u8] = br#"{"type":"hello""#;
 const EPOCH_FIELD: &[u8] = br#""epoch":""#;
+const ACK_INTERVAL_FIELD: &[u8] = br#""ack_interval_ms":"#;
 
-/// The `epoch` of a `hello` frame, `None` for any other frame.
-fn hello_epoch(frame: &[u8]) -> Option<&str> {
+/// The `epoch` and announced acknowledgment interval of a `hello` frame, `None` for any
+/// other frame.
+fn hello_terms(frame: &[u8]) -> Option<(&str, Option<Duration>)> {
     if !frame.starts_with(HELLO_PREFIX) {
         return None;
     }
     let start = memmem::find(frame, EPOCH_FIELD)? + EPOCH_FIELD.len();
     let len = frame[start..].iter().position(|b| *b == b'"')?;
-    std::str::from_utf8(&frame[start..start + len]).ok()
+    let epoch = std::str::from_utf8(&frame[start..start + len]).ok()?;
+    let interval = memmem::find(frame, ACK_INTERVAL_FIELD).and_then(|at| {
+        let digits = &frame[at + ACK_INTERVAL_FIELD.len()..];
+        let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+        let ms = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+    });
+    Some((epoch, interval))
 }
 
-/// How often a subscriber may acknowledge (PROTOCOL.md, "Acknowledgments").
+/// The protocol's least interval between acknowledgments, and the interval when `hello`
+/// announces none (PROTOCOL.md, "Acknowledgments").
 const ACK_INTERVAL: Duration = Duration::from_millis(50);
+/// Acknowledgments that may go at once after a quiet spell (as the agent does).
+const ACK_BURST: u32 = 3;
 
-/// A subscriber's acknowledgments on one connection: what it said last and when.
+/// A subscriber's acknowledgments on one connection, paced as the agent paces them: one per
+/// announced interval on average, a few at once after a quiet spell.
 struct Acks {
     epoch: Option<String>,
+    interval: Duration,
     /// The last `seq` acknowledged on this connection.
     sent: Option<u64>,
-    last_at: Option<tokio::time::Instant>,
+    /// GCRA's theoretical time of the next ack.
+    tat: Option<tokio::time::Instant>,
     /// Mask keys must vary per frame (RFC 6455 §5.3); a counter is enough for a bench client
     /// talking to its own authority.
     mask: u32,
@@ -101,21 +117,32 @@ impl Acks {
     fn new() -> Self {
         Self {
             epoch: None,
+            interval: ACK_INTERVAL,
             sent: None,
-            last_at: None,
+            tat: None,
             mask: 0x9e37_79b9,
         }
     }
 
+    /// Take the connection's terms from its `hello`.
+    fn hello(&mut self, epoch: &str, interval: Option<Duration>) {
+        self.epoch = Some(epoch.to_string());
+        self.interval = interval.unwrap_or(ACK_INTERVAL).max(ACK_INTERVAL);
+    }
+
     /// When the next acknowledgment is due for `last`: `None` when there is nothing new (or
-    /// no `hello` yet), now when the connection has been quiet for the interval.
+    /// no `hello` yet), now when the budget allows one.
     fn due(&self, last: u64) -> Option<tokio::time::Instant> {
         self.epoch.as_ref()?;
         if self.sent.is_some_and(|sent| sent >= last) {
             return None;
         }
         let now = tokio::time::Instant::now();
-        Some(self.last_at.map_or(now, |at| (at + ACK_INTERVAL).max(now)))
+        let early = self.interval * (ACK_BURST - 1);
+        Some(
+            self.tat
+                .map_or(now, |tat| tat.checked_sub(early).unwrap_or(tat).max(now)),
+        )
     }
 
     /// The masked client text frame acknowledging `seq`, recorded as sent.
@@ -139,8 +166,9 @@ impl Acks {
         }
         frame.extend_from_slice(&mask);
         frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let now = tokio::time::Instant::now();
         self.sent = Some(seq);
-        self.last_at = Some(tokio::time::Instant::now());
+        self.tat = Some(self.tat.map_or(now, |tat| tat.max(now)) + self.interval);
         frame
     }
 }
@@ -245,7 +273,9 @@ async fn read_frames(
                 let frame = &buf[header..header + payload];
                 match acks.as_deref_mut() {
                     Some(acks) if acks.epoch.is_none() => {
-                        acks.epoch = hello_epoch(frame).map(str::to_string);
+                        if let Some((epoch, interval)) = hello_terms(frame) {
+                            acks.hello(epoch, interval);
+                        }
                     }
                     _ => {}
                 }
@@ -417,15 +447,21 @@ mod tests {
     }
 
     #[test]
-    fn hello_gives_the_epoch_and_acks_are_masked_and_coalesced() {
+    fn hello_gives_the_terms_and_acks_are_masked_and_paced() {
         assert_eq!(
-            hello_epoch(br#"{"type":"hello","epoch":"e-1","seq":3,"conn":"c"}"#),
-            Some("e-1")
+            hello_terms(br#"{"type":"hello","epoch":"e-1","seq":3,"conn":"c"}"#),
+            Some(("e-1", None))
         );
-        assert_eq!(hello_epoch(br#"{"seq":5,"epoch":"x"}"#), None);
+        assert_eq!(
+            hello_terms(
+                br#"{"type":"hello","epoch":"e-1","seq":3,"conn":"c","ack_interval_ms":200}"#
+            ),
+            Some(("e-1", Some(Duration::from_millis(200))))
+        );
+        assert_eq!(hello_terms(br#"{"seq":5,"epoch":"x"}"#), None);
         let mut acks = Acks::new();
         assert_eq!(acks.due(3), None, "nothing is acknowledged before hello");
-        acks.epoch = Some("e-1".into());
+        acks.hello("e-1", Some(Duration::from_millis(200)));
         assert!(
             acks.due(3)
                 .is_some_and(|at| at <= tokio::time::Instant::now())
@@ -443,8 +479,16 @@ mod tests {
         assert_eq!(len, text.len());
         assert_eq!(text, br#"{"type":"ack","seq":3,"epoch":"e-1"}"#);
         assert_eq!(acks.due(3), None, "already acknowledged");
-        let next = acks.due(4).unwrap();
-        assert!(next >= tokio::time::Instant::now() + ACK_INTERVAL - Duration::from_millis(5));
+        // The burst: two more at once, then one per announced interval.
+        for seq in 4..=5 {
+            assert!(
+                acks.due(seq)
+                    .is_some_and(|at| at <= tokio::time::Instant::now())
+            );
+            acks.frame(seq);
+        }
+        let next = acks.due(6).unwrap();
+        assert!(next >= tokio::time::Instant::now() + Duration::from_millis(150));
     }
 
     #[test]
