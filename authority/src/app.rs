@@ -384,7 +384,8 @@ async fn heartbeat(app: AppState) {
         tick.tick().await;
         let current = app.tail.is_current(current_within);
         if current {
-            app.hub.heartbeat();
+            let pacing = app.config.stream_pacing;
+            app.hub.heartbeat(|fleet| pacing.ack_interval(fleet));
         }
         if current == silent {
             silent = !current;

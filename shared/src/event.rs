@@ -126,8 +126,14 @@ pub enum Control {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ack_interval_ms: Option<u64>,
     },
-    /// Sent at least every heartbeat interval.
-    Heartbeat { seq: Seq, at: UnixMillis },
+    /// Sent at least every heartbeat interval. `ack_interval_ms` (an extension) updates
+    /// `hello`'s as the fleet grows or shrinks.
+    Heartbeat {
+        seq: Seq,
+        at: UnixMillis,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ack_interval_ms: Option<u64>,
+    },
     /// The client must resync from `/v1/snapshot`.
     Reset { epoch: Epoch, seq: Seq },
 }

@@ -96,7 +96,7 @@ proptest! {
     fn control_messages_round_trip(epoch in "[0-9a-f]{1,40}", seq in any::<u64>(), at in at()) {
         for control in [
             Control::Hello { epoch: Epoch::new(epoch.clone()), seq: Seq::new(seq), ack_interval_ms: None },
-            Control::Heartbeat { seq: Seq::new(seq), at },
+            Control::Heartbeat { seq: Seq::new(seq), at, ack_interval_ms: None },
             Control::Reset { epoch: Epoch::new(epoch.clone()), seq: Seq::new(seq) },
         ] {
             let json = serde_json::to_string(&control).unwrap();

@@ -240,10 +240,16 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
         // The newest time the authority stamped on this frame (events' commit times,
         // heartbeats' send times).
         for message in &messages {
-            if let Message::Control(Control::Hello {
-                ack_interval_ms: Some(ms),
-                ..
-            }) = message
+            if let Message::Control(
+                Control::Hello {
+                    ack_interval_ms: Some(ms),
+                    ..
+                }
+                | Control::Heartbeat {
+                    ack_interval_ms: Some(ms),
+                    ..
+                },
+            ) = message
             {
                 acks.announce(*ms);
             }
@@ -497,6 +503,7 @@ mod tests {
             Message::Control(Control::Heartbeat {
                 seq: Seq::new(seq),
                 at: UnixMillis::new(0),
+                ack_interval_ms: None,
             })
         };
         assert!(handle(&mut state, &beat(6)).is_ok());

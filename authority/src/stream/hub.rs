@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use revocast_shared::event::{Control, RevocationEvent};
 use revocast_shared::{Epoch, Seq, UnixMillis};
@@ -160,12 +161,14 @@ impl Hub {
         }
     }
 
-    /// Send a heartbeat carrying the head to every connection, in order with the events.
-    pub fn heartbeat(&self) {
+    /// Send a heartbeat carrying the head to every connection, in order with the events, and
+    /// the acknowledgment interval `ack_interval` gives for the number of connections.
+    pub fn heartbeat(&self, ack_interval: impl FnOnce(usize) -> Duration) {
         let state = self.lock();
         let beat = Encoded::control(&Control::Heartbeat {
             seq: state.head,
             at: UnixMillis::now(),
+            ack_interval_ms: Some(ack_interval(state.receivers()).as_millis() as u64),
         });
         if let Some(tx) = &state.tx {
             let _ = tx.send(Part::new([beat]));
@@ -248,7 +251,7 @@ mod tests {
         hub.publish(&[event(1)]);
         let mut s = hub.subscribe(Some(Seq::ZERO)).unwrap();
         hub.publish(&[event(2), event(3)]);
-        hub.heartbeat();
+        hub.heartbeat(|_| Duration::from_millis(50));
         assert_eq!(s.head, Seq::new(1));
         assert_eq!(seqs(&s.recent.take().unwrap()), vec![1]);
         assert_eq!(seqs(s.live.try_recv().unwrap().messages()), vec![2, 3]);

@@ -93,6 +93,20 @@ fn hello_terms(frame: &[u8]) -> Option<(&str, Option<Duration>)> {
     Some((epoch, interval))
 }
 
+/// The `ack_interval_ms` of a heartbeat that ends `frame` (one on its own, or the last of a
+/// batch): heartbeats update the interval `hello` announced. Only the frame's tail is
+/// searched, so the byte scan per event stays the only per-byte cost; a heartbeat missed in
+/// mid-batch is followed by another within a second.
+fn heartbeat_ack_interval(frame: &[u8]) -> Option<Duration> {
+    let tail = &frame[frame.len().saturating_sub(160)..];
+    let heartbeat = memmem::rfind(tail, br#""type":"heartbeat""#)?;
+    let at = memmem::find(&tail[heartbeat..], ACK_INTERVAL_FIELD)? + heartbeat;
+    let digits = &tail[at + ACK_INTERVAL_FIELD.len()..];
+    let end = digits.iter().position(|b| !b.is_ascii_digit())?;
+    let ms = std::str::from_utf8(&digits[..end]).ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 /// The protocol's least interval between acknowledgments, and the interval when `hello`
 /// announces none (PROTOCOL.md, "Acknowledgments").
 const ACK_INTERVAL: Duration = Duration::from_millis(50);
@@ -277,7 +291,12 @@ async fn read_frames(
                             acks.hello(epoch, interval);
                         }
                     }
-                    _ => {}
+                    Some(acks) => {
+                        if let Some(interval) = heartbeat_ack_interval(frame) {
+                            acks.interval = interval.max(ACK_INTERVAL);
+                        }
+                    }
+                    None => {}
                 }
                 check_frame(frame, tally);
             }
@@ -459,6 +478,16 @@ mod tests {
             Some(("e-1", Some(Duration::from_millis(200))))
         );
         assert_eq!(hello_terms(br#"{"seq":5,"epoch":"x"}"#), None);
+        assert_eq!(
+            heartbeat_ack_interval(
+                br#"[{"seq":6,"type":"token"},{"type":"heartbeat","seq":6,"at":1,"ack_interval_ms":2000}]"#
+            ),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            heartbeat_ack_interval(br#"{"type":"heartbeat","seq":6,"at":1}"#),
+            None
+        );
         let mut acks = Acks::new();
         assert_eq!(acks.due(3), None, "nothing is acknowledged before hello");
         acks.hello("e-1", Some(Duration::from_millis(200)));
