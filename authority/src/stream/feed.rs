@@ -6,8 +6,9 @@
 //! [`Feed::next`] is cancel-safe: its state changes only after each await completes, so a
 //! transport can `select!` it against reading the socket.
 //!
-//! Linger: a connection that has just written everything it had waits until the linger has
-//! passed since that write before it takes more from the live feed. An isolated revocation
+//! Linger: a connection that has just written every event it had waits until the linger has
+//! passed since that write before it takes more from the live feed (a write of heartbeats or
+//! `hello` alone starts no linger). An isolated revocation
 //! therefore goes out at once, but under sustained load each connection writes at most once
 //! per linger, carrying every commit of that interval in one write. The linger grows with the
 //! fleet ([`Pacing`]), so the writes per second stay bounded however many subscribers there
@@ -172,7 +173,9 @@ impl Feed {
         loop {
             if !self.pending.is_empty() {
                 let batch = self.pending.take(BATCH_BYTES);
-                if self.pending.is_empty() {
+                // Only a write that carried events lingers: a heartbeat (every second) or
+                // `hello` must never hold back the revocation that follows it.
+                if self.pending.is_empty() && batch.iter().any(|f| f.events() > 0) {
                     let linger = self.pacing.linger(self.hub.fleet_size());
                     if !linger.is_zero() {
                         self.quiet_until = Some(Instant::now() + linger);
@@ -289,6 +292,32 @@ mod tests {
             })
             .collect();
         Part::with_frame_bytes(messages, frame_bytes)
+    }
+
+    #[tokio::test]
+    async fn only_a_write_of_events_lingers_so_a_heartbeat_never_holds_back_a_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(dir.path()).await.unwrap());
+        let hub = Arc::new(Hub::new(Epoch::new("e"), Seq::ZERO, 64));
+        let pacing = Pacing {
+            min_linger: std::time::Duration::from_secs(60),
+            writes_per_second: 40_000,
+            acks_per_second: 5_000,
+        };
+        let subscription = hub.subscribe(None).unwrap();
+        let mut feed = Feed::new(Arc::clone(&hub), store, subscription, None, pacing, None);
+        let events = |batch: &[Frame]| batch.iter().map(Frame::events).sum::<u64>();
+        assert_eq!(events(&feed.next().await.unwrap()), 0, "hello");
+        assert_eq!(feed.quiet_until, None, "hello starts no linger");
+        hub.heartbeat(|_| std::time::Duration::from_millis(50));
+        assert_eq!(events(&feed.next().await.unwrap()), 0, "the heartbeat");
+        assert_eq!(feed.quiet_until, None, "a heartbeat starts no linger");
+        // So the revocation right after it is taken at once (a minute's linger would hang
+        // this test), and its write lingers.
+        hub.publish(&[crate::stream::testing::session(1)]);
+        assert_eq!(events(&feed.next().await.unwrap()), 1);
+        assert!(feed.quiet_until.is_some(), "a write of events lingers");
     }
 
     #[test]
