@@ -1,6 +1,6 @@
 //! The ML-DSA-65 primitive behind one small trait, so that the token code never names an
 //! implementation. Two implement it: [`RustCrypto`] (the pure-Rust `ml-dsa` crate), always
-//! compiled, and [`AwsLc`] (AWS-LC through `aws-lc-rs`), compiled with the `aws-lc` feature and
+//! compiled, and `AwsLc` (AWS-LC through `aws-lc-rs`), compiled with the `aws-lc` feature and
 //! then the default, being about ten times faster at signing and three times at verifying
 //! (README, "Choosing a crypto backend"). [`backends`] lists those compiled in and
 //! [`backend_named`] picks one by name, for benchmarks and cross-checks.
@@ -121,7 +121,7 @@ pub fn backends() -> &'static [&'static dyn MlDsa65Backend] {
     &BACKENDS
 }
 
-/// The backend used when the caller names none: [`AwsLc`] when the `aws-lc` feature compiled
+/// The backend used when the caller names none: `AwsLc` when the `aws-lc` feature compiled
 /// it in (enabling the feature is how a deployment chooses it), [`RustCrypto`] otherwise.
 pub fn default_backend() -> &'static dyn MlDsa65Backend {
     backends()[0]
