@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use revocast_shared::crypto::{MlDsa65Backend, default_backend};
 pub use revocast_shared::duration::parse_duration;
 use zeroize::Zeroizing;
 
@@ -85,6 +86,10 @@ pub struct AgentConfig {
     /// What this agent calls itself to the authority (listed in its `GET /v1/fleet`): 1 to
     /// 128 bytes, no control characters. Default: the host name and process id.
     pub name: String,
+    /// The ML-DSA-65 implementation that verifies signatures. Default:
+    /// [`default_backend`] (AWS-LC when the `aws-lc` feature is on, RustCrypto's otherwise);
+    /// `revocast_shared::crypto::backend_named` picks another compiled-in one.
+    pub crypto_backend: &'static dyn MlDsa65Backend,
 }
 
 /// Longest agent name the authority accepts, in bytes.
@@ -119,6 +124,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("transport", &self.transport)
             .field("name", &self.name)
             .field("tls", &self.tls)
+            .field("crypto_backend", &self.crypto_backend.name())
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +150,7 @@ impl AgentConfig {
             request_timeout: Duration::from_secs(30),
             tls: TlsOptions::default(),
             name: default_name(),
+            crypto_backend: default_backend(),
         }
     }
 

@@ -33,11 +33,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: AgentConfig, listen: SocketAddr) -> anyhow::Result<()> {
+    let crypto = config.crypto_backend.name();
     let agent = Agent::start(config)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
+    tracing::info!(addr = %listener.local_addr()?, crypto, "listening");
     axum::serve(listener, sidecar::router(agent))
         .with_graceful_shutdown(shutdown::shutdown_signal())
         .await?;

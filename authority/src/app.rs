@@ -133,7 +133,13 @@ impl Authority {
             Arc::clone(&tail),
             Arc::clone(&metrics),
         );
-        tracing::info!(epoch = %view.epoch(), head = %hub.head(), kid = %view.active_kid(), "state loaded");
+        tracing::info!(
+            epoch = %view.epoch(),
+            head = %hub.head(),
+            kid = %view.active_kid(),
+            crypto = revocast_shared::crypto::default_backend().name(),
+            "state loaded"
+        );
         let app = Arc::new(App {
             validation: Validation::new(0).issuer(config.issuer.clone()),
             api_keys: Arc::new(ApiKeys::new(Arc::clone(&store), Arc::clone(&metrics))),

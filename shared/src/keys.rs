@@ -78,14 +78,15 @@ pub struct SigningKey {
 impl SigningKey {
     /// Expand `seed` with the default backend.
     pub fn from_seed(seed: SigningSeed) -> Self {
+        // Every 32 bytes are a valid seed (see from_seed_with).
         Self::from_seed_with(seed, default_backend())
-            .expect("a backend's own public key always decodes") // see from_seed_with
+            .expect("the default backend expands every seed")
     }
 
-    /// Expand `seed` with `backend`. Fails only if the backend produces a public key it cannot
-    /// itself decode, which would be a backend bug.
+    /// Expand `seed` with `backend`. No seed makes this fail: only a backend that cannot
+    /// allocate, or that produces a public key it cannot itself decode (a backend bug).
     pub fn from_seed_with(seed: SigningSeed, backend: &dyn MlDsa65Backend) -> Result<Self, Error> {
-        let signer = backend.signer(&seed);
+        let signer = backend.signer(&seed)?;
         let public = VerifyingKey::from_public_key_with(&signer.public_key(), backend)?;
         Ok(Self {
             seed,
@@ -165,6 +166,11 @@ impl VerifyingKey {
     /// `revocast-log` key) of type `AKP`/`ML-DSA-65` whose `kid` is its own thumbprint, so a
     /// JWKS cannot name one key with another's id.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, Error> {
+        Self::from_jwk_with(jwk, default_backend())
+    }
+
+    /// [`VerifyingKey::from_jwk`], verifying with `backend`.
+    pub fn from_jwk_with(jwk: &Jwk, backend: &dyn MlDsa65Backend) -> Result<Self, Error> {
         match jwk.role() {
             Some(KeyRole::Token) => {}
             Some(KeyRole::Log) => {
@@ -174,12 +180,12 @@ impl VerifyingKey {
             }
             None => return Err(Error::InvalidJwk("use must be sig")),
         }
-        Self::from_jwk_material(jwk)
+        Self::from_jwk_material(jwk, backend)
     }
 
     /// The key of an `AKP`/`ML-DSA-65` JWK whose `kid` is its own thumbprint, whatever its
     /// `use` (the callers check that).
-    fn from_jwk_material(jwk: &Jwk) -> Result<Self, Error> {
+    fn from_jwk_material(jwk: &Jwk, backend: &dyn MlDsa65Backend) -> Result<Self, Error> {
         if jwk.kty != KTY {
             return Err(Error::InvalidJwk("kty must be AKP"));
         }
@@ -189,7 +195,7 @@ impl VerifyingKey {
         let public = B64
             .decode(&jwk.public)
             .map_err(|_| Error::InvalidJwk("pub is not unpadded base64url"))?;
-        let key = Self::from_public_key(&public)?;
+        let key = Self::from_public_key_with(&public, backend)?;
         if jwk.kid != key.kid.to_string() {
             return Err(Error::InvalidJwk(
                 "kid is not the RFC 7638 thumbprint of pub",
@@ -350,7 +356,7 @@ impl LogVerifyingKey {
         if jwk.role() != Some(KeyRole::Log) {
             return Err(Error::InvalidJwk("a log key's use must be revocast-log"));
         }
-        VerifyingKey::from_jwk_material(jwk).map(Self)
+        VerifyingKey::from_jwk_material(jwk, default_backend()).map(Self)
     }
 
     pub fn kid(&self) -> KeyId {

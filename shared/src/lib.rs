@@ -3,7 +3,8 @@
 //! module that does, for the binaries.
 //!
 //! - [`ids`]: newtypes for key ids, revocation ids, sequence numbers, epochs and timestamps.
-//! - [`crypto`]: the small ML-DSA-65 backend trait and its RustCrypto implementation.
+//! - [`crypto`]: the small ML-DSA-65 backend trait and its implementations: RustCrypto's, and
+//!   AWS-LC's with the `aws-lc` feature.
 //! - [`keys`]: signing and verifying keys, the `AKP` JWK and its RFC 7638 thumbprint.
 //! - [`jws`]: RFC 7515 compact serialization with RFC 9964 ML-DSA-65, untrusted-input parsing.
 //! - [`token`]: access-token claims, issuing, and the typestate `UnverifiedToken` →
@@ -16,7 +17,11 @@
 //! - `runtime` (feature `runtime`): the shutdown signal (SIGINT, SIGTERM) and the tracing set-up
 //!   of the authority, the agent's sidecar and the benchmark.
 
-#![forbid(unsafe_code)]
+// The `aws-lc` feature brings the one module with `unsafe` code (crypto/aws_lc/ffi.rs, calls
+// into AWS-LC), which allows it for itself; everything else is denied it. Without the feature
+// nothing may allow it.
+#![cfg_attr(not(feature = "aws-lc"), forbid(unsafe_code))]
+#![cfg_attr(feature = "aws-lc", deny(unsafe_code))]
 
 pub mod crypto;
 pub mod duration;

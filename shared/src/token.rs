@@ -224,7 +224,7 @@ impl VerifiedToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::SigningSeed;
+    use crate::crypto::{MlDsa65Backend, SigningSeed, backends};
 
     const NOW: i64 = 1_767_222_000;
 
@@ -247,25 +247,55 @@ mod tests {
         SigningKey::from_seed(SigningSeed::from_bytes([9; 32]))
     }
 
+    /// The same key as [`key`], expanded by `backend`.
+    fn key_with(backend: &dyn MlDsa65Backend) -> SigningKey {
+        SigningKey::from_seed_with(SigningSeed::from_bytes([9; 32]), backend).unwrap()
+    }
+
     fn verify(token: &str, key: &SigningKey, v: &Validation) -> Result<VerifiedToken, VerifyError> {
         UnverifiedToken::parse(token)?.verify(key.verifying_key(), v, NOW)
     }
 
     #[test]
     fn issue_then_verify_round_trips_claims() {
-        let key = key();
-        let c = claims();
-        let issued = issue(&c, &key).unwrap();
-        let v = Validation::new(0)
-            .issuer("https://auth.example")
-            .audience("api");
-        let verified = verify(&issued.token, &key, &v).unwrap();
-        assert_eq!(verified.claims(), &c);
-        assert_eq!(verified.rid(), issued.rid);
-        assert_eq!(verified.kid(), key.kid());
-        // Identical claims, hedged signing: a different token with a different rid.
-        let again = issue(&c, &key).unwrap();
-        assert_ne!(again.rid, issued.rid);
+        for backend in backends() {
+            let name = backend.name();
+            let key = key_with(*backend);
+            let c = claims();
+            let issued = issue(&c, &key).unwrap();
+            let v = Validation::new(0)
+                .issuer("https://auth.example")
+                .audience("api");
+            let verified = verify(&issued.token, &key, &v).unwrap();
+            assert_eq!(verified.claims(), &c, "{name}");
+            assert_eq!(verified.rid(), issued.rid, "{name}");
+            assert_eq!(verified.kid(), key.kid(), "{name}");
+            // Identical claims, hedged signing: a different token with a different rid.
+            let again = issue(&c, &key).unwrap();
+            assert_ne!(again.rid, issued.rid, "{name}");
+        }
+    }
+
+    #[test]
+    fn cross_a_token_issued_with_one_backend_verifies_with_the_other() {
+        let v = Validation::new(0).issuer("https://auth.example");
+        for issuing in backends() {
+            let issued = issue(&claims(), &key_with(*issuing)).unwrap();
+            for verifying in backends() {
+                let names = format!(
+                    "issued by {}, verified by {}",
+                    issuing.name(),
+                    verifying.name()
+                );
+                let key = key_with(*verifying);
+                assert_eq!(key.kid(), key_with(*issuing).kid(), "{names}");
+                let verified =
+                    verify(&issued.token, &key, &v).unwrap_or_else(|e| panic!("{names}: {e:?}"));
+                assert_eq!(verified.rid(), issued.rid, "{names}");
+                let forged = issued.token.replacen(".ey", ".eX", 1);
+                assert!(verify(&forged, &key, &v).is_err(), "{names}");
+            }
+        }
     }
 
     #[test]
@@ -321,7 +351,13 @@ mod tests {
 
     #[test]
     fn forged_and_confused_tokens_are_refused() {
-        let key = key();
+        for backend in backends() {
+            forged_and_confused_tokens_are_refused_with(*backend);
+        }
+    }
+
+    fn forged_and_confused_tokens_are_refused_with(backend: &dyn MlDsa65Backend) {
+        let key = key_with(backend);
         let good = issue(&claims(), &key).unwrap().token;
         let parts: Vec<&str> = good.split('.').collect();
         let v = Validation::new(0);
@@ -350,7 +386,7 @@ mod tests {
             assert_eq!(verify(&t, &key, &v).unwrap_err(), VerifyError::Malformed);
         }
         // Unknown kid: parses, but the caller's lookup fails; a wrong key is UnknownKey.
-        let other = SigningKey::generate().unwrap();
+        let other = SigningKey::from_seed_with(SigningSeed::generate().unwrap(), backend).unwrap();
         assert_eq!(
             verify(&good, &other, &v).unwrap_err(),
             VerifyError::UnknownKey

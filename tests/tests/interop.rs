@@ -1,11 +1,20 @@
 //! An independent ML-DSA-65 implementation (Python `dilithium-py`) verifies a token issued by
 //! the authority against its JWKS — proof that our tokens are standard RFC 9964 JWS, not merely
-//! self-consistent. `.ci/run` installs dilithium-py and sets `REVOCAST_REQUIRE_INTEROP=1`, so CI
-//! cannot skip this; elsewhere it is skipped with a visible message when Python lacks it.
+//! self-consistent — and does the same for every crypto backend compiled in (with the `aws-lc`
+//! feature, both AWS-LC and the pure-Rust one): their tokens, their public key derived from a
+//! seed, and their FIPS 204 context signatures, while each backend verifies dilithium-py's
+//! signatures in turn. `.ci/run` installs dilithium-py and sets `REVOCAST_REQUIRE_INTEROP=1`,
+//! with and without the feature, so CI cannot skip this; elsewhere it is skipped with a visible
+//! message when Python lacks it.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use revocast_shared::crypto::{MlDsa65Backend, SigningSeed, backends};
+use revocast_shared::token::issue;
+use revocast_shared::{Claims, JwkSet, SigningKey};
 use revocast_tests::TestAuthority;
 use serde_json::{Value, json};
 
@@ -18,16 +27,49 @@ fn python_has_dilithium() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether to run `test`: dilithium-py is there, or it is not required (then say so).
+fn can_run(test: &str) -> bool {
+    if python_has_dilithium() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("REVOCAST_REQUIRE_INTEROP").is_none(),
+        "REVOCAST_REQUIRE_INTEROP is set but python3 cannot import dilithium_py"
+    );
+    eprintln!("SKIPPED {test}: `pip install dilithium-py` to run it");
+    false
+}
+
+/// Run `tests/interop/<script>` with `input` on stdin; its stdout, which must start with
+/// `expect`, or a failure with everything it printed.
+fn python(script: &str, input: &Value, expect: &str) -> String {
+    let path = format!("{}/interop/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new("python3")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.starts_with(expect),
+        "{script}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn dilithium_py_verifies_an_issued_token() {
-    if !python_has_dilithium() {
-        assert!(
-            std::env::var_os("REVOCAST_REQUIRE_INTEROP").is_none(),
-            "REVOCAST_REQUIRE_INTEROP is set but python3 cannot import dilithium_py"
-        );
-        eprintln!(
-            "SKIPPED dilithium_py_verifies_an_issued_token: `pip install dilithium-py` to run it"
-        );
+    if !can_run("dilithium_py_verifies_an_issued_token") {
         return;
     }
     let authority = TestAuthority::start().await;
@@ -51,27 +93,80 @@ async fn dilithium_py_verifies_an_issued_token() {
         .await
         .unwrap();
 
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/verify_jws.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = json!({ "jwks": jwks, "token": issued["token"] }).to_string();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let input = json!({ "jwks": jwks, "token": issued["token"] });
+    python("verify_jws.py", &input, "ok: sub=interop");
+}
+
+/// A token signed by `backend`, checked by dilithium-py against a JWKS holding its key.
+fn check_token(backend: &dyn MlDsa65Backend) {
+    let key = SigningKey::from_seed_with(SigningSeed::generate().unwrap(), backend).unwrap();
+    let claims = Claims {
+        iss: "http://interop".into(),
+        sub: format!("interop-{}", backend.name()),
+        iat: 1_767_222_000,
+        exp: 1_767_225_600,
+        nbf: None,
+        aud: None,
+        jti: Claims::random_jti().unwrap(),
+        sid: None,
+        r#gen: 0,
+        custom: serde_json::Map::from_iter([("note".into(), json!("ünïcödé"))]),
+    };
+    let token = issue(&claims, &key).unwrap().token;
+    let jwks = JwkSet {
+        keys: vec![key.verifying_key().to_jwk()],
+    };
+    let input = json!({ "jwks": jwks, "token": token });
+    python("verify_jws.py", &input, &format!("ok: sub={}", claims.sub));
+}
+
+/// `backend`'s key from a seed and its signatures under a context, checked by dilithium-py;
+/// then dilithium-py's signatures by the same key verified by `backend`.
+fn check_seed_and_context(backend: &dyn MlDsa65Backend) {
+    let name = backend.name();
+    let seed = SigningSeed::generate().unwrap();
+    let signer = backend.signer(&seed).unwrap();
+    let public_key = signer.public_key();
+    let context = "revocast/checkpoint/v1";
+    let message = b"revocast checkpoint\n42\nAAAA";
+    let signatures: Vec<String> = (0..2)
+        .map(|_| B64.encode(signer.sign_in_context(message, context.as_bytes()).unwrap()))
+        .collect();
+    let seed_hex: String = seed
+        .expose_secret()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let input = json!({
+        "seed": seed_hex,
+        "public_key": B64.encode(&public_key),
+        "context": context,
+        "message": B64.encode(message),
+        "signatures": signatures,
+    });
+    let answer: Value = serde_json::from_str(&python("seed_and_context.py", &input, "{")).unwrap();
+    let theirs = |field: &str| B64.decode(answer[field].as_str().unwrap()).unwrap();
+    let verifier = backend.verifier(&public_key).unwrap();
+    let (in_context, empty) = (theirs("in_context"), theirs("empty_context"));
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        verifier.verify_in_context(message, context.as_bytes(), &in_context),
+        "{name}"
     );
-    assert!(stdout.starts_with("ok: sub=interop"), "{stdout}");
+    assert!(!verifier.verify(message, &in_context), "{name}");
+    assert!(verifier.verify(message, &empty), "{name}");
+    assert!(
+        !verifier.verify_in_context(message, context.as_bytes(), &empty),
+        "{name}"
+    );
+}
+
+#[test]
+fn dilithium_py_and_every_backend_check_each_other() {
+    if !can_run("dilithium_py_and_every_backend_check_each_other") {
+        return;
+    }
+    for backend in backends() {
+        check_token(*backend);
+        check_seed_and_context(*backend);
+    }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
+use revocast_shared::crypto::MlDsa65Backend;
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::revset::RevocationSet;
 use revocast_shared::{Epoch, JwkSet, Seq, UnixMillis, VerifyingKey};
@@ -16,13 +17,14 @@ use crate::error::Error;
 /// of keys.
 pub const MAX_JWKS: usize = 1024 * 1024;
 
-/// The verifying keys of `/.well-known/jwks.json`. A JWK whose `kid` is not its thumbprint, or
-/// that is not an ML-DSA-65 key, is skipped with a warning: one bad entry must not stop
-/// verification with the good ones.
+/// The verifying keys of `/.well-known/jwks.json`, verifying with `backend`. A JWK whose `kid`
+/// is not its thumbprint, or that is not an ML-DSA-65 key, is skipped with a warning: one bad
+/// entry must not stop verification with the good ones.
 pub async fn jwks(
     http: &reqwest::Client,
     base: &str,
     timeout: Duration,
+    backend: &dyn MlDsa65Backend,
 ) -> Result<Vec<VerifyingKey>, Error> {
     let resp = http
         .get(format!("{base}/.well-known/jwks.json"))
@@ -52,7 +54,7 @@ pub async fn jwks(
     Ok(set
         .keys
         .iter()
-        .filter_map(|jwk| match VerifyingKey::from_jwk(jwk) {
+        .filter_map(|jwk| match VerifyingKey::from_jwk_with(jwk, backend) {
             Ok(key) => Some(key),
             Err(e) => {
                 tracing::warn!(kid = %jwk.kid, error = &e as &dyn std::error::Error, "skipping an unusable JWK");

@@ -370,7 +370,7 @@ fn handle(state: &mut LocalState, message: &Message) -> Result<(), &'static str>
 async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
     let key = shared.config.subscriber_key.as_str();
     let timeout = shared.config.request_timeout;
-    let keys = fetch::jwks(&shared.http, base, timeout).await?;
+    let keys = fetch::jwks(&shared.http, base, timeout, shared.config.crypto_backend).await?;
     shared.metrics.jwks_fetches.inc();
     // A snapshot can be large (about 150 MB for a million entries); it is applied as it
     // streams in.
@@ -424,7 +424,14 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
 pub(crate) async fn refresh_keys(shared: &Shared) -> Result<usize, Error> {
     let index = shared.current.load(Ordering::Relaxed);
     let base = &shared.config.authorities[index];
-    let keys = fetch::jwks(&shared.http, base, shared.config.request_timeout).await?;
+    let config = &shared.config;
+    let keys = fetch::jwks(
+        &shared.http,
+        base,
+        config.request_timeout,
+        config.crypto_backend,
+    )
+    .await?;
     shared.metrics.jwks_fetches.inc();
     let mut state = shared.mirror.write();
     let (added, removed) = state.replace_keys(keys);

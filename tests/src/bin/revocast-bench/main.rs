@@ -11,6 +11,7 @@ mod children;
 mod lean;
 mod refresh;
 mod scenarios;
+mod side_by_side;
 mod stats;
 
 use std::process::ExitCode;
@@ -60,7 +61,8 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         rounds: usize,
     },
-    /// Agent verify (cached, first seen), raw ML-DSA-65, Redis EXISTS, HTTP introspection.
+    /// Agent verify (cached, first seen), raw ML-DSA-65, Redis EXISTS, HTTP introspection;
+    /// first-seen and raw ML-DSA-65 for every crypto backend compiled in, side by side.
     Verify {
         /// Calls per measured figure.
         #[arg(long, default_value_t = 20_000)]
@@ -88,7 +90,7 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000_000)]
         entries: usize,
     },
-    /// Tokens signed per second on one core.
+    /// Tokens signed per second on one core, by every crypto backend compiled in, side by side.
     Sign {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
@@ -160,7 +162,7 @@ fn main() -> ExitCode {
                 scenarios::ingest(clients, seconds, database).await?
             }
             Scenario::Bootstrap { entries } => scenarios::bootstrap(entries).await?,
-            Scenario::Sign { seconds } => scenarios::sign(seconds)?,
+            Scenario::Sign { seconds } => side_by_side::sign(seconds)?,
             Scenario::Soak {
                 subscribers,
                 rate,

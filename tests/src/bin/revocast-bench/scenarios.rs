@@ -8,15 +8,16 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use revocast_agent::{Agent, AgentConfig};
+use revocast_shared::crypto;
 use revocast_shared::event::Revocation;
 use revocast_shared::revset::RevocationSet;
-use revocast_shared::token::issue;
-use revocast_shared::{Claims, RevocationId, SigningKey, VerifyingKey};
+use revocast_shared::{RevocationId, VerifyingKey};
 use revocast_tests::postgres::TestDatabase;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::children::{ChildAgents, ChildAuthority, http_client};
+use crate::side_by_side;
 use crate::stats::{Resident, cpu_seconds, percentile, resident, round3, rss_bytes, unix_micros};
 
 pub(crate) async fn admin_post(
@@ -258,16 +259,25 @@ async fn each_us<F: std::future::Future<Output = anyhow::Result<()>>>(
 
 /// The agent's verify against the alternatives: a cached and a first-seen token, the raw
 /// ML-DSA-65 verify underneath, a Redis blocklist lookup and token introspection over HTTP,
-/// then cached verifies on every core for a second.
+/// then cached verifies on every core for a second. The first-seen and raw figures are taken
+/// for every crypto backend compiled in, side by side (one agent per backend).
 pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
     let authority = ChildAuthority::start(0).await?;
     let http = http_client()?;
     let mut config = AgentConfig::new(&authority.base, authority.subscriber_key.clone());
     config.verdict_cache_capacity = iterations + 16;
-    let agent = Agent::start(config)?;
-    if !agent.wait_until_synced(Duration::from_secs(60)).await {
-        bail!("the agent did not sync");
+    // One agent per backend, the default's first: it is the one the other figures measure.
+    let mut agents = Vec::new();
+    for backend in crypto::backends() {
+        config.crypto_backend = *backend;
+        agents.push(Agent::start(config.clone())?);
     }
+    for agent in &agents {
+        if !agent.wait_until_synced(Duration::from_secs(60)).await {
+            bail!("the agent did not sync");
+        }
+    }
+    let agent = &agents[0];
     let tokens = issue_tokens(&http, &authority, (iterations / 20).clamp(20, 2000)).await?;
     let cached_token = tokens[0].clone();
     agent
@@ -278,31 +288,55 @@ pub async fn verify(iterations: usize, redis: &str) -> anyhow::Result<Value> {
     let cached = per_call_ns(iterations, 64, || {
         let _ = std::hint::black_box(agent.verify(std::hint::black_box(&cached_token)));
     });
-    let first_seen = first_seen_ns(&agent, &tokens[1..]);
-    let mldsa = mldsa_verify_ns(&http, &authority, &tokens[1..]).await?;
+    let first_seen = first_seen_ns(&agents, &tokens[1..]);
+    let public_key = authority_public_key(&http, &authority).await?;
+    let mldsa = side_by_side::mldsa_verify_ns(&public_key, &tokens[1..])?;
     let redis_us = redis_exists_us(redis, &cached_token, iterations.min(20_000)).await?;
     let introspection =
         introspection_us(&http, &authority, &cached_token, iterations.min(2000)).await?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let throughput = cached_verifies_in_a_second(&agent, &cached_token, cores);
+    let throughput = cached_verifies_in_a_second(agent, &cached_token, cores);
 
     let cached_p50 = percentile(&cached, 50.0);
     let redis_p50 = redis_us.as_ref().map(|v| percentile(v, 50.0));
     let intro_p50 = percentile(&introspection, 50.0);
     let speedup = |other_us: u64| round3(other_us as f64 * 1000.0 / cached_p50.max(1) as f64);
-    Ok(json!({ "verify": {
+    let mut figures = side_by_side::header();
+    for (i, backend) in crypto::backends().iter().enumerate() {
+        let first_seen_p50 = percentile(&first_seen[i], 50.0) as f64;
+        let mldsa_p50 = percentile(&mldsa[i], 50.0) as f64;
+        let b = *backend;
+        side_by_side::insert(
+            &mut figures,
+            "first_seen_us_p50",
+            b,
+            round3(first_seen_p50 / 1000.0),
+        );
+        side_by_side::insert(
+            &mut figures,
+            "mldsa_verify_us_p50",
+            b,
+            round3(mldsa_p50 / 1000.0),
+        );
+        let over = round3(first_seen_p50 / mldsa_p50.max(1.0));
+        side_by_side::insert(&mut figures, "first_seen_over_mldsa", b, over);
+    }
+    side_by_side::insert_ratio(&mut figures, "first_seen_us_p50");
+    side_by_side::insert_ratio(&mut figures, "mldsa_verify_us_p50");
+    let rest = json!({
         "cached_ns_p50": cached_p50,
         "cached_ns_p99": percentile(&cached, 99.0),
-        "first_seen_us_p50": round3(percentile(&first_seen, 50.0) as f64 / 1000.0),
-        "mldsa_verify_us_p50": round3(percentile(&mldsa, 50.0) as f64 / 1000.0),
-        "first_seen_over_mldsa": round3(percentile(&first_seen, 50.0) as f64 / percentile(&mldsa, 50.0).max(1) as f64),
         "redis_exists_us_p50": redis_p50,
         "introspection_us_p50": intro_p50,
         "cached_speedup_vs_redis": redis_p50.map(speedup),
         "cached_speedup_vs_introspection": speedup(intro_p50),
         "throughput_cached_per_s": throughput,
         "threads": cores,
-    }}))
+    });
+    if let Value::Object(rest) = rest {
+        figures.extend(rest);
+    }
+    Ok(json!({ "verify": figures }))
 }
 
 /// `count` tokens from the authority, for subjects `v0`, `v1`, …
@@ -325,52 +359,37 @@ async fn issue_tokens(
     Ok(tokens)
 }
 
-/// Nanoseconds of the agent's verify of each token, every one seen for the first time; sorted.
-fn first_seen_ns(agent: &Agent, tokens: &[String]) -> Vec<u64> {
-    let mut v: Vec<u64> = tokens
-        .iter()
-        .map(|t| {
+/// Nanoseconds of each agent's verify of each token, every one seen for the first time by
+/// that agent: one sorted list per agent. The agents take turns token by token.
+fn first_seen_ns(agents: &[Agent], tokens: &[String]) -> Vec<Vec<u64>> {
+    let mut times = vec![Vec::with_capacity(tokens.len()); agents.len()];
+    for t in tokens {
+        for (agent, times) in agents.iter().zip(&mut times) {
             let start = Instant::now();
             let _ = std::hint::black_box(agent.verify(t));
-            start.elapsed().as_nanos() as u64
-        })
-        .collect();
-    v.sort_unstable();
-    v
+            times.push(start.elapsed().as_nanos() as u64);
+        }
+    }
+    for t in &mut times {
+        t.sort_unstable();
+    }
+    times
 }
 
-/// Nanoseconds of a raw ML-DSA-65 verify of each token's signing input and signature, with
-/// the authority's key from its JWKS; sorted.
-async fn mldsa_verify_ns(
+/// The authority's signing key from its JWKS, checked to be one an agent would accept.
+async fn authority_public_key(
     http: &reqwest::Client,
     authority: &ChildAuthority,
-    tokens: &[String],
-) -> anyhow::Result<Vec<u64>> {
+) -> anyhow::Result<Vec<u8>> {
     let jwks: Value = http
         .get(format!("{}/.well-known/jwks.json", authority.base))
         .send()
         .await?
         .json()
         .await?;
-    // The published JWK must be a key the agent would accept, too.
     let jwk = serde_json::from_value(jwks["keys"][0].clone())?;
     VerifyingKey::from_jwk(&jwk)?;
-    let verifier = revocast_shared::crypto::default_backend()
-        .verifier(&key_bytes(&jwks)?)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut v = Vec::new();
-    for t in tokens {
-        let (input, sig) = t.rsplit_once('.').context("jws")?;
-        let sig = URL_SAFE_NO_PAD.decode(sig)?;
-        let start = Instant::now();
-        let ok = verifier.verify(input.as_bytes(), &sig);
-        v.push(start.elapsed().as_nanos() as u64);
-        if !ok {
-            bail!("raw verify failed");
-        }
-    }
-    v.sort_unstable();
-    Ok(v)
+    key_bytes(&jwks)
 }
 
 /// Microseconds of each of `iterations` Redis `EXISTS` calls on `token`'s blocklist key (the
@@ -618,34 +637,6 @@ pub async fn bootstrap(entries: usize) -> anyhow::Result<Value> {
     Ok(json!({ "bootstrap": {
         "entries": status.entries,
         "seconds": round3(elapsed.as_secs_f64()),
-    }}))
-}
-
-pub fn sign(seconds: u64) -> anyhow::Result<Value> {
-    let key = SigningKey::generate()?;
-    let claims = Claims {
-        iss: "http://bench".into(),
-        sub: "bench".into(),
-        iat: 0,
-        exp: i64::MAX / 2,
-        nbf: None,
-        aud: None,
-        jti: "j".into(),
-        sid: None,
-        r#gen: 0,
-        custom: Default::default(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(seconds.max(1));
-    let start = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < deadline {
-        std::hint::black_box(issue(&claims, &key)?);
-        n += 1;
-    }
-    let per_second = n as f64 / start.elapsed().as_secs_f64();
-    Ok(json!({ "sign": {
-        "tokens_per_second_per_core": round3(per_second),
-        "us_per_token": round3(1e6 / per_second),
     }}))
 }
 
