@@ -13,26 +13,12 @@ signatures of the message by the same key, under the context and under the empty
 backend to verify. Exits 1 with a reason otherwise.
 """
 
-import base64
 import json
 import sys
 
 from dilithium_py.ml_dsa import ML_DSA_65
 
-
-def b64d(s: str) -> bytes:
-    if "=" in s:
-        raise ValueError("padding is not allowed in JOSE base64url")
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-def b64e(b: bytes) -> str:
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def fail(reason: str) -> None:
-    print(f"FAIL: {reason}")
-    sys.exit(1)
+from jose import b64d, b64e, fail
 
 
 def main() -> None:
