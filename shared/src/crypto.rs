@@ -1,8 +1,8 @@
 //! The ML-DSA-65 primitive behind one small trait, so that the token code never names an
 //! implementation. Two implement it: [`RustCrypto`] (the pure-Rust `ml-dsa` crate), always
 //! compiled, and `AwsLc` (AWS-LC through `aws-lc-rs`), compiled with the `aws-lc` feature and
-//! then the default, being about ten times faster at signing and three times at verifying
-//! (README, "Choosing a crypto backend"). [`backends`] lists those compiled in and
+//! then the default, being about 7× faster at signing and 2.7× at verifying (README,
+//! "Choosing a crypto backend"). [`backends`] lists those compiled in and
 //! [`backend_named`] picks one by name, for benchmarks and cross-checks.
 //!
 //! Both derive a key from the same 32-byte seed (FIPS 204 ξ, the RFC 9964 private key), so a

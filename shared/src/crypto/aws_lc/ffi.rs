@@ -5,8 +5,8 @@
 //! Each call builds its own AWS-LC objects and frees them before returning, through owning
 //! wrappers whose `Drop` frees them on every path: nothing outlives a call, nothing is shared
 //! between threads, so no `Send`/`Sync` claim is made about any AWS-LC object. The price is one
-//! key expansion per call (tens of microseconds), paid only by non-empty contexts, which sign
-//! rare objects (transparency-log checkpoints), never tokens.
+//! key expansion per call, paid only under non-empty contexts, which sign rare objects
+//! (transparency-log checkpoints), never tokens; BENCHMARKS.md found it lost in the noise.
 //!
 //! The sequence is AWS-LC's documented one for pure ML-DSA with a context (`evp.h`,
 //! `EVP_PKEY_CTX_set1_signature_context_string`): a key from `EVP_PKEY_pqdsa_new_raw_*_key`,
