@@ -2,6 +2,7 @@
 //! 127.0.0.1:0 with its own temporary data directory, and raw stream clients that speak the
 //! wire protocol the way a third-party subscriber would.
 
+pub mod interop;
 pub mod postgres;
 pub mod proxy;
 pub mod stream_client;

@@ -7,65 +7,14 @@
 //! with and without the feature, so CI cannot skip this; elsewhere it is skipped with a visible
 //! message when Python lacks it.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use revocast_shared::crypto::{MlDsa65Backend, SigningSeed, backends};
 use revocast_shared::token::issue;
 use revocast_shared::{Claims, JwkSet, SigningKey};
 use revocast_tests::TestAuthority;
+use revocast_tests::interop::{can_run, python};
 use serde_json::{Value, json};
-
-fn python_has_dilithium() -> bool {
-    Command::new("python3")
-        .args(["-c", "import dilithium_py.ml_dsa"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Whether to run `test`: dilithium-py is there, or it is not required (then say so).
-fn can_run(test: &str) -> bool {
-    if python_has_dilithium() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("REVOCAST_REQUIRE_INTEROP").is_none(),
-        "REVOCAST_REQUIRE_INTEROP is set but python3 cannot import dilithium_py"
-    );
-    eprintln!("SKIPPED {test}: `pip install dilithium-py` to run it");
-    false
-}
-
-/// Run `tests/interop/<script>` with `input` on stdin; its stdout, which must start with
-/// `expect`, or a failure with everything it printed.
-fn python(script: &str, input: &Value, expect: &str) -> String {
-    let path = format!("{}/interop/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new("python3")
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success() && stdout.starts_with(expect),
-        "{script}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 #[tokio::test]
 async fn dilithium_py_verifies_an_issued_token() {

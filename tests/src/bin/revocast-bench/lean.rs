@@ -25,6 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
+use crate::stats::unix_micros;
+
 /// What one lean subscriber saw.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Tally {
@@ -271,6 +273,7 @@ async fn read_frames(
     tally: &mut Tally,
     stop: &mut tokio::sync::watch::Receiver<Option<u64>>,
     mut acks: Option<&mut Acks>,
+    mut receipts: Option<&mut Vec<(u64, u64)>>,
 ) -> Result<(), ()> {
     loop {
         while let Some(frame) = parse_frame(buf) {
@@ -298,7 +301,15 @@ async fn read_frames(
                     }
                     None => {}
                 }
+                let before = tally.last;
                 check_frame(frame, tally);
+                if let Some(receipts) = receipts.as_deref_mut()
+                    && tally.last > before
+                {
+                    // One clock read per frame: a batch's events arrived together.
+                    let now = unix_micros();
+                    receipts.extend((before + 1..=tally.last).map(|seq| (seq, now)));
+                }
             }
             buf.advance(header + payload);
         }
@@ -338,6 +349,23 @@ async fn read_frames(
     }
 }
 
+/// How one lean subscriber follows: its name on the stream, whether it acknowledges, and
+/// whether it records when each event arrived.
+#[derive(Clone, Debug)]
+pub struct FollowOptions {
+    pub name: String,
+    pub ack: bool,
+    pub record: bool,
+}
+
+/// What one lean subscriber saw, and when (with [`FollowOptions::record`]): `(seq, Unix µs)`
+/// for each event as its frame was read.
+#[derive(Debug, Default)]
+pub struct Followed {
+    pub tally: Tally,
+    pub receipts: Vec<(u64, u64)>,
+}
+
 /// Follow `base`'s WebSocket stream from `since` until `stop` says a `seq` this subscriber
 /// has reached; reconnect (resuming by `seq`) whenever the connection ends.
 pub async fn follow(
@@ -346,26 +374,30 @@ pub async fn follow(
     since: u64,
     mut stop: tokio::sync::watch::Receiver<Option<u64>>,
     mut first_connect: Option<std::sync::Arc<tokio::sync::Semaphore>>,
-    name: String,
-    ack: bool,
-) -> Tally {
-    let mut tally = Tally {
-        last: since,
-        ..Tally::default()
+    options: FollowOptions,
+) -> Followed {
+    let mut seen = Followed {
+        tally: Tally {
+            last: since,
+            ..Tally::default()
+        },
+        receipts: Vec::new(),
     };
     let Some(addr) = base
         .strip_prefix("http://")
         .map(|a| a.trim_end_matches('/'))
     else {
         // Plain HTTP only: the soak measures fan-out, not TLS.
-        tally.faults += 1;
-        return tally;
+        seen.tally.faults += 1;
+        return seen;
     };
+    let tally = &mut seen.tally;
+    let mut receipts = options.record.then_some(&mut seen.receipts);
     loop {
         if stop.borrow().is_some_and(|f| tally.last >= f) {
-            return tally;
+            break;
         }
-        let Ok((mut tcp, mut buf)) = connect(addr, &key, tally.last, &name).await else {
+        let Ok((mut tcp, mut buf)) = connect(addr, &key, tally.last, &options.name).await else {
             tally.reconnects += 1;
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -374,15 +406,22 @@ pub async fn follow(
             first.add_permits(1);
         }
         // Each connection acknowledges afresh: the authority knows it by this connection.
-        let mut acks = ack.then(Acks::new);
-        if read_frames(&mut tcp, &mut buf, &mut tally, &mut stop, acks.as_mut())
-            .await
-            .is_ok()
-        {
-            return tally;
+        let mut acks = options.ack.then(Acks::new);
+        let read = read_frames(
+            &mut tcp,
+            &mut buf,
+            tally,
+            &mut stop,
+            acks.as_mut(),
+            receipts.as_deref_mut(),
+        )
+        .await;
+        if read.is_ok() {
+            break;
         }
         tally.reconnects += 1;
     }
+    seen
 }
 
 /// Run `count` lean subscribers from `since` (the agents child's `--lean` mode), named
@@ -401,16 +440,14 @@ pub async fn run(base: &str, key: &str, count: usize, since: u64, ack: bool) -> 
         set.spawn(async move {
             // Ready means connected once: the first connection's hello arrives with the
             // stream, so a connect that returned is enough.
-            follow(
-                base,
-                key,
-                since,
-                stop,
-                Some(connected),
-                format!("lean-{i}"),
+            let options = FollowOptions {
+                name: format!("lean-{i}"),
                 ack,
-            )
-            .await
+                record: false,
+            };
+            follow(base, key, since, stop, Some(connected), options)
+                .await
+                .tally
         });
     }
     let all = u32::try_from(count).unwrap_or(u32::MAX);

@@ -8,6 +8,7 @@
 //! (`agents`), so no figure mixes two roles' memory or CPU scheduling in one runtime.
 
 mod children;
+mod floor;
 mod lean;
 mod refresh;
 mod scenarios;
@@ -118,6 +119,28 @@ enum Scenario {
         #[arg(long)]
         max_ttl: Option<u64>,
     },
+    /// Propagation to N lean subscribers (frame readers) from revocast and from a minimal
+    /// broadcaster of the bench's own (the machine's floor), read by the same subscriber
+    /// process in one run: isolated revocations and sustained load, and the ratio to the floor.
+    Floor {
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Revocations sent one at a time, 50–600 ms apart.
+        #[arg(long, default_value_t = 50)]
+        isolated: usize,
+        /// Revocations per second in the sustained phase.
+        #[arg(long, default_value_t = 300)]
+        rate: u32,
+        /// Length of the sustained phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// (internal) Run the floor broadcaster for `floor`.
+    #[command(hide = true)]
+    FloorServer(floor::FloorServerArgs),
+    /// (internal) Run the lean subscribers for `floor`.
+    #[command(hide = true)]
+    LeanFleet(floor::LeanFleetArgs),
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
     Authority(children::AuthorityArgs),
@@ -171,6 +194,20 @@ fn main() -> ExitCode {
                 ack,
                 max_ttl,
             } => scenarios::soak(subscribers, rate, seconds, lean, ack, max_ttl).await?,
+            Scenario::Floor {
+                subscribers,
+                isolated,
+                rate,
+                seconds,
+            } => floor::floor(subscribers, isolated, rate, seconds).await?,
+            Scenario::FloorServer(args) => {
+                floor::serve_floor(args).await?;
+                return Ok(None);
+            }
+            Scenario::LeanFleet(args) => {
+                floor::run_lean_fleet(args).await?;
+                return Ok(None);
+            }
             Scenario::Authority(args) => {
                 children::run_authority(args).await?;
                 return Ok(None);

@@ -31,7 +31,7 @@ pub(crate) async fn admin_post(
 
 /// POST `body` to `base` + `path` with `key` as the bearer; the JSON answer, or an error
 /// naming the status.
-async fn post_with_key(
+pub(crate) async fn post_with_key(
     http: &reqwest::Client,
     base: &str,
     key: &str,

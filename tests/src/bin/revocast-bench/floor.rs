@@ -1,0 +1,501 @@
+//! `revocast-bench floor`: revocast's propagation beside the floor of this machine, measured
+//! by the same subscriber processes in the same run, so each figure is a ratio that does not
+//! depend on the day's box.
+//!
+//! The floor is a broadcaster of the bench's own (`revocast-bench floor-server`, a child
+//! process like the authority): the least a WebSocket fan-out can do — no storage, no auth,
+//! one prebuilt frame per event shared by every connection, one write per connection per
+//! event. A third process (`revocast-bench lean-fleet`) holds the lean subscribers (frame
+//! readers, `lean.rs`): it follows revocast, then the floor, with the same connections'
+//! code on the same runtime, and reports when each event reached each subscriber.
+//!
+//! Each target gets two phases: isolated revocations (one at a time, 50–600 ms apart: the
+//! urgent case, where nothing should wait) and sustained load (a steady rate, where batching
+//! may trade latency for throughput). Latency is from just before the bench asks for the
+//! event (revocast: the revoke request, which includes the durable commit; floor: the line to
+//! its stdin) until a subscriber read its frame, over every (subscriber, event) pair.
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::broadcast;
+use tokio::task::JoinSet;
+
+use crate::children::{ChildAuthority, http_client};
+use crate::lean::{FollowOptions, follow};
+use crate::scenarios::post_with_key;
+use crate::stats::{percentile, round3, unix_micros};
+
+/// The two kinds of load each target is measured under.
+const PHASES: [&str; 2] = ["isolated", "sustained"];
+
+/// Run the scenario: `subscribers` lean subscribers; `isolated` revocations one at a time;
+/// then `rate` a second for `seconds`.
+pub async fn floor(
+    subscribers: usize,
+    isolated: usize,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let authority = ChildAuthority::start(0).await?;
+    let mut broadcaster = ChildFloor::start().await?;
+    let mut fleet = ChildFleet::start(subscribers).await?;
+    let http = http_client()?;
+    let mut revocast_head = 0;
+    let mut floor_head = 0;
+    let mut targets = serde_json::Map::new();
+
+    // revocast: session revocations, whose events are the size of the floor's frame.
+    fleet
+        .connect(&authority.base, &authority.subscriber_key, revocast_head)
+        .await?;
+    let mut next = 0u64;
+    let revoke = |sid: u64| {
+        let (http, base, key) = (
+            Arc::clone(&http),
+            authority.base.clone(),
+            authority.admin_key.clone(),
+        );
+        async move {
+            let body = json!({ "sid": format!("floor-bench-{sid}") });
+            let answer = post_with_key(&http, &base, &key, "/v1/revoke/session", body).await?;
+            answer["seq"].as_u64().context("seq")
+        }
+    };
+    let mut sent = Vec::new();
+    for pause in isolated_pauses(isolated) {
+        tokio::time::sleep(pause).await;
+        let at = unix_micros();
+        next += 1;
+        sent.push((revoke(next).await?, at, 0));
+    }
+    let mut paced = JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    for _ in 0..u64::from(rate) * seconds {
+        tick.tick().await;
+        next += 1;
+        let revoking = revoke(next);
+        paced.spawn(async move {
+            let at = unix_micros();
+            anyhow::Ok((revoking.await?, at, 1))
+        });
+    }
+    for done in paced.join_all().await {
+        sent.push(done?);
+    }
+    revocast_head = sent
+        .iter()
+        .map(|(seq, _, _)| *seq)
+        .max()
+        .unwrap_or(revocast_head);
+    let revocast = fleet.finish(revocast_head, &sent).await?;
+    targets.insert("revocast".into(), revocast);
+
+    // The floor: the same counts, written to its stdin.
+    fleet.connect(&broadcaster.base, "", floor_head).await?;
+    let mut sent = Vec::new();
+    for pause in isolated_pauses(isolated) {
+        tokio::time::sleep(pause).await;
+        floor_head += 1;
+        sent.push((floor_head, unix_micros(), 0));
+        broadcaster.send(floor_head).await?;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    for _ in 0..u64::from(rate) * seconds {
+        tick.tick().await;
+        floor_head += 1;
+        sent.push((floor_head, unix_micros(), 1));
+        broadcaster.send(floor_head).await?;
+    }
+    let floor = fleet.finish(floor_head, &sent).await?;
+    targets.insert("floor".into(), floor);
+
+    let ratios = ratios(&targets);
+    Ok(json!({ "floor": {
+        "subscribers": subscribers,
+        "isolated": isolated,
+        "sustained_rate": rate,
+        "sustained_seconds": seconds,
+        "targets": targets,
+        "ratio_to_floor": ratios,
+    }}))
+}
+
+/// revocast's p50 and p99 over the floor's, per phase.
+fn ratios(targets: &serde_json::Map<String, Value>) -> Value {
+    let mut out = serde_json::Map::new();
+    for phase in PHASES {
+        let ratio = |q: &str| {
+            let ours = targets["revocast"][phase][q].as_f64()?;
+            let floor = targets["floor"][phase][q].as_f64()?;
+            (floor > 0.0).then(|| round3(ours / floor))
+        };
+        out.insert(
+            phase.into(),
+            json!({ "p50": ratio("p50_ms"), "p99": ratio("p99_ms") }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Pauses before each isolated event: 50–600 ms, spread evenly but not in order, so nothing
+/// lines up with the authority's heartbeat or pacing intervals.
+fn isolated_pauses(n: usize) -> Vec<Duration> {
+    // A fixed permutation of the range (multiplying by a number coprime to the count).
+    (0..n)
+        .map(|i| {
+            let spot = (i * 37 + 11) % n.max(1);
+            let ms = 50 + spot * 550 / n.max(1);
+            Duration::from_millis(ms as u64)
+        })
+        .collect()
+}
+
+// --- the floor broadcaster ------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct FloorServerArgs {}
+
+/// Serve the floor broadcaster on 127.0.0.1:0: print `listening ADDR`, then for every line
+/// `event SEQ` on stdin write one event frame to every connection; stop when stdin closes.
+pub async fn serve_floor(_args: FloorServerArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening {}", listener.local_addr()?);
+    // Deep enough that a sustained phase never lags a reader: a lagging one is dropped.
+    let (tx, _) = broadcast::channel::<Bytes>(1 << 16);
+    let accepting = {
+        let tx = tx.clone();
+        async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let rx = tx.subscribe();
+                tokio::spawn(async move {
+                    let _ = serve_connection(tcp, rx).await;
+                });
+            }
+        }
+    };
+    let commands = async move {
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(seq) = line.strip_prefix("event ").and_then(|s| s.parse().ok()) {
+                let _ = tx.send(event_frame(seq));
+            }
+        }
+    };
+    tokio::select! {
+        () = accepting => {}
+        () = commands => {}
+    }
+    Ok(())
+}
+
+/// One event as a WebSocket text frame: a session revocation shaped like revocast's.
+fn event_frame(seq: u64) -> Bytes {
+    let until = unix_micros() / 1_000_000 + 3600;
+    let text = format!(
+        r#"{{"seq":{seq},"type":"session","sid":"floor-bench-{seq}","until":{until},"at":{}.0}}"#,
+        until - 3600
+    );
+    text_frame(text.as_bytes())
+}
+
+/// An unmasked server text frame.
+fn text_frame(payload: &[u8]) -> Bytes {
+    let mut frame = Vec::with_capacity(payload.len() + 4);
+    frame.push(0x81);
+    match u16::try_from(payload.len()) {
+        Ok(len) if len < 126 => frame.push(len as u8),
+        Ok(len) => {
+            frame.push(126);
+            frame.extend_from_slice(&len.to_be_bytes());
+        }
+        Err(_) => {
+            frame.push(127);
+            frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    Bytes::from(frame)
+}
+
+/// The upgrade, a `hello`, then every broadcast frame, one write each.
+async fn serve_connection(
+    mut tcp: TcpStream,
+    mut rx: broadcast::Receiver<Bytes>,
+) -> anyhow::Result<()> {
+    tcp.set_nodelay(true)?;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 || head.len() + n > 8 * 1024 {
+            bail!("no request head");
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_string())
+        })
+        .context("no Sec-WebSocket-Key")?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    tcp.write_all(response.as_bytes()).await?;
+    tcp.write_all(&text_frame(br#"{"type":"hello","epoch":"floor","seq":0}"#))
+        .await?;
+    loop {
+        match rx.recv().await {
+            Ok(frame) => tcp.write_all(&frame).await?,
+            Err(broadcast::error::RecvError::Lagged(_)) => bail!("lagged"),
+            Err(broadcast::error::RecvError::Closed) => return Ok(()),
+        }
+    }
+}
+
+/// The floor broadcaster child, from the parent's side.
+struct ChildFloor {
+    base: String,
+    stdin: ChildStdin,
+    _child: Child,
+}
+
+impl ChildFloor {
+    async fn start() -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("floor-server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the floor child")?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the floor child did not start")??
+            .context("the floor child exited")?;
+        let addr = line
+            .strip_prefix("listening ")
+            .with_context(|| format!("unexpected line from the floor child: {line:?}"))?;
+        Ok(Self {
+            base: format!("http://{addr}"),
+            stdin,
+            _child: child,
+        })
+    }
+
+    async fn send(&mut self, seq: u64) -> anyhow::Result<()> {
+        self.stdin
+            .write_all(format!("event {seq}\n").as_bytes())
+            .await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+}
+
+// --- the lean fleet -------------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+pub struct LeanFleetArgs {
+    #[arg(long)]
+    count: usize,
+}
+
+/// Hold `count` lean subscribers that follow one target at a time, driven by stdin lines:
+/// `connect BASE KEY SINCE` (answered `ready` once all are connected), then
+/// `sent SEQ MICROS PHASE` lines and `final SEQ` (answered with the latency summary as JSON
+/// once every subscriber reached it, after which they disconnect).
+pub async fn run_lean_fleet(args: LeanFleetArgs) -> anyhow::Result<()> {
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let ["connect", base, key, since] = words[..] else {
+            bail!("expected `connect BASE KEY SINCE`, got {line:?}");
+        };
+        let since: u64 = since.parse()?;
+        let key = if key == "-" { "" } else { key };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<u64>);
+        let connected = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut set = JoinSet::new();
+        for i in 0..args.count {
+            let (base, key, stop) = (base.to_string(), key.to_string(), stop_rx.clone());
+            let options = FollowOptions {
+                name: format!("lean-{i}"),
+                ack: false,
+                record: true,
+            };
+            set.spawn(follow(
+                base,
+                key,
+                since,
+                stop,
+                Some(Arc::clone(&connected)),
+                options,
+            ));
+        }
+        let all = u32::try_from(args.count).unwrap_or(u32::MAX);
+        tokio::time::timeout(Duration::from_secs(600), connected.acquire_many(all))
+            .await
+            .context("lean subscribers did not all connect within 10 minutes")??
+            .forget();
+        println!("ready");
+
+        let mut phase_of = HashMap::new();
+        while let Some(line) = lines.next_line().await? {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words[..] {
+                ["sent", seq, micros, phase] => {
+                    phase_of.insert(
+                        seq.parse::<u64>()?,
+                        (micros.parse::<u64>()?, phase.parse::<usize>()?),
+                    );
+                }
+                ["final", seq] => {
+                    stop_tx.send_replace(Some(seq.parse()?));
+                    break;
+                }
+                _ => bail!("unexpected line {line:?}"),
+            }
+        }
+        let mut latencies = [Vec::new(), Vec::new()];
+        let (mut reconnects, mut faults) = (0, 0);
+        while let Some(seen) = set.join_next().await {
+            let seen = seen?;
+            reconnects += seen.tally.reconnects;
+            faults += seen.tally.faults;
+            for (seq, at) in seen.receipts {
+                if let Some(&(sent, phase)) = phase_of.get(&seq)
+                    && let Some(phase) = latencies.get_mut(phase)
+                {
+                    phase.push(at.saturating_sub(sent));
+                }
+            }
+        }
+        let mut summary = json!({ "reconnects": reconnects, "faults": faults });
+        for (name, mut us) in PHASES.into_iter().zip(latencies) {
+            us.sort_unstable();
+            let ms = |p: f64| round3(percentile(&us, p) as f64 / 1000.0);
+            summary[name] = json!({
+                "pairs": us.len(),
+                "p50_ms": ms(50.0),
+                "p99_ms": ms(99.0),
+                "max_ms": round3(us.last().copied().unwrap_or(0) as f64 / 1000.0),
+            });
+        }
+        println!("{summary}");
+    }
+    Ok(())
+}
+
+/// The lean fleet child, from the parent's side.
+struct ChildFleet {
+    stdin: ChildStdin,
+    lines: tokio::io::Lines<BufReader<ChildStdout>>,
+    _child: Child,
+}
+
+impl ChildFleet {
+    async fn start(count: usize) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["lean-fleet", "--count", &count.to_string()])
+            .env("REVOCAST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the lean fleet child")?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
+        Ok(Self {
+            stdin,
+            lines,
+            _child: child,
+        })
+    }
+
+    async fn line(&mut self, text: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(text.as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+
+    async fn answer(&mut self, limit: Duration) -> anyhow::Result<String> {
+        tokio::time::timeout(limit, self.lines.next_line())
+            .await
+            .context("the lean fleet did not answer in time")??
+            .context("the lean fleet exited")
+    }
+
+    /// Connect every subscriber to `base` from `since`, and let the connections settle.
+    async fn connect(&mut self, base: &str, key: &str, since: u64) -> anyhow::Result<()> {
+        let key = if key.is_empty() { "-" } else { key };
+        self.line(&format!("connect {base} {key} {since}\n"))
+            .await?;
+        let ready = self.answer(Duration::from_secs(900)).await?;
+        if ready != "ready" {
+            bail!("the lean fleet did not get ready: {ready:?}");
+        }
+        // The last connections' backlogs and first heartbeats out of the way.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
+    }
+
+    /// Report the send times; wait until every subscriber read `last`; the summary.
+    async fn finish(&mut self, last: u64, sent: &[(u64, u64, usize)]) -> anyhow::Result<Value> {
+        let mut text = String::new();
+        for (seq, at, phase) in sent {
+            text.push_str(&format!("sent {seq} {at} {phase}\n"));
+        }
+        text.push_str(&format!("final {last}\n"));
+        self.line(&text).await?;
+        Ok(serde_json::from_str(
+            &self.answer(Duration::from_secs(600)).await?,
+        )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolated_pauses_cover_the_range_once_each() {
+        let pauses = isolated_pauses(50);
+        assert_eq!(pauses.len(), 50);
+        let mut ms: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert!(ms.iter().all(|&m| (50..=600).contains(&m)));
+        ms.sort_unstable();
+        ms.dedup();
+        assert_eq!(ms.len(), 50, "a permutation: no pause twice");
+    }
+
+    #[test]
+    fn frames_use_the_shortest_length_form() {
+        assert_eq!(&text_frame(b"abc")[..], b"\x81\x03abc");
+        let long = text_frame(&[b'x'; 200]);
+        assert_eq!(&long[..4], b"\x81\x7e\x00\xc8");
+        let frame = event_frame(7);
+        assert_eq!(frame[0], 0x81);
+        assert!(frame[2..].starts_with(br#"{"seq":7,"type":"session""#));
+    }
+}
