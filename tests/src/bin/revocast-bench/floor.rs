@@ -5,9 +5,11 @@
 //! The floor is a broadcaster of the bench's own (`revocast-bench floor-server`, a child
 //! process like the authority): the least a WebSocket fan-out can do — no storage, no auth,
 //! one prebuilt frame per event shared by every connection, one write per connection per
-//! event. A third process (`revocast-bench lean-fleet`) holds the lean subscribers (frame
-//! readers, `lean.rs`): it follows revocast, then the floor, with the same connections'
-//! code on the same runtime, and reports when each event reached each subscriber.
+//! event. A third process (`revocast-bench floor-fleet`) holds the subscribers — lean ones
+//! (frame readers, `lean.rs`) or, with `--agents`, full agents: it follows revocast, then the
+//! floor, with the same code on the same runtime, and reports when each event reached (lean)
+//! or was applied by (agents) each subscriber. For full agents the floor also serves what an
+//! agent needs before it streams — a JWKS, an empty snapshot — and a heartbeat a second.
 //!
 //! Each target gets two phases: isolated revocations (one at a time, 50–600 ms apart: the
 //! urgent case, where nothing should wait) and sustained load (a steady rate, where batching
@@ -18,6 +20,7 @@
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -31,7 +34,9 @@ use tokio::sync::broadcast;
 use tokio::task::JoinSet;
 
 use crate::children::{ChildAuthority, http_client};
-use crate::lean::{FollowOptions, follow};
+use revocast_agent::{Agent, AgentConfig, Transport};
+
+use crate::lean::{FollowOptions, Followed, follow};
 use crate::scenarios::post_with_key;
 use crate::stats::{percentile, round3, unix_micros};
 
@@ -42,13 +47,14 @@ const PHASES: [&str; 2] = ["isolated", "sustained"];
 /// then `rate` a second for `seconds`.
 pub async fn floor(
     subscribers: usize,
+    agents: bool,
     isolated: usize,
     rate: u32,
     seconds: u64,
 ) -> anyhow::Result<Value> {
     let authority = ChildAuthority::start(0).await?;
     let mut broadcaster = ChildFloor::start().await?;
-    let mut fleet = ChildFleet::start(subscribers).await?;
+    let mut fleet = ChildFleet::start(subscribers, agents).await?;
     let http = http_client()?;
     let mut revocast_head = 0;
     let mut floor_head = 0;
@@ -101,7 +107,10 @@ pub async fn floor(
     targets.insert("revocast".into(), revocast);
 
     // The floor: the same counts, written to its stdin.
-    fleet.connect(&broadcaster.base, "", floor_head).await?;
+    // The floor checks no key; an agent insists on having one.
+    fleet
+        .connect(&broadcaster.base, "floor-checks-no-key", floor_head)
+        .await?;
     let mut sent = Vec::new();
     for pause in isolated_pauses(isolated) {
         tokio::time::sleep(pause).await;
@@ -122,6 +131,7 @@ pub async fn floor(
     let ratios = ratios(&targets);
     Ok(json!({ "floor": {
         "subscribers": subscribers,
+        "kind": if agents { "agent" } else { "lean" },
         "isolated": isolated,
         "sustained_rate": rate,
         "sustained_seconds": seconds,
@@ -165,24 +175,61 @@ fn isolated_pauses(n: usize) -> Vec<Duration> {
 #[derive(Debug, Args)]
 pub struct FloorServerArgs {}
 
+/// What every connection of the floor shares: the broadcast of prebuilt frames, the head (for
+/// a full agent's snapshot) and the JWKS a full agent insists on fetching.
+struct Floor {
+    frames: broadcast::Sender<Bytes>,
+    head: AtomicU64,
+    jwks: String,
+}
+
 /// Serve the floor broadcaster on 127.0.0.1:0: print `listening ADDR`, then for every line
 /// `event SEQ` on stdin write one event frame to every connection; stop when stdin closes.
+///
+/// Full agents need a little more than a frame reader, and get no more than that: a JWKS
+/// (one token key, made at start), an empty snapshot at the head, and a heartbeat a second
+/// so that an idle stream is not taken for a dead one.
 pub async fn serve_floor(_args: FloorServerArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("listening {}", listener.local_addr()?);
-    // Deep enough that a sustained phase never lags a reader: a lagging one is dropped.
-    let (tx, _) = broadcast::channel::<Bytes>(1 << 16);
+    let key = revocast_shared::SigningKey::generate()?;
+    let jwks = revocast_shared::JwkSet {
+        keys: vec![key.verifying_key().to_jwk()],
+    };
+    let floor = Arc::new(Floor {
+        // Deep enough that a sustained phase never lags a reader: a lagging one is dropped.
+        frames: broadcast::channel::<Bytes>(1 << 16).0,
+        head: AtomicU64::new(0),
+        jwks: serde_json::to_string(&jwks)?,
+    });
     let accepting = {
-        let tx = tx.clone();
+        let floor = Arc::clone(&floor);
         async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let rx = tx.subscribe();
+                let floor = Arc::clone(&floor);
                 tokio::spawn(async move {
-                    let _ = serve_connection(tcp, rx).await;
+                    let _ = serve_connection(tcp, &floor).await;
                 });
+            }
+        }
+    };
+    let heartbeats = {
+        let floor = Arc::clone(&floor);
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let seq = floor.head.load(Ordering::Acquire);
+                let at = unix_micros() / 1000;
+                let text = format!(
+                    r#"{{"type":"heartbeat","seq":{seq},"at":{}.{:03}}}"#,
+                    at / 1000,
+                    at % 1000
+                );
+                let _ = floor.frames.send(text_frame(text.as_bytes()));
             }
         }
     };
@@ -190,12 +237,14 @@ pub async fn serve_floor(_args: FloorServerArgs) -> anyhow::Result<()> {
         let mut lines = BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if let Some(seq) = line.strip_prefix("event ").and_then(|s| s.parse().ok()) {
-                let _ = tx.send(event_frame(seq));
+                floor.head.store(seq, Ordering::Release);
+                let _ = floor.frames.send(event_frame(seq));
             }
         }
     };
     tokio::select! {
         () = accepting => {}
+        () = heartbeats => {}
         () = commands => {}
     }
     Ok(())
@@ -230,12 +279,12 @@ fn text_frame(payload: &[u8]) -> Bytes {
     Bytes::from(frame)
 }
 
-/// The upgrade, a `hello`, then every broadcast frame, one write each.
-async fn serve_connection(
-    mut tcp: TcpStream,
-    mut rx: broadcast::Receiver<Bytes>,
-) -> anyhow::Result<()> {
+/// A JWKS or snapshot request answered and closed; or the upgrade, a `hello`, then every
+/// broadcast frame, one write each.
+async fn serve_connection(mut tcp: TcpStream, floor: &Floor) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
+    // Subscribed before anything is read, so no event after the head it reports is missed.
+    let mut rx = floor.frames.subscribe();
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -246,6 +295,29 @@ async fn serve_connection(
         head.extend_from_slice(&chunk[..n]);
     }
     let head = String::from_utf8_lossy(&head);
+    let path = head.split_whitespace().nth(1).unwrap_or_default();
+    let document = if path.starts_with("/.well-known/jwks.json") {
+        Some(floor.jwks.clone())
+    } else if path.starts_with("/v1/snapshot") {
+        let seq = floor.head.load(Ordering::Acquire);
+        let at = unix_micros() / 1000;
+        Some(format!(
+            r#"{{"epoch":"floor","seq":{seq},"at":{}.{:03},"events":[]}}"#,
+            at / 1000,
+            at % 1000
+        ))
+    } else {
+        None
+    };
+    if let Some(body) = document {
+        let response = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(response.as_bytes()).await?;
+        return Ok(());
+    }
     let key = head
         .lines()
         .find_map(|l| {
@@ -260,8 +332,11 @@ async fn serve_connection(
          Sec-WebSocket-Accept: {accept}\r\n\r\n"
     );
     tcp.write_all(response.as_bytes()).await?;
-    tcp.write_all(&text_frame(br#"{"type":"hello","epoch":"floor","seq":0}"#))
-        .await?;
+    let hello = format!(
+        r#"{{"type":"hello","epoch":"floor","seq":{}}}"#,
+        floor.head.load(Ordering::Acquire)
+    );
+    tcp.write_all(&text_frame(hello.as_bytes())).await?;
     loop {
         match rx.recv().await {
             Ok(frame) => tcp.write_all(&frame).await?,
@@ -316,16 +391,127 @@ impl ChildFloor {
 // --- the lean fleet -------------------------------------------------------------------------
 
 #[derive(Debug, Args)]
-pub struct LeanFleetArgs {
+pub struct FleetArgs {
     #[arg(long)]
     count: usize,
+    /// Full agents (parse, verify and apply every event) instead of lean subscribers.
+    #[arg(long)]
+    agents: bool,
 }
 
-/// Hold `count` lean subscribers that follow one target at a time, driven by stdin lines:
-/// `connect BASE KEY SINCE` (answered `ready` once all are connected), then
+/// The subscribers following one target, and what each of them saw when.
+enum Followers {
+    Lean(JoinSet<Followed>),
+    Agents {
+        agents: Vec<Agent>,
+        watchers: JoinSet<Vec<(u64, u64)>>,
+    },
+}
+
+impl Followers {
+    /// Start `count` subscribers of the kind asked for on `base` from `since`; returns once
+    /// every one is connected (lean) or synced (agents).
+    async fn start(
+        args: &FleetArgs,
+        base: &str,
+        key: &str,
+        since: u64,
+        stop: &tokio::sync::watch::Receiver<Option<u64>>,
+    ) -> anyhow::Result<Self> {
+        if !args.agents {
+            let connected = Arc::new(tokio::sync::Semaphore::new(0));
+            let mut set = JoinSet::new();
+            for i in 0..args.count {
+                let options = FollowOptions {
+                    name: format!("lean-{i}"),
+                    ack: false,
+                    record: true,
+                };
+                let (base, key, stop) = (base.to_string(), key.to_string(), stop.clone());
+                let first = Some(Arc::clone(&connected));
+                set.spawn(follow(base, key, since, stop, first, options));
+            }
+            let all = u32::try_from(args.count).unwrap_or(u32::MAX);
+            tokio::time::timeout(Duration::from_secs(600), connected.acquire_many(all))
+                .await
+                .context("lean subscribers did not all connect within 10 minutes")??
+                .forget();
+            return Ok(Self::Lean(set));
+        }
+        let mut agents = Vec::with_capacity(args.count);
+        for _ in 0..args.count {
+            let mut config = AgentConfig::new(base, key.to_string());
+            config.transport = Transport::Websocket;
+            agents.push(Agent::start(config)?);
+        }
+        for agent in &agents {
+            if !agent.wait_until_synced(Duration::from_secs(600)).await {
+                bail!("an agent did not sync within 10 minutes");
+            }
+        }
+        let mut watchers = JoinSet::new();
+        for agent in &agents {
+            let (mut applied, mut stop) = (agent.watch_applied(), stop.clone());
+            watchers.spawn(async move {
+                let mut last = applied.borrow_and_update().get();
+                let mut seen = Vec::new();
+                loop {
+                    if stop.borrow().is_some_and(|f| last >= f) {
+                        return seen;
+                    }
+                    tokio::select! {
+                        changed = applied.changed() => {
+                            if changed.is_err() { return seen; }
+                            let (now, seq) = (unix_micros(), applied.borrow_and_update().get());
+                            seen.extend((last + 1..=seq).map(|s| (s, now)));
+                            last = last.max(seq);
+                        }
+                        changed = stop.changed() => {
+                            if changed.is_err() { return seen; }
+                        }
+                    }
+                }
+            });
+        }
+        Ok(Self::Agents { agents, watchers })
+    }
+
+    /// Wait until every subscriber reached the stop `seq`: each one's receipts, and the
+    /// reconnects and faults (lost, repeated or reordered events; an agent's resyncs) of all.
+    async fn finish(self) -> anyhow::Result<(Vec<Vec<(u64, u64)>>, u64, u64)> {
+        let mut receipts = Vec::new();
+        match self {
+            Self::Lean(mut set) => {
+                let (mut reconnects, mut faults) = (0, 0);
+                while let Some(seen) = set.join_next().await {
+                    let seen = seen?;
+                    reconnects += seen.tally.reconnects;
+                    faults += seen.tally.faults;
+                    receipts.push(seen.receipts);
+                }
+                Ok((receipts, reconnects, faults))
+            }
+            Self::Agents {
+                agents,
+                mut watchers,
+            } => {
+                while let Some(seen) = watchers.join_next().await {
+                    receipts.push(seen?);
+                }
+                let statuses: Vec<_> = agents.iter().map(Agent::status).collect();
+                let reconnects = statuses.iter().map(|s| s.reconnects).sum();
+                let resyncs = statuses.iter().map(|s| s.resyncs.saturating_sub(1)).sum();
+                Ok((receipts, reconnects, resyncs))
+            }
+        }
+    }
+}
+
+/// Hold `count` subscribers that follow one target at a time, driven by stdin lines:
+/// `connect BASE KEY SINCE` (answered `ready` once all are connected or synced), then
 /// `sent SEQ MICROS PHASE` lines and `final SEQ` (answered with the latency summary as JSON
 /// once every subscriber reached it, after which they disconnect).
-pub async fn run_lean_fleet(args: LeanFleetArgs) -> anyhow::Result<()> {
+pub async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -333,31 +519,8 @@ pub async fn run_lean_fleet(args: LeanFleetArgs) -> anyhow::Result<()> {
             bail!("expected `connect BASE KEY SINCE`, got {line:?}");
         };
         let since: u64 = since.parse()?;
-        let key = if key == "-" { "" } else { key };
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(None::<u64>);
-        let connected = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut set = JoinSet::new();
-        for i in 0..args.count {
-            let (base, key, stop) = (base.to_string(), key.to_string(), stop_rx.clone());
-            let options = FollowOptions {
-                name: format!("lean-{i}"),
-                ack: false,
-                record: true,
-            };
-            set.spawn(follow(
-                base,
-                key,
-                since,
-                stop,
-                Some(Arc::clone(&connected)),
-                options,
-            ));
-        }
-        let all = u32::try_from(args.count).unwrap_or(u32::MAX);
-        tokio::time::timeout(Duration::from_secs(600), connected.acquire_many(all))
-            .await
-            .context("lean subscribers did not all connect within 10 minutes")??
-            .forget();
+        let followers = Followers::start(&args, base, key, since, &stop_rx).await?;
         println!("ready");
 
         let mut phase_of = HashMap::new();
@@ -365,10 +528,8 @@ pub async fn run_lean_fleet(args: LeanFleetArgs) -> anyhow::Result<()> {
             let words: Vec<&str> = line.split_whitespace().collect();
             match words[..] {
                 ["sent", seq, micros, phase] => {
-                    phase_of.insert(
-                        seq.parse::<u64>()?,
-                        (micros.parse::<u64>()?, phase.parse::<usize>()?),
-                    );
+                    let sent = (micros.parse::<u64>()?, phase.parse::<usize>()?);
+                    phase_of.insert(seq.parse::<u64>()?, sent);
                 }
                 ["final", seq] => {
                     stop_tx.send_replace(Some(seq.parse()?));
@@ -377,18 +538,13 @@ pub async fn run_lean_fleet(args: LeanFleetArgs) -> anyhow::Result<()> {
                 _ => bail!("unexpected line {line:?}"),
             }
         }
+        let (receipts, reconnects, faults) = followers.finish().await?;
         let mut latencies = [Vec::new(), Vec::new()];
-        let (mut reconnects, mut faults) = (0, 0);
-        while let Some(seen) = set.join_next().await {
-            let seen = seen?;
-            reconnects += seen.tally.reconnects;
-            faults += seen.tally.faults;
-            for (seq, at) in seen.receipts {
-                if let Some(&(sent, phase)) = phase_of.get(&seq)
-                    && let Some(phase) = latencies.get_mut(phase)
-                {
-                    phase.push(at.saturating_sub(sent));
-                }
+        for (seq, at) in receipts.into_iter().flatten() {
+            if let Some(&(sent, phase)) = phase_of.get(&seq)
+                && let Some(phase) = latencies.get_mut(phase)
+            {
+                phase.push(at.saturating_sub(sent));
             }
         }
         let mut summary = json!({ "reconnects": reconnects, "faults": faults });
@@ -407,7 +563,7 @@ pub async fn run_lean_fleet(args: LeanFleetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The lean fleet child, from the parent's side.
+/// The subscribers' child, from the parent's side.
 struct ChildFleet {
     stdin: ChildStdin,
     lines: tokio::io::Lines<BufReader<ChildStdout>>,
@@ -415,9 +571,13 @@ struct ChildFleet {
 }
 
 impl ChildFleet {
-    async fn start(count: usize) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args(["lean-fleet", "--count", &count.to_string()])
+    async fn start(count: usize, agents: bool) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?);
+        child.args(["floor-fleet", "--count", &count.to_string()]);
+        if agents {
+            child.arg("--agents");
+        }
+        let mut child = child
             .env("REVOCAST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -442,18 +602,17 @@ impl ChildFleet {
     async fn answer(&mut self, limit: Duration) -> anyhow::Result<String> {
         tokio::time::timeout(limit, self.lines.next_line())
             .await
-            .context("the lean fleet did not answer in time")??
-            .context("the lean fleet exited")
+            .context("the subscribers did not answer in time")??
+            .context("the subscribers' child exited")
     }
 
     /// Connect every subscriber to `base` from `since`, and let the connections settle.
     async fn connect(&mut self, base: &str, key: &str, since: u64) -> anyhow::Result<()> {
-        let key = if key.is_empty() { "-" } else { key };
         self.line(&format!("connect {base} {key} {since}\n"))
             .await?;
         let ready = self.answer(Duration::from_secs(900)).await?;
         if ready != "ready" {
-            bail!("the lean fleet did not get ready: {ready:?}");
+            bail!("the subscribers did not get ready: {ready:?}");
         }
         // The last connections' backlogs and first heartbeats out of the way.
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -125,6 +125,10 @@ enum Scenario {
     Floor {
         #[arg(long, default_value_t = 1000)]
         subscribers: usize,
+        /// Full agents (in the same child process, one target after the other) instead of
+        /// lean subscribers.
+        #[arg(long)]
+        agents: bool,
         /// Revocations sent one at a time, 50–600 ms apart.
         #[arg(long, default_value_t = 50)]
         isolated: usize,
@@ -138,9 +142,9 @@ enum Scenario {
     /// (internal) Run the floor broadcaster for `floor`.
     #[command(hide = true)]
     FloorServer(floor::FloorServerArgs),
-    /// (internal) Run the lean subscribers for `floor`.
+    /// (internal) Run the subscribers for `floor`.
     #[command(hide = true)]
-    LeanFleet(floor::LeanFleetArgs),
+    FloorFleet(floor::FleetArgs),
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
     Authority(children::AuthorityArgs),
@@ -196,16 +200,17 @@ fn main() -> ExitCode {
             } => scenarios::soak(subscribers, rate, seconds, lean, ack, max_ttl).await?,
             Scenario::Floor {
                 subscribers,
+                agents,
                 isolated,
                 rate,
                 seconds,
-            } => floor::floor(subscribers, isolated, rate, seconds).await?,
+            } => floor::floor(subscribers, agents, isolated, rate, seconds).await?,
             Scenario::FloorServer(args) => {
                 floor::serve_floor(args).await?;
                 return Ok(None);
             }
-            Scenario::LeanFleet(args) => {
-                floor::run_lean_fleet(args).await?;
+            Scenario::FloorFleet(args) => {
+                floor::run_fleet(args).await?;
                 return Ok(None);
             }
             Scenario::Authority(args) => {
