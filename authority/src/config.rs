@@ -11,7 +11,7 @@ use revocast_shared::duration::parse_duration;
 
 use crate::Error;
 use crate::stream::MAX_LINGER;
-pub use crate::stream::Pacing;
+pub use crate::stream::{Pacing, WRITE_BURST};
 use crate::tls::{self, TlsFiles};
 
 /// Tokens may live at most this long whatever `--max-ttl` says: revocation entries are kept
@@ -163,13 +163,14 @@ pub struct ServeArgs {
     /// the store.
     #[arg(long, env = "REVOCAST_STREAM_RECENT_EVENTS", default_value_t = crate::stream::RECENT_EVENTS)]
     pub stream_recent_events: usize,
-    /// After a stream connection has written everything it had, it waits this long before
-    /// writing again, so that under sustained load one write carries every commit of the
-    /// interval. An isolated revocation is sent at once; 0 writes every commit as it comes.
+    /// The least average interval between a stream connection's writes of events, so that
+    /// under sustained load one write carries every commit of the interval. A burst of a few
+    /// writes is allowed, so isolated revocations are sent at once; 0 writes every commit as
+    /// it comes.
     #[arg(long, env = "REVOCAST_STREAM_LINGER", default_value = "5ms", value_parser = parse_duration)]
     pub stream_linger: Duration,
     /// Stream writes per second the authority aims to stay under across all its subscribers.
-    /// Under sustained load each connection then writes at most once per
+    /// Under sustained load each connection then writes about once per
     /// max(--stream-linger, subscribers ÷ this), at most 250ms: at 10,000 subscribers and the
     /// default, four times a second, each write carrying every commit since the last.
     #[arg(
@@ -178,6 +179,11 @@ pub struct ServeArgs {
         default_value_t = 40_000
     )]
     pub stream_writes_per_second: u32,
+    /// Writes of events a stream connection may make back to back before the linger paces it,
+    /// so that isolated revocations, even a moment apart, are never held back. 1 makes the
+    /// linger a fixed quiet time after every write.
+    #[arg(long, env = "REVOCAST_STREAM_WRITE_BURST", default_value_t = crate::stream::WRITE_BURST)]
+    pub stream_write_burst: u32,
     /// Acknowledgments per second the authority aims to stay under across all its
     /// subscribers: `hello` asks each to acknowledge at most once per max(50ms, subscribers ÷
     /// this), at most 2s, on average. A quiet subscriber still acknowledges at once.
@@ -415,6 +421,9 @@ impl ServeArgs {
         if self.stream_writes_per_second == 0 {
             return invalid("--stream-writes-per-second must be at least 1");
         }
+        if !(1..=64).contains(&self.stream_write_burst) {
+            return invalid("--stream-write-burst must be between 1 and 64");
+        }
         if self.fleet_acks_per_second == 0 {
             return invalid("--fleet-acks-per-second must be at least 1");
         }
@@ -483,6 +492,7 @@ impl ServeArgs {
             stream_pacing: Pacing {
                 min_linger: self.stream_linger,
                 writes_per_second: self.stream_writes_per_second,
+                write_burst: self.stream_write_burst,
                 acks_per_second: self.fleet_acks_per_second,
             },
             write_timeout: self.write_timeout,
@@ -677,6 +687,14 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert!(parse(&["--stream-writes-per-second", "0"]).is_err());
+        assert!(parse(&["--stream-write-burst", "0"]).is_err());
+        assert!(parse(&["--stream-write-burst", "65"]).is_err());
+        assert_eq!(
+            parse(&["--stream-write-burst", "1"])
+                .ok()
+                .map(|c| c.stream_pacing.write_burst),
+            Some(1)
+        );
         assert!(parse(&["--subscriber-queue", "1"]).is_err());
         assert!(parse(&["--log-retention", "0"]).is_err());
         assert!(parse(&["--header-read-timeout", "0"]).is_err());

@@ -6,13 +6,14 @@
 //! [`Feed::next`] is cancel-safe: its state changes only after each await completes, so a
 //! transport can `select!` it against reading the socket.
 //!
-//! Linger: a connection that has just written every event it had waits until the linger has
-//! passed since that write before it takes more from the live feed (a write of heartbeats or
-//! `hello` alone starts no linger). An isolated revocation
-//! therefore goes out at once, but under sustained load each connection writes at most once
-//! per linger, carrying every commit of that interval in one write. The linger grows with the
-//! fleet ([`Pacing`]), so the writes per second stay bounded however many subscribers there
-//! are and however fast revocations are committed.
+//! Linger: a connection's writes of events are paced to one per linger on average, with a
+//! burst of a few ([`WriteBudget`]); once the burst is spent it takes nothing more from the
+//! live feed until its budget allows (a write of heartbeats or `hello` alone costs nothing).
+//! An isolated revocation — even one a moment after another — therefore goes out at once,
+//! but under sustained load each connection writes about once per linger, carrying every
+//! commit of that interval in one write. The linger grows with the fleet ([`Pacing`]), so the
+//! writes per second stay bounded however many subscribers there are and however fast
+//! revocations are committed.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 
 use super::encoded::Encoded;
 use super::hub::{Hub, Subscription};
-use super::pacing::Pacing;
+use super::pacing::{Pacing, WriteBudget};
 use super::part::{FRAME_BYTES, Frame, Part, Published};
 use crate::store::{Backlog, Store};
 
@@ -111,9 +112,11 @@ pub struct Feed {
     /// The backlog from the store runs through this `seq`; the live feed starts after it.
     backlog_through: Seq,
     live: tokio::sync::broadcast::Receiver<Published>,
-    /// Quiet time after writing everything that was pending (see the module docs).
+    /// How often this connection may write events (see the module docs).
     pacing: Pacing,
-    /// No live events are taken before this instant.
+    /// The writes of events made, against the linger's average.
+    budget: WriteBudget,
+    /// No live events are taken before this instant: the budget is spent until then.
     quiet_until: Option<Instant>,
 }
 
@@ -147,6 +150,7 @@ impl Feed {
             backlog_through: since,
             live,
             pacing,
+            budget: WriteBudget::default(),
             quiet_until: None,
         };
         if client_epoch.is_some_and(|e| e != feed.hub.epoch()) {
@@ -173,13 +177,13 @@ impl Feed {
         loop {
             if !self.pending.is_empty() {
                 let batch = self.pending.take(BATCH_BYTES);
-                // Only a write that carried events lingers: a heartbeat (every second) or
-                // `hello` must never hold back the revocation that follows it.
+                // Only a write that carried events spends the budget: a heartbeat (every
+                // second) or `hello` must never hold back the revocation that follows it.
                 if self.pending.is_empty() && batch.iter().any(|f| f.events() > 0) {
                     let linger = self.pacing.linger(self.hub.fleet_size());
-                    if !linger.is_zero() {
-                        self.quiet_until = Some(Instant::now() + linger);
-                    }
+                    let now = Instant::now();
+                    self.budget.wrote(now, linger);
+                    self.quiet_until = self.budget.ready_at(now, linger, self.pacing.write_burst);
                 }
                 return Ok(batch);
             }
@@ -295,7 +299,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_write_of_events_lingers_so_a_heartbeat_never_holds_back_a_revocation() {
+    async fn only_writes_of_events_spend_the_budget_so_a_heartbeat_never_holds_back_a_revocation() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(dir.path()).await.unwrap());
@@ -303,6 +307,7 @@ mod tests {
         let pacing = Pacing {
             min_linger: std::time::Duration::from_secs(60),
             writes_per_second: 40_000,
+            write_burst: super::super::pacing::WRITE_BURST,
             acks_per_second: 5_000,
         };
         let subscription = hub.subscribe(None).unwrap();
@@ -313,11 +318,14 @@ mod tests {
         hub.heartbeat(|_| std::time::Duration::from_millis(50));
         assert_eq!(events(&feed.next().await.unwrap()), 0, "the heartbeat");
         assert_eq!(feed.quiet_until, None, "a heartbeat starts no linger");
-        // So the revocation right after it is taken at once (a minute's linger would hang
-        // this test), and its write lingers.
-        hub.publish(&[crate::stream::testing::session(1)]);
-        assert_eq!(events(&feed.next().await.unwrap()), 1);
-        assert!(feed.quiet_until.is_some(), "a write of events lingers");
+        // So the revocations right after it are taken at once (a minute's linger would hang
+        // this test) while the burst lasts; the write that spends it lingers.
+        for seq in 1..=u64::from(super::super::pacing::WRITE_BURST) {
+            assert_eq!(feed.quiet_until, None, "within the burst");
+            hub.publish(&[crate::stream::testing::session(seq)]);
+            assert_eq!(events(&feed.next().await.unwrap()), 1);
+        }
+        assert!(feed.quiet_until.is_some(), "the burst is spent");
     }
 
     #[test]

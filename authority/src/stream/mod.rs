@@ -13,6 +13,6 @@ mod testing;
 
 pub use feed::{End, Feed};
 pub use hub::{Hub, RECENT_EVENTS, SubscribeError};
-pub use pacing::{MAX_LINGER, Pacing};
+pub use pacing::{MAX_LINGER, Pacing, WRITE_BURST};
 pub use part::Frame;
 pub(crate) use part::sse_of;

@@ -5,10 +5,14 @@
 //! however few events the write carries. With 10,000 subscribers, writing every commit as it
 //! comes would need more writes per second than two cores can make, and the connections'
 //! tasks would crowd the scheduler so that revocations themselves wait behind them. So after
-//! a connection has written everything it had, it stays quiet for a *linger* that grows with
+//! a connection writes events at most once per *linger* on average, a linger that grows with
 //! the fleet: the total stays near `writes_per_second`, and each write carries every commit
-//! since the last. An isolated revocation still goes out at once; only the ones right after
-//! it wait, at most [`MAX_LINGER`].
+//! since the last. The average is kept by a GCRA ([`WriteBudget`]) with a burst of
+//! [`WRITE_BURST`] writes, not by a fixed quiet time after each write: a revocation that
+//! follows another by less than a linger — two urgent ones a moment apart, the usual case for
+//! "isolated" revocations at 10,000 subscribers, whose linger is 250 ms — still goes out at
+//! once. Only sustained load, which spends the burst, is batched; a write then waits at most
+//! [`MAX_LINGER`].
 //!
 //! Acknowledgments are the same budget the other way: each is a segment the authority reads
 //! and a wake-up of its connection (~8 µs in the soak of BENCHMARKS.md). `hello` asks each
@@ -20,6 +24,38 @@ use std::time::Duration;
 
 /// The longest linger: well inside the agents' staleness budget (heartbeats wait behind it).
 pub const MAX_LINGER: Duration = Duration::from_millis(250);
+
+/// Writes of events a connection may make back to back before the linger paces it, by
+/// default (`--stream-write-burst`): enough that revocations a fraction of a linger apart are
+/// never held, few enough that a fleet-wide burst (every connection spending it at once when
+/// load starts) stays a moment's work. 1 is a fixed quiet linger after every write.
+pub const WRITE_BURST: u32 = 4;
+
+/// One connection's budget of event writes: a GCRA (the theoretical time of its next write)
+/// over intervals of one linger, allowing [`Pacing::write_burst`] writes at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct WriteBudget {
+    tat: Option<tokio::time::Instant>,
+}
+
+impl WriteBudget {
+    /// Record a write of events at `now`, each write being worth `linger`.
+    pub(crate) fn wrote(&mut self, now: tokio::time::Instant, linger: Duration) {
+        self.tat = Some(self.tat.map_or(now, |tat| tat.max(now)) + linger);
+    }
+
+    /// When the next write of events may go, if not at once: `None` while the burst lasts.
+    pub(crate) fn ready_at(
+        &self,
+        now: tokio::time::Instant,
+        linger: Duration,
+        burst: u32,
+    ) -> Option<tokio::time::Instant> {
+        let tolerance = linger * burst.saturating_sub(1);
+        let at = self.tat?.checked_sub(tolerance)?;
+        (at > now).then_some(at)
+    }
+}
 
 /// The protocol's least interval between acknowledgments (PROTOCOL.md).
 pub const MIN_ACK_INTERVAL: Duration = Duration::from_millis(50);
@@ -33,6 +69,9 @@ pub struct Pacing {
     pub min_linger: Duration,
     /// Writes per second the whole fleet should cost at most (`--stream-writes-per-second`).
     pub writes_per_second: u32,
+    /// Writes of events one connection may make at once before the linger paces it
+    /// (`--stream-write-burst`, at least 1).
+    pub write_burst: u32,
     /// Acknowledgments per second the whole fleet should cost at most
     /// (`--fleet-acks-per-second`).
     pub acks_per_second: u32,
@@ -63,6 +102,7 @@ mod tests {
         let pacing = Pacing {
             min_linger: Duration::from_millis(5),
             writes_per_second: 40_000,
+            write_burst: WRITE_BURST,
             acks_per_second: 5_000,
         };
         let ms = |subscribers| pacing.linger(subscribers).as_secs_f64() * 1000.0;
@@ -80,10 +120,60 @@ mod tests {
     }
 
     #[test]
+    fn writes_burst_then_keep_one_per_linger_on_average() {
+        let linger = Duration::from_millis(250);
+        let start = tokio::time::Instant::now();
+        let mut budget = WriteBudget::default();
+        assert_eq!(
+            budget.ready_at(start, linger, WRITE_BURST),
+            None,
+            "a quiet connection writes at once"
+        );
+        for _ in 0..WRITE_BURST {
+            assert_eq!(
+                budget.ready_at(start, linger, WRITE_BURST),
+                None,
+                "within the burst"
+            );
+            budget.wrote(start, linger);
+        }
+        // The burst is spent: the next write waits one linger, then one per linger.
+        assert_eq!(
+            budget.ready_at(start, linger, WRITE_BURST),
+            Some(start + linger)
+        );
+        budget.wrote(start + linger, linger);
+        assert_eq!(
+            budget.ready_at(start + linger, linger, WRITE_BURST),
+            Some(start + linger * 2)
+        );
+        // Quiet for a burst's worth of lingers, and the whole burst is back.
+        let later = start + linger * (2 + WRITE_BURST);
+        for _ in 0..WRITE_BURST {
+            assert_eq!(budget.ready_at(later, linger, WRITE_BURST), None);
+            budget.wrote(later, linger);
+        }
+        assert!(budget.ready_at(later, linger, WRITE_BURST).is_some());
+        // A burst of 1 is a fixed quiet linger after each write.
+        let mut budget = WriteBudget::default();
+        budget.wrote(later, linger);
+        assert_eq!(budget.ready_at(later, linger, 1), Some(later + linger));
+        // Isolated revocations, however close, while they come slower than one per linger on
+        // average, never wait: here four in 200 ms after a quiet second.
+        let mut budget = WriteBudget::default();
+        for i in 0..4u32 {
+            let at = later + Duration::from_secs(1) + Duration::from_millis(50) * i;
+            assert_eq!(budget.ready_at(at, linger, WRITE_BURST), None);
+            budget.wrote(at, linger);
+        }
+    }
+
+    #[test]
     fn the_ack_interval_grows_with_the_fleet_between_the_protocols_minimum_and_the_cap() {
         let pacing = Pacing {
             min_linger: Duration::ZERO,
             writes_per_second: 40_000,
+            write_burst: WRITE_BURST,
             acks_per_second: 5_000,
         };
         let ms = |subscribers| pacing.ack_interval(subscribers).as_millis();
