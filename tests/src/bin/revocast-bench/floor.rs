@@ -78,12 +78,17 @@ pub async fn floor(
         }
     };
     let mut sent = Vec::new();
+    // How long each isolated revoke took to answer (a durable commit and its HTTP round
+    // trip): the part of revocast's latency the floor has no counterpart for.
+    let mut answered_us = Vec::with_capacity(isolated);
     for pause in isolated_pauses(isolated) {
         tokio::time::sleep(pause).await;
         let at = unix_micros();
         next += 1;
         sent.push((revoke(next).await?, at, 0));
+        answered_us.push(unix_micros().saturating_sub(at));
     }
+    answered_us.sort_unstable();
     let mut paced = JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
     for _ in 0..u64::from(rate) * seconds {
@@ -103,7 +108,9 @@ pub async fn floor(
         .map(|(seq, _, _)| *seq)
         .max()
         .unwrap_or(revocast_head);
-    let revocast = fleet.finish(revocast_head, &sent).await?;
+    let mut revocast = fleet.finish(revocast_head, &sent).await?;
+    revocast["isolated"]["revoke_answered_p50_ms"] =
+        json!(round3(percentile(&answered_us, 50.0) as f64 / 1000.0));
     targets.insert("revocast".into(), revocast);
 
     // The floor: the same counts, written to its stdin.
