@@ -5,7 +5,7 @@
 //! The floor is a broadcaster of the bench's own (`revocast-bench floor-server`, a child
 //! process like the authority): the least a WebSocket fan-out can do — no storage, no auth,
 //! one prebuilt frame per event shared by every connection, one write per connection per
-//! event. A third process (`revocast-bench floor-fleet`) holds the subscribers — lean ones
+//! event (per wake-up, when several are already queued: it never waits to batch). A third process (`revocast-bench floor-fleet`) holds the subscribers — lean ones
 //! (frame readers, `lean.rs`) or, with `--agents`, full agents: it follows revocast, then the
 //! floor, with the same code on the same runtime, and reports when each event reached (lean)
 //! or was applied by (agents) each subscriber. For full agents the floor also serves what an
@@ -17,14 +17,15 @@
 //! event (revocast: the revoke request, which includes the durable commit; floor: the line to
 //! its stdin) until a subscriber read its frame, over every (subscriber, event) pair.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use clap::Args;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -345,12 +346,54 @@ async fn serve_connection(mut tcp: TcpStream, floor: &Floor) -> anyhow::Result<(
     );
     tcp.write_all(&text_frame(hello.as_bytes())).await?;
     loop {
+        let mut frames = VecDeque::new();
         match rx.recv().await {
-            Ok(frame) => tcp.write_all(&frame).await?,
+            Ok(frame) => frames.push_back(frame),
             Err(broadcast::error::RecvError::Lagged(_)) => bail!("lagged"),
             Err(broadcast::error::RecvError::Closed) => return Ok(()),
         }
+        // Whatever else is queued already goes in the same write: under sustained load a
+        // broadcaster that wrote each event on its own would measure the syscall, not the
+        // fan-out. An isolated event is one frame, one write; nothing ever waits for more.
+        while frames.len() < MAX_FRAMES_PER_WRITE {
+            match rx.try_recv() {
+                Ok(frame) => frames.push_back(frame),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => bail!("lagged"),
+                Err(_) => break,
+            }
+        }
+        write_all_vectored(&mut tcp, frames).await?;
     }
+}
+
+/// Frames coalesced into one write at most: about what revocast's batch carries.
+const MAX_FRAMES_PER_WRITE: usize = 256;
+
+/// Write every frame with vectored writes, straight from the shared bytes.
+async fn write_all_vectored(
+    tcp: &mut TcpStream,
+    mut frames: VecDeque<Bytes>,
+) -> anyhow::Result<()> {
+    while !frames.is_empty() {
+        let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+        let mut written = tcp.write_vectored(&slices).await?;
+        if written == 0 {
+            bail!("the connection took nothing");
+        }
+        while written > 0 {
+            let Some(front) = frames.front_mut() else {
+                break;
+            };
+            if written >= front.len() {
+                written -= front.len();
+                frames.pop_front();
+            } else {
+                front.advance(written);
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The floor broadcaster child, from the parent's side.
