@@ -491,7 +491,7 @@ async fn append<W: LogWriter>(
         at: log.at,
     };
     let leaf = event_leaf_hash(&event);
-    let tree = match &mut log.tree {
+    let tree = match log.tree.take() {
         Some(tree) => tree,
         None => {
             let stored = w.tree().await?;
@@ -502,10 +502,10 @@ async fn append<W: LogWriter>(
                     log.head
                 )));
             }
-            log.tree.insert(stored)
+            stored
         }
     };
-    tree.push(leaf);
+    log.tree.insert(tree).push(leaf);
     w.insert_leaf(to_i64(seq.get())?, leaf).await?;
     let revocation = event.revocation;
     let expires_at = revocation.expires_at();

@@ -231,12 +231,16 @@ impl Feed {
         };
         // A heartbeat carries the latest checkpoint if this connection has not had it yet —
         // so its first heartbeat carries the latest one — unless it ends before `since`.
-        let published = match published.checkpoint() {
-            Some(c) if c.serial != self.checkpoint_sent && c.size >= self.resumed_from.get() => {
-                self.checkpoint_sent = c.serial;
-                Arc::clone(&c.beat)
+        let with_checkpoint = published
+            .checkpoint()
+            .filter(|c| c.serial != self.checkpoint_sent && c.size >= self.resumed_from.get())
+            .map(|c| (c.serial, Arc::clone(&c.beat)));
+        let published = match with_checkpoint {
+            Some((serial, beat)) => {
+                self.checkpoint_sent = serial;
+                beat
             }
-            _ => published,
+            None => published,
         };
         let mut bytes = 0;
         for message in published.messages() {

@@ -193,7 +193,8 @@ impl Hub {
     /// alternative with the latest checkpoint is encoded once, here, for every connection.
     pub fn heartbeat(&self, ack_interval: impl FnOnce(usize) -> Duration) {
         let mut state = self.lock();
-        if let Some(waiting) = state.waiting.take_if(|w| w.size() <= state.head.get()) {
+        let head = state.head.get();
+        if let Some(waiting) = state.waiting.take_if(|w| w.size() <= head) {
             install(&mut state, waiting);
         }
         let at = UnixMillis::now();

@@ -64,10 +64,6 @@ impl Checkpointer {
         }
     }
 
-    pub fn origin(&self) -> &str {
-        &self.origin
-    }
-
     pub fn keys(&self) -> &Arc<LogKeys> {
         &self.keys
     }

@@ -163,6 +163,9 @@ impl LogKeys {
 async fn generate() -> Result<LogSigningKey, Error> {
     tokio::task::spawn_blocking(LogSigningKey::generate)
         .await
-        .map_err(|e| Error::Config(format!("generating a log key: {e}")))?
+        .map_err(|e| Error::Io {
+            what: "generating a log key".into(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(Error::from)
 }

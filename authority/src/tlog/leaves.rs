@@ -23,7 +23,8 @@ pub struct Levels {
 }
 
 impl Levels {
-    pub fn len(&self) -> u64 {
+    /// Leaves held.
+    pub fn size(&self) -> u64 {
         self.levels.first().map_or(0, |l| l.len() as u64)
     }
 
@@ -49,11 +50,11 @@ impl LeafHashSource for Levels {
     type Error = MissingLeaves;
 
     fn range_root(&self, start: u64, end: u64) -> Result<TreeHash, MissingLeaves> {
-        if start >= end || end > self.len() {
+        if start >= end || end > self.size() {
             return Err(MissingLeaves { start, end });
         }
         let n = end - start;
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let j = n.trailing_zeros() as usize;
             return self
                 .levels
@@ -85,12 +86,12 @@ impl LeafCache {
         size: u64,
     ) -> Result<MutexGuard<'_, Levels>, StoreError> {
         let mut levels = self.levels.lock().await;
-        while levels.len() < size {
-            let page = store.leaf_hashes(levels.len(), PAGE).await?;
+        while levels.size() < size {
+            let page = store.leaf_hashes(levels.size(), PAGE).await?;
             if page.is_empty() {
                 return Err(StoreError::Corrupt(format!(
                     "the transparency log's leaf of seq {} is missing",
-                    levels.len() + 1
+                    levels.size() + 1
                 )));
             }
             for leaf in page {
