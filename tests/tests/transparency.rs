@@ -156,7 +156,10 @@ async fn checkpoint_of(a: &TestAuthority, size: u64) -> (Checkpoint, String) {
         if checkpoint.size >= size {
             return (checkpoint, note);
         }
-        assert!(tokio::time::Instant::now() < deadline, "no checkpoint of {size}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint of {size}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -306,7 +309,11 @@ async fn heartbeats_carry_checkpoints_that_verify_and_match() {
         let m = sse.next().await;
         if let Some(at) = m.data.find(member) {
             assert!(m.data.ends_with("\"}"));
-            assert_eq!(m.data[at..].matches("\":").count(), 1, "nothing after checkpoint");
+            assert_eq!(
+                m.data[at..].matches("\":").count(),
+                1,
+                "nothing after checkpoint"
+            );
             break;
         }
     }
@@ -354,8 +361,7 @@ async fn snapshots_carry_a_matching_checkpoint_and_frontier_and_ndjson_is_sealed
     let check_head = |first: &Value| {
         let seq = first["seq"].as_u64().expect("seq");
         let note = first["checkpoint"].as_str().expect("checkpoint");
-        let checkpoint =
-            verify_checkpoint_note(note.as_bytes(), &origin, &keys).expect("verifies");
+        let checkpoint = verify_checkpoint_note(note.as_bytes(), &origin, &keys).expect("verifies");
         let frontier: Frontier =
             serde_json::from_value(first["frontier"].clone()).expect("frontier");
         assert_eq!(checkpoint.size, seq);
@@ -429,8 +435,11 @@ async fn inclusion_and_consistency_proofs_verify_and_bad_parameters_are_refused(
     for size in 1..=head {
         let root = root_of(&leaves[..size as usize]);
         for seq in 1..=size {
-            let (status, proof) =
-                get_json(&a, &format!("/v1/log/proof/inclusion?seq={seq}&size={size}")).await;
+            let (status, proof) = get_json(
+                &a,
+                &format!("/v1/log/proof/inclusion?seq={seq}&size={size}"),
+            )
+            .await;
             assert_eq!(status, 200, "{proof}");
             assert_eq!(proof["seq"], seq);
             assert_eq!(proof["leaf_index"], seq - 1);
@@ -446,10 +455,16 @@ async fn inclusion_and_consistency_proofs_verify_and_bad_parameters_are_refused(
             assert!(verify_inclusion(&leaf, seq - 1, size, &path, &root));
         }
         for from in 0..=size {
-            let (status, proof) =
-                get_json(&a, &format!("/v1/log/proof/consistency?from={from}&to={size}")).await;
+            let (status, proof) = get_json(
+                &a,
+                &format!("/v1/log/proof/consistency?from={from}&to={size}"),
+            )
+            .await;
             assert_eq!(status, 200, "{proof}");
-            assert_eq!((proof["from"].clone(), proof["to"].clone()), (json!(from), json!(size)));
+            assert_eq!(
+                (proof["from"].clone(), proof["to"].clone()),
+                (json!(from), json!(size))
+            );
             let path: Vec<TreeHash> = proof["consistency_path"]
                 .as_array()
                 .expect("path")
@@ -499,7 +514,10 @@ async fn a_restart_continues_the_same_tree() {
     let (after, _) = checkpoint_of(&a, head).await;
     let (status, proof) = get_json(
         &a,
-        &format!("/v1/log/proof/consistency?from={}&to={}", before.size, after.size),
+        &format!(
+            "/v1/log/proof/consistency?from={}&to={}",
+            before.size, after.size
+        ),
     )
     .await;
     assert_eq!(status, 200);
@@ -602,7 +620,10 @@ async fn start_after_tampering(mut a: TestAuthority, sql: &str) -> String {
 async fn a_log_changed_at_rest_refuses_the_next_start_naming_the_seq() {
     for (sql, seq) in [
         ("DELETE FROM revocations WHERE seq = 3", 3),
-        ("UPDATE revocations SET expires_at = expires_at + 1 WHERE seq = 2", 2),
+        (
+            "UPDATE revocations SET expires_at = expires_at + 1 WHERE seq = 2",
+            2,
+        ),
         // Rows and leaves both gone: the stored tree no longer gives the signed root.
         ("DELETE FROM log_leaves WHERE seq = 4", 4),
     ] {

@@ -571,12 +571,11 @@ impl SnapshotFormat {
             (Self::Json, ..) => Ok("]}".to_string()),
             (Self::Ndjson, Some(mut digest), Some(key)) => {
                 digest.update(b"\n");
-                let seal = tokio::task::spawn_blocking(move || {
-                    SnapshotSeal::sign(&key, digest.finish())
-                })
-                .await
-                .map_err(std::io::Error::other)?
-                .map_err(std::io::Error::other)?;
+                let seal =
+                    tokio::task::spawn_blocking(move || SnapshotSeal::sign(&key, digest.finish()))
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .map_err(std::io::Error::other)?;
                 Ok(format!("\n{}", end_line(events, &seal)))
             }
             (Self::Ndjson, ..) => Ok(format!("\n{{\"end\":{{\"events\":{events}}}}}\n")),

@@ -11,7 +11,7 @@ use revocast_shared::{Seq, UnixMillis, UnixSeconds};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
-    ApiKeyRecord, Backlog, KeyRecord, LogKeyRecord, Loaded, Mutation, NewApiKey, Outcome,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, LogKeyRecord, Mutation, NewApiKey, Outcome,
     SnapshotPart, SqliteStore, Store, TreeHead,
 };
 use crate::config::Scope;

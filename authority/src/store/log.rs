@@ -332,7 +332,10 @@ pub(super) fn frontier_of(column: Option<Vec<u8>>) -> Result<Frontier, StoreErro
 
 /// Stored leaf rows `(seq, hash)` read after the first `after` leaves, checked to be exactly
 /// the leaves `after + 1, after + 2, …` (a deleted leaf is named by its `seq`).
-pub(super) fn leaves_of(after: u64, rows: Vec<(i64, Vec<u8>)>) -> Result<Vec<TreeHash>, StoreError> {
+pub(super) fn leaves_of(
+    after: u64,
+    rows: Vec<(i64, Vec<u8>)>,
+) -> Result<Vec<TreeHash>, StoreError> {
     let mut expected = after;
     rows.into_iter()
         .map(|(seq, hash)| {

@@ -31,7 +31,7 @@ use super::log::{
     read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, Doorbell, FleetRecord, KeyRecord, LogKeyRecord, Loaded, Logged,
+    ApiKeyRecord, Backlog, Doorbell, FleetRecord, KeyRecord, Loaded, LogKeyRecord, Logged,
     Mutation, NewApiKey, NewRefreshToken, Outcome, RefreshState, Ring, SnapshotPart, StartSession,
     Store, TreeHead,
 };
@@ -110,11 +110,10 @@ async fn begin_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>,
 
 /// `(epoch, head, floor, frontier)`, from one row: they agree.
 async fn read_state(conn: &mut PgConnection) -> Result<(Epoch, Seq, Seq, Frontier), StoreError> {
-    let (epoch, head, floor, tree): (String, i64, i64, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT epoch, head_seq, log_floor, frontier FROM log_state WHERE id = 1",
-    )
-    .fetch_one(conn)
-    .await?;
+    let (epoch, head, floor, tree): (String, i64, i64, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT epoch, head_seq, log_floor, frontier FROM log_state WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
     Ok((
         Epoch::new(epoch),
         seq_of(head)?,
@@ -676,11 +675,10 @@ impl Store for PgStore {
         // frees the log for the other replicas instead of waiting for TCP to notice.
         sqlx::query(COMMIT_LIMITS).execute(&mut *tx).await?;
         // The row lock that orders every commit of every replica (see the module doc).
-        let (start, tree): (i64, Option<Vec<u8>>) = sqlx::query_as(
-            "SELECT head_seq, frontier FROM log_state WHERE id = 1 FOR UPDATE",
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let (start, tree): (i64, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT head_seq, frontier FROM log_state WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
         let start = seq_of(start)?;
         let mut writer = Writer::new(&mut tx, tree);
         let applied = apply_batch(&mut writer, start, at, batch).await?;
@@ -764,13 +762,12 @@ impl Store for PgStore {
     }
 
     async fn leaf_hashes(&self, after: u64, limit: u32) -> Result<Vec<TreeHash>, StoreError> {
-        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, hash FROM log_leaves WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(to_i64(after)?)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM log_leaves WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(to_i64(after)?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
         leaves_of(after, rows)
     }
 

@@ -23,11 +23,10 @@ use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
     API_KEY_COLUMNS, ApiKeyRow, NewRow, REFRESH_STATE, ReadLog, RefreshRow, RowParts, api_key_of,
     check_contiguous, corrupt, frontier_of, generation_of, leaves_of, log_key_of, logged_of,
-    read_in_force,
-    scope_of, send_snapshot, seq_of, to_i64,
+    read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, KeyRecord, LogKeyRecord, Loaded, Logged, Mutation, NewApiKey,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, LogKeyRecord, Logged, Mutation, NewApiKey,
     NewRefreshToken, Outcome, RefreshState, SnapshotPart, StartSession, Store, TreeHead,
 };
 use crate::config::Scope;
@@ -103,10 +102,9 @@ async fn read_epoch(conn: &mut sqlx::SqliteConnection) -> Result<Epoch, StoreErr
 }
 
 async fn read_tree(conn: &mut sqlx::SqliteConnection) -> Result<Frontier, StoreError> {
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT frontier FROM log_tree WHERE id = 1")
-            .fetch_optional(conn)
-            .await?;
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT frontier FROM log_tree WHERE id = 1")
+        .fetch_optional(conn)
+        .await?;
     frontier_of(stored)
 }
 
@@ -638,15 +636,13 @@ impl Store for SqliteStore {
     }
 
     async fn insert_log_key(&self, key: &LogKeyRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO log_keys (kid, seed, created_at, signs_from) VALUES (?, ?, ?, ?)",
-        )
-        .bind(key.kid.to_string())
-        .bind(&key.seed.expose_secret()[..])
-        .bind(key.created_at.as_millis())
-        .bind(key.signs_from.as_millis())
-        .execute(&self.writer)
-        .await?;
+        sqlx::query("INSERT INTO log_keys (kid, seed, created_at, signs_from) VALUES (?, ?, ?, ?)")
+            .bind(key.kid.to_string())
+            .bind(&key.seed.expose_secret()[..])
+            .bind(key.created_at.as_millis())
+            .bind(key.signs_from.as_millis())
+            .execute(&self.writer)
+            .await?;
         Ok(())
     }
 

@@ -200,16 +200,19 @@ impl Hub {
         let at = UnixMillis::now();
         let ack_interval_ms = ack_interval(state.receivers()).as_millis() as u64;
         let plain = Encoded::heartbeat(state.head, at, ack_interval_ms, None);
-        let checkpoint = state.checkpoint.as_ref().map(|(serial, signed)| CheckpointBeat {
-            serial: *serial,
-            size: signed.size(),
-            beat: Part::new([Encoded::heartbeat(
-                state.head,
-                at,
-                ack_interval_ms,
-                Some(&signed.note),
-            )]),
-        });
+        let checkpoint = state
+            .checkpoint
+            .as_ref()
+            .map(|(serial, signed)| CheckpointBeat {
+                serial: *serial,
+                size: signed.size(),
+                beat: Part::new([Encoded::heartbeat(
+                    state.head,
+                    at,
+                    ack_interval_ms,
+                    Some(&signed.note),
+                )]),
+            });
         if let Some(tx) = &state.tx {
             let _ = tx.send(Part::heartbeat(plain, checkpoint));
         }

@@ -57,13 +57,10 @@ pub async fn check(store: &dyn Store, origin: &str, keys: &LogKeys) -> Result<()
     let mut checkpoint_root = None;
     while tree.size() < head {
         let after = tree.size();
-        let mut leaves = store
-            .leaf_hashes(after, PAGE)
-            .await
-            .map_err(|e| match e {
-                StoreError::Corrupt(what) => tampered(what),
-                e => e.into(),
-            })?;
+        let mut leaves = store.leaf_hashes(after, PAGE).await.map_err(|e| match e {
+            StoreError::Corrupt(what) => tampered(what),
+            e => e.into(),
+        })?;
         // Another replica may have committed since the head was read.
         leaves.truncate(usize::try_from(head - after).unwrap_or(usize::MAX));
         if leaves.is_empty() {

@@ -70,7 +70,10 @@ impl Checkpointer {
 
     /// The latest checkpoint this process signed (or loaded).
     pub fn latest(&self) -> Option<Arc<SignedCheckpoint>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn latest_of(&self, tree: &Frontier) -> Option<Arc<SignedCheckpoint>> {
@@ -94,9 +97,10 @@ impl Checkpointer {
     /// Sign `tree` now, keep it durably as the latest, and offer it to the hub.
     async fn sign(&self, tree: &Frontier) -> Result<Arc<SignedCheckpoint>, Error> {
         let now = UnixMillis::now();
-        let key = self.keys.signer(now).ok_or_else(|| {
-            Error::Store(StoreError::Invariant("no log key signs at this time"))
-        })?;
+        let key = self
+            .keys
+            .signer(now)
+            .ok_or_else(|| Error::Store(StoreError::Invariant("no log key signs at this time")))?;
         let checkpoint = Checkpoint {
             origin: self.origin.clone(),
             size: tree.size(),

@@ -122,7 +122,9 @@ impl LogKeys {
                 }
                 // Superseded when the next key started signing.
                 keys.get(i + 1).is_none_or(|next| {
-                    next.signs_from.as_millis().saturating_add(self.kept.as_millis() as i64)
+                    next.signs_from
+                        .as_millis()
+                        .saturating_add(self.kept.as_millis() as i64)
                         > now.as_millis()
                 })
             })
