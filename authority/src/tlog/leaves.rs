@@ -34,7 +34,7 @@ impl Levels {
         }
         self.levels[0].push(leaf);
         let mut j = 0;
-        while self.levels[j].len() % 2 == 0 {
+        while self.levels[j].len().is_multiple_of(2) {
             let n = self.levels[j].len();
             let parent = node_hash(&self.levels[j][n - 2], &self.levels[j][n - 1]);
             if self.levels.len() == j + 1 {
