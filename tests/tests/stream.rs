@@ -518,12 +518,18 @@ async fn ndjson_snapshot_holds_the_same_events_line_by_line() {
         "{}",
         lines[0]
     );
+    // The transparency log's members (its checkpoint and frontier on the head, its seal on
+    // the end line) are checked in transparency.rs.
+    let mut head = lines[0].clone();
+    for member in ["checkpoint", "frontier"] {
+        head.as_object_mut().unwrap().remove(member);
+    }
     assert_eq!(
-        lines[0],
+        head,
         json!({ "epoch": json["epoch"], "seq": json["seq"], "at": lines[0]["at"] })
     );
     assert_eq!(&lines[1..=events.len()], &events[..]);
-    assert_eq!(lines[events.len() + 1], json!({ "end": { "events": 4 } }));
+    assert_eq!(lines[events.len() + 1]["end"]["events"], 4);
     assert!(text.ends_with('\n'));
 }
 
