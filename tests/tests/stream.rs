@@ -511,12 +511,19 @@ async fn ndjson_snapshot_holds_the_same_events_line_by_line() {
         "{}",
         lines[0]
     );
+    // Then the transparency log's checkpoint (each snapshot's own signature) and frontier.
+    assert!(lines[0]["checkpoint"].is_string(), "{}", lines[0]);
     assert_eq!(
         lines[0],
-        json!({ "epoch": json["epoch"], "seq": json["seq"], "at": lines[0]["at"] })
+        json!({ "epoch": json["epoch"], "seq": json["seq"], "at": lines[0]["at"],
+                "checkpoint": lines[0]["checkpoint"], "frontier": json["frontier"] })
     );
     assert_eq!(&lines[1..=events.len()], &events[..]);
-    assert_eq!(lines[events.len() + 1], json!({ "end": { "events": 4 } }));
+    // The end line counts the events and is sealed (tests/tests/transparency.rs checks the
+    // seal itself).
+    let end = &lines[events.len() + 1]["end"];
+    assert_eq!(end["events"], 4);
+    assert!(end["sha256"].is_string() && end["kid"].is_string() && end["sig"].is_string());
     assert!(text.ends_with('\n'));
 }
 
