@@ -251,21 +251,20 @@ async fn session_revocation_rejects_tokens_and_blocks_issuing() {
     s.issue(json!({ "sub": "u", "sid": "sess-3" })).await;
 }
 
-/// The JWKS's token keys (`"use":"sig"`), without the transparency log's keys.
-fn token_keys(jwks: &Value) -> Vec<Value> {
-    jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["use"] == "sig")
-        .cloned()
-        .collect()
-}
-
 #[tokio::test]
 async fn key_rotation_and_key_revocation() {
     let (s, _) = start().await;
     let (_, jwks) = s.get("/.well-known/jwks.json").await;
+    // The token keys (the transparency log's key is published beside them, apart by `use`).
+    let token_keys = |jwks: &Value| -> Vec<Value> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["use"] != "revocast-log")
+            .cloned()
+            .collect()
+    };
     let keys = token_keys(&jwks);
     assert_eq!(keys.len(), 1);
     let first_kid = keys[0]["kid"].as_str().unwrap().to_string();
