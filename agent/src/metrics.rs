@@ -66,7 +66,7 @@ impl Metrics {
             "Snapshots reloaded because the transparency log did not verify, by reason"
         );
         for code in revocast_shared::tlog::Mismatch::CODES {
-            log_resyncs.get_or_create(&vec![("reason", code)]);
+            let _ = log_resyncs.get_or_create(&vec![("reason", code)]);
         }
         let log_verified_seq = register!(
             Gauge::default(),
@@ -152,12 +152,16 @@ impl Metrics {
 
     /// Count a resync for a log mismatch; `code` is one of `Mismatch::CODES`.
     pub fn count_log_resync(&self, code: &'static str) {
-        self.log_resyncs.get_or_create(&vec![("reason", code)]).inc();
+        self.log_resyncs
+            .get_or_create(&vec![("reason", code)])
+            .inc();
     }
 
     /// Resyncs counted for `code` so far.
     pub fn log_resyncs_for(&self, code: &'static str) -> u64 {
-        self.log_resyncs.get_or_create(&vec![("reason", code)]).get()
+        self.log_resyncs
+            .get_or_create(&vec![("reason", code)])
+            .get()
     }
 
     /// Count one verify answer: `None` for ok, else the rejection code.

@@ -145,7 +145,11 @@ impl TamperProxy {
 
     /// Change what the proxy does from now on.
     pub fn set(&self, rewrite: impl Rewrite) {
-        *self.shared.rewrite.lock().unwrap_or_else(|p| p.into_inner()) = Box::new(rewrite);
+        *self
+            .shared
+            .rewrite
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Box::new(rewrite);
     }
 }
 

@@ -43,16 +43,24 @@ async fn verified_agent(a: &TestAuthority) -> (TamperProxy, Agent) {
     let proxy = TamperProxy::start(&a.base, PassThrough).await;
     let agent = Agent::start(config(&proxy, a)).unwrap();
     assert!(agent.wait_until_synced(PATIENCE).await, "never synced");
-    assert!(agent.status().verify_log, "log verification is on by default");
+    assert!(
+        agent.status().verify_log,
+        "log verification is on by default"
+    );
     until_verified(&agent, a).await;
     (proxy, agent)
 }
 
 async fn until_verified(agent: &Agent, a: &TestAuthority) {
-    eventually("the agent is fresh with its log verified up to the head", || async {
-        let s = agent.status();
-        s.fresh && s.applied.get() == a.head() && s.log_verified.map(|v| v.get()) == Some(a.head())
-    })
+    eventually(
+        "the agent is fresh with its log verified up to the head",
+        || async {
+            let s = agent.status();
+            s.fresh
+                && s.applied.get() == a.head()
+                && s.log_verified.map(|v| v.get()) == Some(a.head())
+        },
+    )
     .await;
 }
 
@@ -159,7 +167,10 @@ fn checkpoint_of(event: &SseEvent) -> Option<String> {
 }
 
 fn size_of(note: &str) -> u64 {
-    note.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0)
+    note.lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0)
 }
 
 fn is_heartbeat(event: &SseEvent) -> bool {
@@ -177,7 +188,11 @@ fn heartbeat_with(event: SseEvent, edit: impl FnOnce(&mut Value)) -> SseEvent {
 
 /// An event's data with its `seq` member changed, byte for byte otherwise.
 fn renumbered(data: &str, from: u64, to: u64) -> String {
-    data.replacen(&format!("{{\"seq\":{from},"), &format!("{{\"seq\":{to},"), 1)
+    data.replacen(
+        &format!("{{\"seq\":{from},"),
+        &format!("{{\"seq\":{to},"),
+        1,
+    )
 }
 
 #[tokio::test]
@@ -248,7 +263,11 @@ async fn a_dropped_event_is_caught_and_restored() {
     a.admin_post("/v1/revoke", json!({ "token": bob })).await;
     // The checkpoint covers an event the agent never received.
     refused_with(&agent, &a, "size_mismatch").await;
-    assert_eq!(code(&agent, &bob), "token_revoked", "restored by the resync");
+    assert_eq!(
+        code(&agent, &bob),
+        "token_revoked",
+        "restored by the resync"
+    );
     assert_eq!(watch.violations(), 0);
 }
 
@@ -445,7 +464,11 @@ impl Rewrite for ChangeExp {
         self.done = true;
         let data = event.data().unwrap().to_owned();
         let exp = event.json().unwrap()["exp"].as_i64().unwrap();
-        let changed = data.replacen(&format!("\"exp\":{exp},"), &format!("\"exp\":{},", exp - 7200), 1);
+        let changed = data.replacen(
+            &format!("\"exp\":{exp},"),
+            &format!("\"exp\":{},", exp - 7200),
+            1,
+        );
         assert_ne!(changed, data, "exp rewritten");
         vec![event.with_data(&changed, None)]
     }

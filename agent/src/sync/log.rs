@@ -59,10 +59,7 @@ impl LogCheck {
 
     /// The size of the newest checkpoint verified against the tree followed.
     pub fn verified_size(&self) -> Option<u64> {
-        self.tree
-            .as_ref()
-            .and_then(|t| t.newest())
-            .map(|c| c.size)
+        self.tree.as_ref().and_then(|t| t.newest()).map(|c| c.size)
     }
 
     /// The origin the checkpoints of `epoch` must carry.
@@ -77,8 +74,8 @@ impl LogCheck {
         }
         // Not known yet: whatever the note names, provided it is this epoch's log. Its
         // signature is checked against the expected origin next.
-        let parsed = SignedNote::parse(note.as_bytes())
-            .map_err(|e| Mismatch::Malformed(e.to_string()))?;
+        let parsed =
+            SignedNote::parse(note.as_bytes()).map_err(|e| Mismatch::Malformed(e.to_string()))?;
         let named = Checkpoint::from_note_text(parsed.text())?.origin;
         match named.strip_suffix(epoch.as_str()) {
             Some(part) if part.len() > 1 && part.ends_with('/') => Ok(named),
@@ -285,7 +282,10 @@ mod tests {
         log.check(&note(&key, &origin, &all, 3000))
             .unwrap()
             .unwrap();
-        assert_eq!((log.uncovered_since(), log.verified_size()), (None, Some(9)));
+        assert_eq!(
+            (log.uncovered_since(), log.verified_size()),
+            (None, Some(9))
+        );
         // A replay of an older one.
         assert_eq!(
             log.check(&note(&key, &origin, &all[..7], 4000)).unwrap(),
@@ -304,8 +304,9 @@ mod tests {
         let other = LogSigningKey::generate().unwrap();
         let all = leaves(3);
         let good = snapshot(&key, &all, 1);
-        let start =
-            |snap: &SnapshotLog, seq: u64| check(&key, Some(ISSUER)).start(&epoch(), Seq::new(seq), snap);
+        let start = |snap: &SnapshotLog, seq: u64| {
+            check(&key, Some(ISSUER)).start(&epoch(), Seq::new(seq), snap)
+        };
         assert!(start(&good, 3).is_ok());
         // The snapshot's seq is not the checkpoint's size.
         assert_eq!(
@@ -320,7 +321,10 @@ mod tests {
             frontier: None,
             ..snapshot(&key, &all, 1)
         };
-        assert!(matches!(start(&no_frontier, 3), Err(Mismatch::Malformed(_))));
+        assert!(matches!(
+            start(&no_frontier, 3),
+            Err(Mismatch::Malformed(_))
+        ));
         let unsealed = SnapshotLog {
             seal: Ok(None),
             ..snapshot(&key, &all, 1)

@@ -371,7 +371,9 @@ async fn check_frame(
             return Err("checkpoints arrive, but the snapshot had none");
         }
         let mut checked = log.check(note);
-        if matches!(checked, Some(Err(Mismatch::UnknownKey))) && refresh_log_keys(shared, base, log).await {
+        if matches!(checked, Some(Err(Mismatch::UnknownKey)))
+            && refresh_log_keys(shared, base, log).await
+        {
             checked = log.check(note);
         }
         match checked {

@@ -640,7 +640,10 @@ mod tests {
             Message::Control(Control::Hello { .. })
         ));
         assert!(matches!(out[2].message, Message::Event(_)));
-        assert!(out.iter().all(|r| r.leaf.is_none()), "not verifying: no hashing");
+        assert!(
+            out.iter().all(|r| r.leaf.is_none()),
+            "not verifying: no hashing"
+        );
         assert!(parse_frame(br#"{"seq":9,"type":"future"}"#, false, &mut out).is_err());
         assert!(parse_frame(b"not json", false, &mut out).is_err());
     }
