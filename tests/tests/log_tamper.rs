@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use revocast_agent::{Agent, AgentConfig, Transport};
-use revocast_authority::store::Store;
 use revocast_shared::LogSigningKey;
 use revocast_shared::tlog::Checkpoint;
 use revocast_shared::tlog::note::SignedNote;
@@ -69,13 +68,6 @@ fn code(agent: &Agent, token: &str) -> &'static str {
         Ok(_) => "ok",
         Err(r) => r.code(),
     }
-}
-
-async fn until_code(agent: &Agent, token: &str, want: &'static str) {
-    eventually(&format!("verify answers {want}"), || async {
-        code(agent, token) == want
-    })
-    .await;
 }
 
 fn metric(agent: &Agent, series: &str) -> u64 {
