@@ -26,6 +26,7 @@ use crate::store::{
 };
 use crate::stream::Hub;
 use crate::tail::{self, LogTail};
+use crate::tlog::{self, Checkpointer, LeafCache, LogKeys};
 use crate::view::View;
 
 /// What every handler can reach.
@@ -45,6 +46,9 @@ pub(crate) struct App {
     pub(crate) fleet: Arc<Fleet>,
     /// The authority's own verification policy: its issuer, no leeway (it is the clock).
     pub(crate) validation: Validation,
+    /// The transparency log: its checkpoints (and keys), and the leaves proofs are made of.
+    pub(crate) checkpointer: Arc<Checkpointer>,
+    pub(crate) leaves: Arc<LeafCache>,
 }
 
 pub(crate) type AppState = Arc<App>;
@@ -105,6 +109,20 @@ impl Authority {
             loaded = store.load(now.to_seconds()).await?;
         }
         apikeys::bootstrap(store.as_ref(), &config.data_dir, now.to_seconds()).await?;
+        // The transparency log: before anything is served, the stored log must still be the
+        // tree it signed (a row changed or deleted behind our back refuses the start).
+        let origin = revocast_shared::tlog::origin(&config.issuer, &loaded.epoch)
+            .map_err(|e| Error::Config(format!("the issuer cannot name the log: {e}")))?;
+        // A superseded log key stays published as long as a token key would.
+        let log_keys = Arc::new(
+            LogKeys::load(
+                store.as_ref(),
+                now,
+                Duration::from_secs(u64::try_from(max_ttl).unwrap_or(0)),
+            )
+            .await?,
+        );
+        tlog::audit::check(store.as_ref(), &origin, &log_keys).await?;
 
         let metrics = Arc::new(Metrics::new());
         metrics.head_seq.set(gauge_value(loaded.head.get()));
@@ -115,6 +133,14 @@ impl Authority {
             config.subscriber_queue,
             config.stream_recent_events,
         ));
+        let checkpointer = Arc::new(Checkpointer::new(
+            Arc::clone(&store),
+            log_keys,
+            Arc::clone(&hub),
+            origin,
+        ));
+        // The first checkpoint, so `/v1/checkpoint` and the first heartbeats have one.
+        checkpointer.tick(config.heartbeat_interval).await?;
         let view = Arc::new(View::new(loaded, max_ttl)?);
         let fleet = Arc::new(Fleet::new(Arc::clone(&metrics)));
         let tail = Arc::new(
@@ -153,6 +179,8 @@ impl Authority {
             tail,
             metrics,
             fleet,
+            checkpointer,
+            leaves: Arc::new(LeafCache::default()),
         });
         Ok(Self {
             app,
@@ -195,6 +223,9 @@ impl Authority {
         let router = self.router();
         let purger = tokio::spawn(purge_expired(Arc::clone(&self.app)));
         let heartbeats = tokio::spawn(heartbeat(Arc::clone(&self.app)));
+        let checkpoints = tokio::spawn(
+            Arc::clone(&self.app.checkpointer).run(self.app.config.heartbeat_interval),
+        );
         let tracker = {
             let hub = Arc::clone(&self.app.hub);
             tokio::spawn(Arc::clone(&self.app.fleet).track(move || hub.head()))
@@ -238,6 +269,7 @@ impl Authority {
         .await;
         purger.abort();
         heartbeats.abort();
+        checkpoints.abort();
         tracker.abort();
         if let Some(sharer) = sharer {
             sharer.abort();

@@ -203,6 +203,11 @@ pub struct ServeArgs {
     /// (4 × its 30 s request timeout): a million entries (~150 MB) pass in it at 10 Mbit/s.
     #[arg(long, env = "REVOCAST_SNAPSHOT_DEADLINE", default_value = "120s", value_parser = parse_duration)]
     pub snapshot_deadline: Duration,
+    /// A new log key (`POST /v1/log/keys/rotate`) is published in the JWKS this long before
+    /// it signs checkpoints, so every agent has it by then: comfortably more than the JWKS
+    /// cache lifetime (60 s) and the agents' refresh. At most 7d.
+    #[arg(long, env = "REVOCAST_LOG_KEY_LEAD", default_value = "10m", value_parser = parse_duration)]
+    pub log_key_lead: Duration,
     /// Snapshot downloads one API key may have in progress at once; over it, `429` with
     /// `Retry-After`. A fleet often shares one subscriber key: this bounds what it costs when
     /// all its agents resync at once. 0 turns the limit off.
@@ -299,6 +304,8 @@ pub struct Config {
     pub rate_limit_revocations: u32,
     /// How long a snapshot response may run before it is cut off.
     pub snapshot_deadline: Duration,
+    /// How long before it signs a new log key is published.
+    pub log_key_lead: Duration,
     /// Concurrent snapshots per API key (0 = unlimited).
     pub max_snapshots_per_key: u32,
     /// HTTPS, when configured (the files are read and checked by `validate`).
@@ -426,6 +433,9 @@ impl ServeArgs {
         {
             return invalid("--snapshot-deadline must be between 1s and 24h");
         }
+        if self.log_key_lead > Duration::from_secs(7 * 24 * 3600) {
+            return invalid("--log-key-lead must be at most 7d");
+        }
         Ok(())
     }
 
@@ -489,6 +499,7 @@ impl ServeArgs {
             rate_limit_tokens: self.rate_limit_tokens,
             rate_limit_revocations: self.rate_limit_revocations,
             snapshot_deadline: self.snapshot_deadline,
+            log_key_lead: self.log_key_lead,
             max_snapshots_per_key: self.max_snapshots_per_key,
             tls,
             subscriber_client_cert,

@@ -46,6 +46,12 @@ pub enum Error {
          (by default the issuer is the URL of --listen)"
     )]
     IssuerMismatch { stored: String, configured: String },
+    /// The stored log no longer is the tree this authority signed (see `tlog::audit`): a row
+    /// was deleted or changed behind its back. It refuses to serve or sign anything.
+    #[error(
+        "the transparency log does not extend its last signed checkpoint: {0}; refusing to          serve or sign"
+    )]
+    LogTampered(String),
 }
 
 /// Failures of the durable store.

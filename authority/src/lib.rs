@@ -39,6 +39,8 @@
 //! - `refresh`: refresh tokens' form and stored form, and the sealed answer a retry within
 //!   the reuse interval gets (the sessions and tokens themselves live in the store, rotated
 //!   by the ledger's `Rotate` command).
+//! - `tlog`: the transparency log — log keys, the checkpointer, the leaf cache behind the
+//!   proofs, and the audit at start that refuses a log changed behind the authority's back.
 //! - `limit`: per-key rate limits (per address for `/oauth2/token`); `slots`: the per-key cap on concurrent snapshots;
 //!   `metrics`: the Prometheus registry behind `/metrics`.
 
@@ -65,6 +67,7 @@ mod refresh;
 mod slots;
 mod stream;
 mod tail;
+mod tlog;
 mod view;
 mod websocket;
 

@@ -101,11 +101,14 @@ async fn refused_with(agent: &Agent, a: &TestAuthority, reason: &str) {
         log_resyncs(agent, reason) >= 1
     })
     .await;
+    eventually("the snapshot is loaded again", || async {
+        agent.status().resyncs >= 2
+    })
+    .await;
     until_verified(agent, a).await;
     for other in REASONS.iter().filter(|r| **r != reason) {
         assert_eq!(log_resyncs(agent, other), 0, "resyncs counted as {other}");
     }
-    assert!(agent.status().resyncs >= 2, "the snapshot was loaded again");
 }
 
 /// Samples the agent until dropped, counting every moment it is fresh with its verified log

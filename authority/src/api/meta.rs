@@ -25,7 +25,13 @@ use crate::error::ApiError;
     ),
 )]
 pub async fn jwks(State(app): State<AppState>) -> impl IntoResponse {
-    let set = app.view.jwks(UnixSeconds::now());
+    let mut set = app.view.jwks(UnixSeconds::now());
+    // The log keys beside the token keys, told apart by `use` (never the same key).
+    set.keys.extend(
+        app.checkpointer
+            .keys()
+            .jwks(revocast_shared::UnixMillis::now()),
+    );
     // Short caching: agents refetch on an unknown `kid` anyway, and revoked keys must leave.
     ([(header::CACHE_CONTROL, "public, max-age=60")], Json(set))
 }

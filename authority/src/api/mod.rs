@@ -7,6 +7,7 @@ mod api_keys;
 mod console;
 mod fleet;
 mod keys;
+mod log;
 mod meta;
 mod oauth;
 mod openapi;
@@ -47,6 +48,10 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke::session))
         .routes(routes!(keys::rotate))
         .routes(routes!(keys::revoke))
+        .routes(routes!(log::rotate))
+        .routes(routes!(log::checkpoint))
+        .routes(routes!(log::inclusion))
+        .routes(routes!(log::consistency))
         .routes(routes!(api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(revoke::oauth))

@@ -115,6 +115,11 @@ pub(crate) fn base() -> OpenApi {
                 "The revocation stream and snapshot agents sync from.",
             ),
             tag(
+                "log",
+                "The transparency log: signed checkpoints, inclusion and consistency proofs, \
+                 and the log key's rotation.",
+            ),
+            tag(
                 "fleet",
                 "The subscribers connected, and the seq each acknowledged applying.",
             ),
@@ -202,6 +207,24 @@ schema!(
                      leave it out.",
                 ))
                 .examples([serde_json::json!(1767222000.123)]),
+        )
+        .property(
+            "checkpoint",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(
+                    "An extension: the signed checkpoint of the log at `seq` (a C2SP signed \
+                     note; PROTOCOL.md \"Transparency log\").",
+                )),
+        )
+        .property(
+            "frontier",
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some(
+                    "An extension: the Merkle tree's frontier at `seq`, \
+                     `{\"size\":N,\"hashes\":[base64,…]}`.",
+                )),
         )
         .property(
             "events",

@@ -15,6 +15,9 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 use prometheus_client::metrics::counter::Counter;
+use revocast_shared::keys::LogSigningKey;
+use revocast_shared::tlog::snapshot::end_line;
+use revocast_shared::tlog::{Frontier, SnapshotDigest, SnapshotSeal};
 use revocast_shared::{Epoch, Seq, UnixMillis, UnixSeconds};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -524,12 +527,25 @@ impl SnapshotFormat {
 
     /// `at` is the authority's time just before the store read began: the snapshot holds
     /// everything committed by then, so a client is current as of `at` once it has loaded it.
-    fn head(self, epoch: &Epoch, seq: Seq, at: UnixMillis) -> Result<String, serde_json::Error> {
+    /// The transparency log's `checkpoint` (signed at exactly `seq`) and `frontier` follow.
+    fn head(
+        self,
+        epoch: &Epoch,
+        seq: Seq,
+        at: UnixMillis,
+        checkpoint: &str,
+        frontier: &Frontier,
+    ) -> Result<String, serde_json::Error> {
         let epoch = serde_json::to_string(epoch)?;
         let at = serde_json::to_string(&at)?;
+        let log = format!(
+            r#""checkpoint":{},"frontier":{}"#,
+            serde_json::to_string(checkpoint)?,
+            serde_json::to_string(frontier)?
+        );
         Ok(match self {
-            Self::Json => format!(r#"{{"epoch":{epoch},"seq":{seq},"at":{at},"events":["#),
-            Self::Ndjson => format!(r#"{{"epoch":{epoch},"seq":{seq},"at":{at}}}"#),
+            Self::Json => format!(r#"{{"epoch":{epoch},"seq":{seq},"at":{at},{log},"events":["#),
+            Self::Ndjson => format!(r#"{{"epoch":{epoch},"seq":{seq},"at":{at},{log}}}"#),
         })
     }
 
@@ -543,10 +559,26 @@ impl SnapshotFormat {
     }
 
     /// The end marker: a client that does not see it must treat the snapshot as incomplete.
-    fn tail(self, events: u64) -> String {
-        match self {
-            Self::Json => "]}".to_string(),
-            Self::Ndjson => format!("\n{{\"end\":{{\"events\":{events}}}}}\n"),
+    /// The NDJSON form's end line is sealed when a log key is given: `digest` has every byte
+    /// before the end line but the newline that ends the last line before it.
+    async fn tail(
+        self,
+        events: u64,
+        digest: Option<SnapshotDigest>,
+        key: Option<Arc<LogSigningKey>>,
+    ) -> Result<String, std::io::Error> {
+        match (self, digest, key) {
+            (Self::Json, ..) => Ok("]}".to_string()),
+            (Self::Ndjson, Some(mut digest), Some(key)) => {
+                digest.update(b"\n");
+                let seal =
+                    tokio::task::spawn_blocking(move || SnapshotSeal::sign(&key, digest.finish()))
+                        .await
+                        .map_err(std::io::Error::other)?
+                        .map_err(std::io::Error::other)?;
+                Ok(format!("\n{}", end_line(events, &seal)))
+            }
+            (Self::Ndjson, ..) => Ok(format!("\n{{\"end\":{{\"events\":{events}}}}}\n")),
         }
     }
 }
@@ -614,17 +646,37 @@ pub async fn snapshot(
             Err(_) => tracing::debug!("snapshot read stopped at the deadline"),
         }
     });
-    let Ok(Some(SnapshotPart::Head { epoch, seq })) =
+    let Ok(Some(SnapshotPart::Head { epoch, seq, tree })) =
         tokio::time::timeout_at(deadline, rx.recv()).await
     else {
         return Err(ApiError::unavailable("the snapshot could not be read"));
     };
-    let head = format
-        .head(&epoch, seq, at)
+    // Served as of a checkpoint of exactly its `seq` (signed now if the latest is of another
+    // head: at most once per head, however many snapshots are asked for).
+    let checkpoint = app
+        .checkpointer
+        .at(&tree)
+        .await
         .map_err(|e| ApiError::internal(&e))?;
+    let head = format
+        .head(&epoch, seq, at, &checkpoint.note, &tree)
+        .map_err(|e| ApiError::internal(&e))?;
+    let (digest, seal_key) = match format {
+        SnapshotFormat::Ndjson => {
+            let mut digest = SnapshotDigest::new();
+            digest.update(head.as_bytes());
+            (
+                Some(digest),
+                app.checkpointer.keys().signer(UnixMillis::now()),
+            )
+        }
+        SnapshotFormat::Json => (None, None),
+    };
     let state = SnapshotBody {
         rx,
         format,
+        digest,
+        seal_key,
         pending: Bytes::from(head),
         ended: false,
         written: 0,
@@ -657,6 +709,9 @@ const PIECE: usize = 8 * 1024;
 struct SnapshotBody {
     rx: mpsc::Receiver<SnapshotPart>,
     format: SnapshotFormat,
+    /// NDJSON: the running digest of the body, and the log key that seals it.
+    digest: Option<SnapshotDigest>,
+    seal_key: Option<Arc<LogSigningKey>>,
     /// Encoded but not yet handed over.
     pending: Bytes,
     /// The end marker is in `pending` (or was sent).
@@ -681,7 +736,7 @@ impl SnapshotBody {
                 Ok(part) => part,
                 Err(_) => return Some(Err(self.cut())),
             };
-            match self.encode(part) {
+            match self.encode(part).await {
                 Ok(bytes) => self.pending = bytes,
                 Err(e) => {
                     self.ended = true;
@@ -705,7 +760,7 @@ impl SnapshotBody {
         std::io::Error::other("snapshot deadline passed")
     }
 
-    fn encode(&mut self, part: Option<SnapshotPart>) -> Result<Bytes, std::io::Error> {
+    async fn encode(&mut self, part: Option<SnapshotPart>) -> Result<Bytes, std::io::Error> {
         match part {
             Some(SnapshotPart::Events(events)) => {
                 let mut out = Vec::with_capacity(events.len() * 160);
@@ -714,11 +769,18 @@ impl SnapshotBody {
                     self.written += 1;
                     serde_json::to_writer(&mut out, event).map_err(std::io::Error::other)?;
                 }
+                if let Some(digest) = &mut self.digest {
+                    digest.update(&out);
+                }
                 Ok(Bytes::from(out))
             }
             Some(SnapshotPart::End) => {
                 self.ended = true;
-                Ok(Bytes::from(self.format.tail(self.written)))
+                let tail = self
+                    .format
+                    .tail(self.written, self.digest.take(), self.seal_key.take())
+                    .await?;
+                Ok(Bytes::from(tail))
             }
             // The reader failed mid-way: abort the response rather than end it with a valid
             // but incomplete document.

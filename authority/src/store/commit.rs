@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use revocast_shared::event::Revocation;
+use revocast_shared::event::{Revocation, RevocationEvent};
+use revocast_shared::tlog::{Frontier, TreeHash, event_leaf_hash};
 use revocast_shared::{Seq, SigningKey, UnixMillis, UnixSeconds};
 
 use super::RefreshState;
@@ -47,6 +48,14 @@ pub(super) trait LogWriter {
     /// Insert a revocation row, or hold it for [`flush`](Self::flush); either way, a later
     /// [`previous`](Self::previous) in the same commit sees it.
     async fn insert_revocation(&mut self, row: NewRow<'_>) -> Result<(), StoreError>;
+    /// The transparency log's frontier as stored: the tree of the leaves up to the head this
+    /// commit read (on PostgreSQL under the same `log_state` row lock, so every replica
+    /// continues the one tree).
+    async fn tree(&mut self) -> Result<Frontier, StoreError>;
+    /// Store the leaf hash of the event at `seq`, or hold it for [`flush`](Self::flush).
+    async fn insert_leaf(&mut self, seq: i64, hash: TreeHash) -> Result<(), StoreError>;
+    /// Write the frontier back: once per commit that appended, after [`flush`](Self::flush).
+    async fn set_tree(&mut self, tree: &Frontier) -> Result<(), StoreError>;
     /// Write the rows held back (a backend may gather a commit's rows into one statement).
     async fn flush(&mut self) -> Result<(), StoreError> {
         Ok(())
@@ -146,6 +155,7 @@ pub(super) async fn apply_batch<W: LogWriter>(
         head,
         at,
         max_ttl: None,
+        tree: None,
     };
     let mut keys_changed = false;
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -172,6 +182,9 @@ pub(super) async fn apply_batch<W: LogWriter>(
         outcomes.push(outcome);
     }
     w.flush().await?;
+    if let Some(tree) = &log.tree {
+        w.set_tree(tree).await?;
+    }
     Ok(Applied {
         outcomes,
         head: log.head,
@@ -185,6 +198,9 @@ struct Tip {
     head: Seq,
     at: UnixMillis,
     max_ttl: Option<i64>,
+    /// The transparency log's frontier, read at the first append (a commit that appends
+    /// nothing never reads or writes it).
+    tree: Option<Frontier>,
 }
 
 async fn revoke_token<W: LogWriter>(
@@ -468,6 +484,30 @@ async fn append<W: LogWriter>(
     reason: Option<&str>,
 ) -> Result<Logged, StoreError> {
     let seq = log.head.next();
+    // The leaf is the event exactly as the stream will send it.
+    let event = RevocationEvent {
+        seq,
+        revocation,
+        at: log.at,
+    };
+    let leaf = event_leaf_hash(&event);
+    let tree = match log.tree.take() {
+        Some(tree) => tree,
+        None => {
+            let stored = w.tree().await?;
+            if stored.size() != log.head.get() {
+                return Err(corrupt(format!(
+                    "the transparency log's tree has {} leaves but the log's head is seq {}",
+                    stored.size(),
+                    log.head
+                )));
+            }
+            stored
+        }
+    };
+    log.tree.insert(tree).push(leaf);
+    w.insert_leaf(to_i64(seq.get())?, leaf).await?;
+    let revocation = event.revocation;
     let expires_at = revocation.expires_at();
     let kind = revocation.kind();
     let (target, r#gen) = match revocation {

@@ -5,12 +5,14 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use revocast_shared::{UnixMillis, UnixSeconds};
+use revocast_shared::event::RevocationEvent;
+use revocast_shared::tlog::TreeHash;
+use revocast_shared::{Seq, UnixMillis, UnixSeconds};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
-    ApiKeyRecord, Backlog, KeyRecord, Loaded, Mutation, NewApiKey, Outcome, SnapshotPart,
-    SqliteStore, Store,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, LogKeyRecord, Mutation, NewApiKey, Outcome,
+    SnapshotPart, SqliteStore, Store, TreeHead,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -84,6 +86,27 @@ impl Store for GatedStore {
     }
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
         self.inner.load_keys().await
+    }
+    async fn tree_head(&self) -> Result<TreeHead, StoreError> {
+        self.inner.tree_head().await
+    }
+    async fn leaf_hashes(&self, after: u64, limit: u32) -> Result<Vec<TreeHash>, StoreError> {
+        self.inner.leaf_hashes(after, limit).await
+    }
+    async fn log_rows(&self, after: Seq, limit: u32) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.inner.log_rows(after, limit).await
+    }
+    async fn log_keys(&self) -> Result<Vec<LogKeyRecord>, StoreError> {
+        self.inner.log_keys().await
+    }
+    async fn insert_log_key(&self, key: &LogKeyRecord) -> Result<(), StoreError> {
+        self.inner.insert_log_key(key).await
+    }
+    async fn latest_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        self.inner.latest_checkpoint().await
+    }
+    async fn save_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(size, note).await
     }
     async fn insert_first_api_keys(
         &self,

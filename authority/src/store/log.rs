@@ -3,12 +3,15 @@
 //! the backend's one query ([`ReadLog`]).
 
 use std::borrow::Cow;
+use std::str::FromStr;
 
+use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::{Revocation, RevocationEvent};
-use revocast_shared::{Epoch, Seq, UnixMillis, UnixSeconds};
+use revocast_shared::tlog::{Frontier, TreeHash};
+use revocast_shared::{Epoch, KeyId, Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
-use super::{ApiKeyRecord, Logged, RefreshState, SnapshotPart};
+use super::{ApiKeyRecord, LogKeyRecord, Logged, RefreshState, SnapshotPart};
 use crate::config::Scope;
 use crate::error::StoreError;
 
@@ -289,11 +292,21 @@ pub(super) async fn read_in_force<R: ReadLog>(
 /// meanwhile are above the head and left to the stream (`since=seq`).
 pub(super) async fn send_snapshot<R: ReadLog>(
     mut readers: R,
-    (epoch, seq): (Epoch, Seq),
+    (epoch, seq, tree): (Epoch, Seq, Frontier),
     now: UnixSeconds,
     out: &mpsc::Sender<SnapshotPart>,
 ) -> Result<(), StoreError> {
-    if out.send(SnapshotPart::Head { epoch, seq }).await.is_err() {
+    if tree.size() != seq.get() {
+        return Err(corrupt(format!(
+            "the transparency log's tree has {} leaves but the log's head is seq {seq}",
+            tree.size()
+        )));
+    }
+    if out
+        .send(SnapshotPart::Head { epoch, seq, tree })
+        .await
+        .is_err()
+    {
         return Ok(());
     }
     let mut in_force = InForce::new(now, seq);
@@ -304,4 +317,50 @@ pub(super) async fn send_snapshot<R: ReadLog>(
     }
     let _ = out.send(SnapshotPart::End).await;
     Ok(())
+}
+
+/// A stored frontier column; `None` (no row, or NULL) is the empty tree.
+pub(super) fn frontier_of(column: Option<Vec<u8>>) -> Result<Frontier, StoreError> {
+    column.map_or_else(
+        || Ok(Frontier::new()),
+        |bytes| {
+            Frontier::from_bytes(&bytes)
+                .map_err(|e| corrupt(format!("the transparency log's frontier: {e}")))
+        },
+    )
+}
+
+/// Stored leaf rows `(seq, hash)` read after the first `after` leaves, checked to be exactly
+/// the leaves `after + 1, after + 2, …` (a deleted leaf is named by its `seq`).
+pub(super) fn leaves_of(
+    after: u64,
+    rows: Vec<(i64, Vec<u8>)>,
+) -> Result<Vec<TreeHash>, StoreError> {
+    let mut expected = after;
+    rows.into_iter()
+        .map(|(seq, hash)| {
+            expected += 1;
+            if u64::try_from(seq).ok() != Some(expected) {
+                return Err(corrupt(format!(
+                    "the transparency log's leaf of seq {expected} is missing"
+                )));
+            }
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| corrupt(format!("the leaf hash of seq {seq} is not 32 bytes")))?;
+            Ok(TreeHash(hash))
+        })
+        .collect()
+}
+
+/// A `log_keys` row `(kid, seed, created_at, signs_from)`.
+pub(super) fn log_key_of(
+    (kid, seed, created_at, signs_from): (String, Vec<u8>, i64, i64),
+) -> Result<LogKeyRecord, StoreError> {
+    Ok(LogKeyRecord {
+        kid: KeyId::from_str(&kid).map_err(|_| corrupt("bad log key kid"))?,
+        seed: SigningSeed::from_slice(&seed).ok_or_else(|| corrupt("seed is not 32 bytes"))?,
+        created_at: UnixMillis::new(created_at),
+        signs_from: UnixMillis::new(signs_from),
+    })
 }

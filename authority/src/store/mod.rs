@@ -20,6 +20,7 @@ mod sqlite;
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
+use revocast_shared::tlog::{Frontier, TreeHash};
 use revocast_shared::{Epoch, KeyId, Seq, UnixMillis, UnixSeconds};
 use tokio::sync::mpsc;
 
@@ -44,6 +45,8 @@ pub enum SnapshotPart {
     Head {
         epoch: Epoch,
         seq: Seq,
+        /// The transparency log's frontier at `seq`, read with it.
+        tree: Frontier,
     },
     Events(Vec<RevocationEvent>),
     /// Everything was sent. A channel that closes without it carries an incomplete snapshot.
@@ -174,6 +177,25 @@ pub struct KeyRecord {
     pub active: bool,
 }
 
+/// A stored log key (see `tlog::keys`): it signs checkpoints and snapshot seals from
+/// `signs_from` on.
+#[derive(Debug)]
+pub struct LogKeyRecord {
+    pub kid: KeyId,
+    pub seed: SigningSeed,
+    pub created_at: UnixMillis,
+    pub signs_from: UnixMillis,
+}
+
+/// The transparency log's state as one read sees it: the head, the floor below which rows
+/// may have been pruned, and the tree's frontier at the head.
+#[derive(Debug, Clone)]
+pub struct TreeHead {
+    pub head: Seq,
+    pub floor: Seq,
+    pub tree: Frontier,
+}
+
 /// Everything the authority loads into memory at start.
 #[derive(Debug)]
 pub struct Loaded {
@@ -209,6 +231,28 @@ pub trait Store: Send + Sync + 'static {
         now: UnixSeconds,
         out: mpsc::Sender<SnapshotPart>,
     ) -> Result<(), StoreError>;
+
+    /// The transparency log's head, floor and frontier, read together.
+    async fn tree_head(&self) -> Result<TreeHead, StoreError>;
+
+    /// Up to `limit` stored leaf hashes after the first `after` leaves, in order: the
+    /// hashes of the events `after + 1, after + 2, …`. A gap in the stored leaves is an error.
+    async fn leaf_hashes(&self, after: u64, limit: u32) -> Result<Vec<TreeHash>, StoreError>;
+
+    /// Up to `limit` revocation rows present after `after`, in `seq` order, whether or not
+    /// in force and without checking for gaps (for the audit at start).
+    async fn log_rows(&self, after: Seq, limit: u32) -> Result<Vec<RevocationEvent>, StoreError>;
+
+    /// Every stored log key, oldest first.
+    async fn log_keys(&self) -> Result<Vec<LogKeyRecord>, StoreError>;
+
+    async fn insert_log_key(&self, key: &LogKeyRecord) -> Result<(), StoreError>;
+
+    /// The latest checkpoint signed, as its note: the largest size, the newest of that size.
+    async fn latest_checkpoint(&self) -> Result<Option<String>, StoreError>;
+
+    /// Keep `note` (a checkpoint of `size` leaves) as the latest unless a larger one is.
+    async fn save_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError>;
 
     /// Every stored signing key, oldest first. Replicas re-read them when another replica
     /// rotated or revoked one.

@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
+use revocast_shared::tlog::{Frontier, TreeHash};
 use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis, UnixSeconds};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Postgres, Transaction};
@@ -26,12 +27,13 @@ use tokio::sync::mpsc;
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
     API_KEY_COLUMNS, ApiKeyRow, NewRow, REFRESH_STATE, ReadLog, RefreshRow, RowParts, api_key_of,
-    check_contiguous, corrupt, generation_of, logged_of, read_in_force, scope_of, send_snapshot,
-    seq_of, to_i64,
+    check_contiguous, corrupt, frontier_of, generation_of, leaves_of, log_key_of, logged_of,
+    read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, Doorbell, FleetRecord, KeyRecord, Loaded, Logged, Mutation, NewApiKey,
-    NewRefreshToken, Outcome, RefreshState, Ring, SnapshotPart, StartSession, Store,
+    ApiKeyRecord, Backlog, Doorbell, FleetRecord, KeyRecord, Loaded, LogKeyRecord, Logged,
+    Mutation, NewApiKey, NewRefreshToken, Outcome, RefreshState, Ring, SnapshotPart, StartSession,
+    Store, TreeHead,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -106,13 +108,18 @@ async fn begin_snapshot(pool: &PgPool) -> Result<Transaction<'static, Postgres>,
     Ok(tx)
 }
 
-/// `(epoch, head, floor)`.
-async fn read_state(conn: &mut PgConnection) -> Result<(Epoch, Seq, Seq), StoreError> {
-    let (epoch, head, floor): (String, i64, i64) =
-        sqlx::query_as("SELECT epoch, head_seq, log_floor FROM log_state WHERE id = 1")
+/// `(epoch, head, floor, frontier)`, from one row: they agree.
+async fn read_state(conn: &mut PgConnection) -> Result<(Epoch, Seq, Seq, Frontier), StoreError> {
+    let (epoch, head, floor, tree): (String, i64, i64, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT epoch, head_seq, log_floor, frontier FROM log_state WHERE id = 1")
             .fetch_one(conn)
             .await?;
-    Ok((Epoch::new(epoch), seq_of(head)?, seq_of(floor)?))
+    Ok((
+        Epoch::new(epoch),
+        seq_of(head)?,
+        seq_of(floor)?,
+        frontier_of(tree)?,
+    ))
 }
 
 #[derive(sqlx::FromRow)]
@@ -245,13 +252,19 @@ async fn read_keys(conn: &mut PgConnection) -> Result<Vec<KeyRecord>, StoreError
 struct Writer<'t, 'c> {
     tx: &'t mut Transaction<'c, Postgres>,
     pending: PendingRows,
+    /// The frontier column, read with the head under the row lock (no round trip of its own).
+    stored_tree: Option<Vec<u8>>,
+    /// The frontier to write back with the head, if the commit appended.
+    new_tree: Option<Vec<u8>>,
 }
 
 impl<'t, 'c> Writer<'t, 'c> {
-    fn new(tx: &'t mut Transaction<'c, Postgres>) -> Self {
+    fn new(tx: &'t mut Transaction<'c, Postgres>, stored_tree: Option<Vec<u8>>) -> Self {
         Self {
             tx,
             pending: PendingRows::default(),
+            stored_tree,
+            new_tree: None,
         }
     }
 }
@@ -270,6 +283,9 @@ struct PendingRows {
     /// `revoked_sessions` rows, `(sid, at_ms)`.
     revoked_sid: Vec<String>,
     revoked_at_ms: Vec<i64>,
+    /// `log_leaves` rows, `(seq, hash)`.
+    leaf_seq: Vec<i64>,
+    leaf_hash: Vec<Vec<u8>>,
 }
 
 impl LogWriter for Writer<'_, '_> {
@@ -324,8 +340,12 @@ impl LogWriter for Writer<'_, '_> {
         if p.seq.is_empty() {
             return Ok(());
         }
+        // The leaves with their rows, in the same statement: one round trip under the lock.
         sqlx::query(
-            "INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
+            "WITH leaves AS (
+                 INSERT INTO log_leaves (seq, hash)
+                 SELECT * FROM UNNEST($9::bigint[], $10::bytea[]))
+             INSERT INTO revocations (seq, kind, target, gen, expires_at, at_ms, token_sub, reason)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[],
                                   $5::bigint[], $6::bigint[], $7::text[], $8::text[])",
         )
@@ -337,8 +357,26 @@ impl LogWriter for Writer<'_, '_> {
         .bind(p.at_ms)
         .bind(p.token_sub)
         .bind(p.reason)
+        .bind(p.leaf_seq)
+        .bind(p.leaf_hash)
         .execute(&mut **self.tx)
         .await?;
+        Ok(())
+    }
+
+    async fn tree(&mut self) -> Result<Frontier, StoreError> {
+        frontier_of(self.stored_tree.take())
+    }
+
+    async fn insert_leaf(&mut self, seq: i64, hash: TreeHash) -> Result<(), StoreError> {
+        self.pending.leaf_seq.push(seq);
+        self.pending.leaf_hash.push(hash.0.to_vec());
+        Ok(())
+    }
+
+    async fn set_tree(&mut self, tree: &Frontier) -> Result<(), StoreError> {
+        // Written by `commit` with the head, in its one UPDATE.
+        self.new_tree = Some(tree.to_bytes());
         Ok(())
     }
 
@@ -415,7 +453,7 @@ impl LogWriter for Writer<'_, '_> {
     }
 
     async fn log_floor(&mut self) -> Result<Seq, StoreError> {
-        let (_, _, floor) = read_state(self.tx).await?;
+        let (_, _, floor, _) = read_state(self.tx).await?;
         Ok(floor)
     }
 
@@ -611,7 +649,7 @@ impl LogWriter for Writer<'_, '_> {
 impl Store for PgStore {
     async fn load(&self, now: UnixSeconds) -> Result<Loaded, StoreError> {
         let mut tx = begin_snapshot(&self.pool).await?;
-        let (epoch, head, _) = read_state(&mut tx).await?;
+        let (epoch, head, _, _) = read_state(&mut tx).await?;
         let keys = read_keys(&mut tx).await?;
         let revocations = read_in_force(&mut *tx, head, now).await?;
         let subject_generations =
@@ -637,18 +675,25 @@ impl Store for PgStore {
         // frees the log for the other replicas instead of waiting for TCP to notice.
         sqlx::query(COMMIT_LIMITS).execute(&mut *tx).await?;
         // The row lock that orders every commit of every replica (see the module doc).
-        let start: i64 =
-            sqlx::query_scalar("SELECT head_seq FROM log_state WHERE id = 1 FOR UPDATE")
+        let (start, tree): (i64, Option<Vec<u8>>) =
+            sqlx::query_as("SELECT head_seq, frontier FROM log_state WHERE id = 1 FOR UPDATE")
                 .fetch_one(&mut *tx)
                 .await?;
         let start = seq_of(start)?;
-        let applied = apply_batch(&mut Writer::new(&mut tx), start, at, batch).await?;
+        let mut writer = Writer::new(&mut tx, tree);
+        let applied = apply_batch(&mut writer, start, at, batch).await?;
+        let new_tree = writer.new_tree.take();
         if applied.head != start {
             let head = to_i64(applied.head.get())?;
-            sqlx::query("UPDATE log_state SET head_seq = $1 WHERE id = 1")
-                .bind(head)
-                .execute(&mut *tx)
-                .await?;
+            // The frontier beside the head, in one statement (unchanged if nothing appended,
+            // which cannot move the head, but the column stays as it was either way).
+            sqlx::query(
+                "UPDATE log_state SET head_seq = $1, frontier = COALESCE($2, frontier) WHERE id = 1",
+            )
+            .bind(head)
+            .bind(new_tree)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(LOG_CHANNEL)
                 .bind(head.to_string())
@@ -707,8 +752,75 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         // The head first, then chunk by chunk up to it: no connection is held while `out` is
         // full.
-        let (epoch, seq, _) = read_state(&mut *self.pool.acquire().await?).await?;
-        send_snapshot(self.pool.clone(), (epoch, seq), now, &out).await
+        let (epoch, seq, _, tree) = read_state(&mut *self.pool.acquire().await?).await?;
+        send_snapshot(self.pool.clone(), (epoch, seq, tree), now, &out).await
+    }
+
+    async fn tree_head(&self) -> Result<TreeHead, StoreError> {
+        let (_, head, floor, tree) = read_state(&mut *self.pool.acquire().await?).await?;
+        Ok(TreeHead { head, floor, tree })
+    }
+
+    async fn leaf_hashes(&self, after: u64, limit: u32) -> Result<Vec<TreeHash>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM log_leaves WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(to_i64(after)?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        leaves_of(after, rows)
+    }
+
+    async fn log_rows(&self, after: Seq, limit: u32) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.pool
+            .acquire()
+            .await?
+            .read_chunk(after, Seq::new(u64::MAX), None, limit)
+            .await
+    }
+
+    async fn log_keys(&self) -> Result<Vec<LogKeyRecord>, StoreError> {
+        let rows: Vec<(String, Vec<u8>, i64, i64)> = sqlx::query_as(
+            "SELECT kid, seed, created_at, signs_from FROM log_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(log_key_of).collect()
+    }
+
+    async fn insert_log_key(&self, key: &LogKeyRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO log_keys (kid, seed, created_at, signs_from) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key.kid.to_string())
+        .bind(&key.seed.expose_secret()[..])
+        .bind(key.created_at.as_millis())
+        .bind(key.signs_from.as_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT note FROM log_checkpoint WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn save_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        // Replicas sign concurrently: the larger checkpoint stays.
+        sqlx::query(
+            "INSERT INTO log_checkpoint (id, size, note) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET size = excluded.size, note = excluded.note
+             WHERE excluded.size >= log_checkpoint.size",
+        )
+        .bind(to_i64(size)?)
+        .bind(note)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {

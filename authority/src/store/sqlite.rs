@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use revocast_shared::crypto::SigningSeed;
 use revocast_shared::event::RevocationEvent;
+use revocast_shared::tlog::{Frontier, TreeHash};
 use revocast_shared::{Epoch, KeyId, Seq, SigningKey, UnixMillis, UnixSeconds};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -21,12 +22,12 @@ use tokio::sync::mpsc;
 use super::commit::{LogWriter, OnceKind, apply_batch};
 use super::log::{
     API_KEY_COLUMNS, ApiKeyRow, NewRow, REFRESH_STATE, ReadLog, RefreshRow, RowParts, api_key_of,
-    check_contiguous, corrupt, generation_of, logged_of, read_in_force, scope_of, send_snapshot,
-    seq_of, to_i64,
+    check_contiguous, corrupt, frontier_of, generation_of, leaves_of, log_key_of, logged_of,
+    read_in_force, scope_of, send_snapshot, seq_of, to_i64,
 };
 use super::{
-    ApiKeyRecord, Backlog, KeyRecord, Loaded, Logged, Mutation, NewApiKey, NewRefreshToken,
-    Outcome, RefreshState, SnapshotPart, StartSession, Store,
+    ApiKeyRecord, Backlog, KeyRecord, Loaded, LogKeyRecord, Logged, Mutation, NewApiKey,
+    NewRefreshToken, Outcome, RefreshState, SnapshotPart, StartSession, Store, TreeHead,
 };
 use crate::config::Scope;
 use crate::error::StoreError;
@@ -98,6 +99,13 @@ async fn read_epoch(conn: &mut sqlx::SqliteConnection) -> Result<Epoch, StoreErr
         .fetch_one(conn)
         .await?;
     Ok(Epoch::new(epoch))
+}
+
+async fn read_tree(conn: &mut sqlx::SqliteConnection) -> Result<Frontier, StoreError> {
+    let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT frontier FROM log_tree WHERE id = 1")
+        .fetch_optional(conn)
+        .await?;
+    frontier_of(stored)
 }
 
 /// The next chunk of the log after a `seq` (`?1`) up to another (`?4`), oldest first, at most
@@ -208,6 +216,31 @@ impl LogWriter for Writer<'_, '_> {
         .bind(row.at_ms)
         .bind(row.token_sub)
         .bind(row.reason)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn tree(&mut self) -> Result<Frontier, StoreError> {
+        read_tree(self.0).await
+    }
+
+    async fn insert_leaf(&mut self, seq: i64, hash: TreeHash) -> Result<(), StoreError> {
+        // One prepared statement per leaf, like the revocation rows: in-process, no round trip.
+        sqlx::query("INSERT INTO log_leaves (seq, hash) VALUES (?, ?)")
+            .bind(seq)
+            .bind(&hash.0[..])
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_tree(&mut self, tree: &Frontier) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO log_tree (id, frontier) VALUES (1, ?)
+             ON CONFLICT (id) DO UPDATE SET frontier = excluded.frontier",
+        )
+        .bind(tree.to_bytes())
         .execute(&mut **self.0)
         .await?;
         Ok(())
@@ -555,10 +588,83 @@ impl Store for SqliteStore {
         // The head first (the epoch never changes), then chunk by chunk up to it: no
         // connection is held while `out` is full.
         let head = {
-            let mut conn = self.pool.acquire().await?;
-            (read_epoch(&mut conn).await?, read_head(&mut conn).await?)
+            // One read transaction: the head and the tree's frontier agree.
+            let mut tx = self.pool.begin().await?;
+            (
+                read_epoch(&mut tx).await?,
+                read_head(&mut tx).await?,
+                read_tree(&mut tx).await?,
+            )
         };
         send_snapshot(self.pool.clone(), head, now, &out).await
+    }
+
+    async fn tree_head(&self) -> Result<TreeHead, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Ok(TreeHead {
+            head: read_head(&mut tx).await?,
+            floor: read_meta_seq(&mut tx, "log_floor").await?,
+            tree: read_tree(&mut tx).await?,
+        })
+    }
+
+    async fn leaf_hashes(&self, after: u64, limit: u32) -> Result<Vec<TreeHash>, StoreError> {
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, hash FROM log_leaves WHERE seq > ? ORDER BY seq LIMIT ?")
+                .bind(to_i64(after)?)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        leaves_of(after, rows)
+    }
+
+    async fn log_rows(&self, after: Seq, limit: u32) -> Result<Vec<RevocationEvent>, StoreError> {
+        self.pool
+            .acquire()
+            .await?
+            .read_chunk(after, Seq::new(u64::MAX), None, limit)
+            .await
+    }
+
+    async fn log_keys(&self) -> Result<Vec<LogKeyRecord>, StoreError> {
+        let rows: Vec<(String, Vec<u8>, i64, i64)> = sqlx::query_as(
+            "SELECT kid, seed, created_at, signs_from FROM log_keys ORDER BY created_at, kid",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(log_key_of).collect()
+    }
+
+    async fn insert_log_key(&self, key: &LogKeyRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO log_keys (kid, seed, created_at, signs_from) VALUES (?, ?, ?, ?)")
+            .bind(key.kid.to_string())
+            .bind(&key.seed.expose_secret()[..])
+            .bind(key.created_at.as_millis())
+            .bind(key.signs_from.as_millis())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT note FROM log_checkpoint WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn save_checkpoint(&self, size: u64, note: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO log_checkpoint (id, size, note) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET size = excluded.size, note = excluded.note
+             WHERE excluded.size >= log_checkpoint.size",
+        )
+        .bind(to_i64(size)?)
+        .bind(note)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     async fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {

@@ -67,6 +67,37 @@ impl Encoded {
         )
     }
 
+    /// `heartbeat` carrying a signed checkpoint note: the contract's fields, `ack_interval_ms`,
+    /// then `checkpoint` last (PROTOCOL.md "How checkpoints travel").
+    pub fn heartbeat(
+        seq: Seq,
+        at: revocast_shared::UnixMillis,
+        ack_interval_ms: u64,
+        checkpoint: Option<&str>,
+    ) -> Self {
+        #[derive(Serialize)]
+        struct Heartbeat<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            seq: Seq,
+            at: revocast_shared::UnixMillis,
+            ack_interval_ms: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            checkpoint: Option<&'a str>,
+        }
+        Self::build(
+            None,
+            "heartbeat",
+            &Heartbeat {
+                kind: "heartbeat",
+                seq,
+                at,
+                ack_interval_ms,
+                checkpoint,
+            },
+        )
+    }
+
     fn build(seq: Option<Seq>, kind: &str, message: &impl Serialize) -> Self {
         let mut buf = Vec::with_capacity(192);
         // Writes into a Vec cannot fail, and our message types always serialize (string keys,

@@ -115,6 +115,11 @@ pub struct Feed {
     pacing: Pacing,
     /// No live events are taken before this instant.
     quiet_until: Option<Instant>,
+    /// Where the subscriber resumed from: it is never sent a checkpoint below it, which it
+    /// could not check (it holds none of the leaves up to there).
+    resumed_from: Seq,
+    /// The hub's number of the last checkpoint sent on this connection (0: none yet).
+    checkpoint_sent: u64,
 }
 
 impl Feed {
@@ -148,6 +153,8 @@ impl Feed {
             live,
             pacing,
             quiet_until: None,
+            resumed_from: since,
+            checkpoint_sent: 0,
         };
         if client_epoch.is_some_and(|e| e != feed.hub.epoch()) {
             feed.end = Some(End::Reset(feed.reset_message()));
@@ -221,6 +228,19 @@ impl Feed {
             Ok(published) => published,
             Err(RecvError::Lagged(_)) => return Err(End::Lagged),
             Err(RecvError::Closed) => return Err(End::ShuttingDown),
+        };
+        // A heartbeat carries the latest checkpoint if this connection has not had it yet —
+        // so its first heartbeat carries the latest one — unless it ends before `since`.
+        let with_checkpoint = published
+            .checkpoint()
+            .filter(|c| c.serial != self.checkpoint_sent && c.size >= self.resumed_from.get())
+            .map(|c| (c.serial, Arc::clone(&c.beat)));
+        let published = match with_checkpoint {
+            Some((serial, beat)) => {
+                self.checkpoint_sent = serial;
+                beat
+            }
+            None => published,
         };
         let mut bytes = 0;
         for message in published.messages() {

@@ -12,15 +12,16 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use revocast_shared::event::{Control, RevocationEvent};
+use revocast_shared::event::RevocationEvent;
 use revocast_shared::{Epoch, Seq, UnixMillis};
 use tokio::sync::broadcast;
 
 use super::encoded::Encoded;
-use super::part::{Part, Published};
+use super::part::{CheckpointBeat, Part, Published};
+use crate::tlog::SignedCheckpoint;
 
 /// Recent events kept encoded in memory, so most resumes never touch the store.
 pub const RECENT_EVENTS: usize = 16_384;
@@ -47,6 +48,12 @@ struct State {
     recent: VecDeque<Encoded>,
     /// `None` once the hub is closed for shutdown.
     tx: Option<broadcast::Sender<Published>>,
+    /// The latest signed checkpoint heartbeats may carry (its size is at most `head`), and
+    /// its number.
+    checkpoint: Option<(u64, Arc<SignedCheckpoint>)>,
+    /// A newer one beyond `head` (signed from the store before this process applied its
+    /// events): it replaces `checkpoint` once `head` reaches its size.
+    waiting: Option<Arc<SignedCheckpoint>>,
 }
 
 impl State {
@@ -98,6 +105,8 @@ impl Hub {
                 head,
                 recent: VecDeque::new(),
                 tx: Some(tx),
+                checkpoint: None,
+                waiting: None,
             }),
         }
     }
@@ -161,17 +170,51 @@ impl Hub {
         }
     }
 
+    /// A newly signed checkpoint for heartbeats to carry: at once if this process has applied
+    /// every event it covers, else once it has. One smaller than what heartbeats already
+    /// carry (signed on demand for a snapshot of an older head) is not offered to them.
+    pub fn offer_checkpoint(&self, signed: Arc<SignedCheckpoint>) {
+        let mut state = self.lock();
+        if signed.size() > state.head.get() {
+            if state
+                .waiting
+                .as_ref()
+                .is_none_or(|w| w.size() <= signed.size())
+            {
+                state.waiting = Some(signed);
+            }
+        } else {
+            install(&mut state, signed);
+        }
+    }
+
     /// Send a heartbeat carrying the head to every connection, in order with the events, and
-    /// the acknowledgment interval `ack_interval` gives for the number of connections.
+    /// the acknowledgment interval `ack_interval` gives for the number of connections. Its
+    /// alternative with the latest checkpoint is encoded once, here, for every connection.
     pub fn heartbeat(&self, ack_interval: impl FnOnce(usize) -> Duration) {
-        let state = self.lock();
-        let beat = Encoded::control(&Control::Heartbeat {
-            seq: state.head,
-            at: UnixMillis::now(),
-            ack_interval_ms: Some(ack_interval(state.receivers()).as_millis() as u64),
-        });
+        let mut state = self.lock();
+        let head = state.head.get();
+        if let Some(waiting) = state.waiting.take_if(|w| w.size() <= head) {
+            install(&mut state, waiting);
+        }
+        let at = UnixMillis::now();
+        let ack_interval_ms = ack_interval(state.receivers()).as_millis() as u64;
+        let plain = Encoded::heartbeat(state.head, at, ack_interval_ms, None);
+        let checkpoint = state
+            .checkpoint
+            .as_ref()
+            .map(|(serial, signed)| CheckpointBeat {
+                serial: *serial,
+                size: signed.size(),
+                beat: Part::new([Encoded::heartbeat(
+                    state.head,
+                    at,
+                    ack_interval_ms,
+                    Some(&signed.note),
+                )]),
+            });
         if let Some(tx) = &state.tx {
-            let _ = tx.send(Part::new([beat]));
+            let _ = tx.send(Part::heartbeat(plain, checkpoint));
         }
         self.note_fleet(&state);
     }
@@ -218,6 +261,16 @@ impl Hub {
     pub fn close(&self) {
         self.lock().tx = None;
     }
+}
+
+/// Make `signed` the checkpoint heartbeats carry, unless it is older than the one they do.
+fn install(state: &mut State, signed: Arc<SignedCheckpoint>) {
+    let serial = match &state.checkpoint {
+        Some((_, current)) if current.size() > signed.size() => return,
+        Some((serial, _)) => serial + 1,
+        None => 1,
+    };
+    state.checkpoint = Some((serial, signed));
 }
 
 #[cfg(test)]

@@ -25,6 +25,20 @@ pub type Published = Arc<Part>;
 pub struct Part {
     messages: Box<[Encoded]>,
     frames: Box<[FrameInfo]>,
+    /// On a heartbeat: the same heartbeat carrying the latest checkpoint, for the
+    /// connections that should get it (see [`CheckpointBeat`]).
+    checkpoint: Option<CheckpointBeat>,
+}
+
+/// A heartbeat's alternative with the latest signed checkpoint, encoded once per heartbeat
+/// and shared. A connection sends it instead of the plain one when it has not sent this
+/// checkpoint yet and the checkpoint does not end before its resume position.
+pub struct CheckpointBeat {
+    /// Which checkpoint (the hub numbers them as they arrive, from 1).
+    pub serial: u64,
+    /// Its tree size.
+    pub size: u64,
+    pub beat: Published,
 }
 
 struct FrameInfo {
@@ -77,7 +91,21 @@ impl Part {
         Arc::new(Self {
             messages,
             frames: frames.into(),
+            checkpoint: None,
         })
+    }
+
+    /// A heartbeat, with its alternative carrying the latest checkpoint (if there is one).
+    pub fn heartbeat(plain: Encoded, checkpoint: Option<CheckpointBeat>) -> Published {
+        let mut part = Self::new([plain]);
+        if let Some(part) = Arc::get_mut(&mut part) {
+            part.checkpoint = checkpoint;
+        }
+        part
+    }
+
+    pub fn checkpoint(&self) -> Option<&CheckpointBeat> {
+        self.checkpoint.as_ref()
     }
 
     pub fn messages(&self) -> &[Encoded] {
