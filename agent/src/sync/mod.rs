@@ -353,8 +353,8 @@ async fn follow(
 }
 
 /// The log checks of a frame whose events are applied: every checkpoint its heartbeats carry,
-/// in order, and that no leaf waits for a checkpoint longer than `max_staleness` +
-/// `max_clock_skew`. Returns the
+/// in order, and that no leaf is left uncovered by a checkpoint arriving more than
+/// `max_staleness` + `max_clock_skew` after it. Returns the
 /// newest signed time verified; `Err` means resync (the reason counted and logged).
 async fn check_frame(
     shared: &Shared,
@@ -386,12 +386,15 @@ async fn check_frame(
         }
     }
     // Every event the authority commits is covered by a checkpoint about a heartbeat
-    // interval later. Leaves that stay uncovered while the stream runs on are not in the
-    // authority's log: an event invented after the last one, which the next real event
-    // would only meet as a repeated seq. They are never verified, so resync — after as long
-    // as freshness allows a checkpoint to be old, so that a slow signer is not taken for it.
+    // interval later. Leaves that checkpoints arriving long after them still do not cover
+    // are not in the authority's log: an event invented after the last one, which the next
+    // real event would only meet as a repeated seq. They are never verified, so resync —
+    // after as long as freshness allows a checkpoint to be old, so that a slow signer is not
+    // taken for it. Judged only as a checkpoint verifies: a link that was down or stalled
+    // meanwhile delivers the covering checkpoint first.
     let allowed = shared.config.max_staleness + shared.config.max_clock_skew;
-    if let Some(since) = log.uncovered_since()
+    if newest.is_some()
+        && let Some(since) = log.uncovered_since()
         && since.elapsed() > allowed
     {
         let mismatch = Mismatch::SizeMismatch {
