@@ -409,7 +409,14 @@ pub mod shared {
             .required("kty")
             .property("alg", string("Algorithm.").enum_values(Some(["ML-DSA-65"])))
             .required("alg")
-            .property("use", string("Public key use.").enum_values(Some(["sig"])))
+            .property(
+                "use",
+                string(
+                    "Public key use: `sig` for a token key, `revocast-log` for a transparency \
+                     log key (checkpoints and snapshot seals, never tokens).",
+                )
+                .enum_values(Some(["sig", "revocast-log"])),
+            )
             .property("kid", Ref::from_schema_name("KeyId"))
             .required("kid")
             .property("pub", string("The 1952-byte public key, base64url unpadded."))
