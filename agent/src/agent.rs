@@ -115,6 +115,12 @@ pub struct Status {
     pub resyncs: u64,
     /// Revocation events applied from the stream since start (snapshots not counted).
     pub events_applied: u64,
+    /// Whether the agent verifies the authority's transparency log (`verify_log`).
+    pub verify_log: bool,
+    /// The size (last `seq`) of the newest signed checkpoint verified against the events
+    /// applied: everything up to it is exactly what the authority signed. `None` before the
+    /// first, or when not verifying.
+    pub log_verified: Option<Seq>,
 }
 
 impl Agent {
@@ -303,6 +309,10 @@ impl Agent {
             reconnects: shared.metrics.reconnects.get(),
             resyncs: shared.metrics.resyncs.get(),
             events_applied: shared.metrics.events_applied.get(),
+            verify_log: shared.config.verify_log,
+            log_verified: u64::try_from(shared.metrics.log_verified_seq.get())
+                .ok()
+                .map(Seq::new),
         }
     }
 

@@ -90,6 +90,12 @@ pub struct AgentConfig {
     /// [`default_backend`] (AWS-LC when the `aws-lc` feature is on, RustCrypto's otherwise);
     /// `revocast_shared::crypto::backend_named` picks another compiled-in one.
     pub crypto_backend: &'static dyn MlDsa65Backend,
+    /// Check the authority's transparency log (PROTOCOL.md, "Transparency log"): the
+    /// snapshot's checkpoint and seal, every event against the signed checkpoints, and
+    /// freshness from their signed times only. On by default; off, the agent trusts the path
+    /// to the authority as before (and an authority that does not sign its log keeps a
+    /// verifying agent stale).
+    pub verify_log: bool,
 }
 
 /// Longest agent name the authority accepts, in bytes.
@@ -125,6 +131,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("name", &self.name)
             .field("tls", &self.tls)
             .field("crypto_backend", &self.crypto_backend.name())
+            .field("verify_log", &self.verify_log)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +158,7 @@ impl AgentConfig {
             tls: TlsOptions::default(),
             name: default_name(),
             crypto_backend: default_backend(),
+            verify_log: true,
         }
     }
 
@@ -292,6 +300,11 @@ pub struct SidecarArgs {
     /// host name and process id.
     #[arg(long, env = "REVOCAST_AGENT_NAME")]
     pub name: Option<String>,
+    /// Verify the authority's signed transparency log (checkpoints, snapshot seal): a path
+    /// that drops, reorders, changes or invents events makes the agent resync, a path that
+    /// holds them back makes it stale. `--verify-log false` trusts the path instead.
+    #[arg(long, env = "REVOCAST_VERIFY_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub verify_log: bool,
 }
 
 impl SidecarArgs {
@@ -317,6 +330,7 @@ impl SidecarArgs {
         config.audience = self.audience;
         config.leeway_secs = self.leeway;
         config.verdict_cache_capacity = self.verdict_cache;
+        config.verify_log = self.verify_log;
         if let Some(name) = self.name {
             config.name = name;
         }
@@ -393,6 +407,18 @@ mod tests {
         assert_eq!(args.max_staleness, Duration::from_secs(2));
         assert_eq!(args.max_clock_skew, Duration::from_millis(500));
         assert_eq!(args.on_stale, OnStale::Allow);
+        assert!(args.verify_log, "log verification is on by default");
+        let off = SidecarArgs::try_parse_from([
+            "revocast-agent",
+            "--authority",
+            "http://a:1",
+            "--subscriber-key-file",
+            "/k",
+            "--verify-log",
+            "false",
+        ])
+        .unwrap();
+        assert!(!off.verify_log);
         assert!(
             SidecarArgs::try_parse_from(["revocast-agent", "--subscriber-key-file", "/k"]).is_err()
         );

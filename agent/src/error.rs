@@ -74,4 +74,6 @@ pub enum Error {
     Ended,
     #[error("the authority's key set is unusable")]
     Keys(#[from] revocast_shared::Error),
+    #[error("the transparency log did not verify")]
+    Log(#[from] revocast_shared::tlog::Mismatch),
 }

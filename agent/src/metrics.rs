@@ -25,6 +25,12 @@ pub struct Metrics {
     pub jwks_fetches: Counter,
     pub stale_allowed: Counter,
     pub verifications: Family<Labels, Counter>,
+    /// Resyncs because the transparency log did not verify, by reason (the PROTOCOL.md codes).
+    pub log_resyncs: Family<Labels, Counter>,
+    /// Checkpoints verified (snapshots' and heartbeats').
+    pub log_checkpoints_verified: Counter,
+    /// Size of the newest checkpoint verified against the local tree; -1 before the first.
+    pub log_verified_seq: Gauge,
     /// Handles into `verifications`, fetched once so a verify only bumps an atomic.
     verify_ok: Counter,
     verify_rejected: Vec<(&'static str, Counter)>,
@@ -54,7 +60,28 @@ impl Metrics {
                 )
             })
             .collect();
+        let log_resyncs = register!(
+            Family::<Labels, Counter>::default(),
+            "log_resyncs",
+            "Snapshots reloaded because the transparency log did not verify, by reason"
+        );
+        for code in revocast_shared::tlog::Mismatch::CODES {
+            let _ = log_resyncs.get_or_create(&vec![("reason", code)]);
+        }
+        let log_verified_seq = register!(
+            Gauge::default(),
+            "log_verified_seq",
+            "Size of the newest signed checkpoint verified against the local tree (-1: none)"
+        );
+        log_verified_seq.set(-1);
         Self {
+            log_resyncs,
+            log_verified_seq,
+            log_checkpoints_verified: register!(
+                Counter::default(),
+                "log_checkpoints_verified",
+                "Signed checkpoints verified against the local tree"
+            ),
             verify_ok,
             verify_rejected,
             applied_seq: register!(
@@ -121,6 +148,20 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Count a resync for a log mismatch; `code` is one of `Mismatch::CODES`.
+    pub fn count_log_resync(&self, code: &'static str) {
+        self.log_resyncs
+            .get_or_create(&vec![("reason", code)])
+            .inc();
+    }
+
+    /// Resyncs counted for `code` so far.
+    pub fn log_resyncs_for(&self, code: &'static str) -> u64 {
+        self.log_resyncs
+            .get_or_create(&vec![("reason", code)])
+            .get()
     }
 
     /// Count one verify answer: `None` for ok, else the rejection code.

@@ -259,11 +259,20 @@ impl JwkSet {
     /// `alg` or `use`, a `kid` that is not its thumbprint) is skipped; so is a public key
     /// published in both roles, in both: keys are never shared between roles.
     pub fn by_role(&self) -> KeysByRole {
+        self.by_role_with(default_backend())
+    }
+
+    /// [`JwkSet::by_role`], verifying with `backend` (an agent's configured backend).
+    pub fn by_role_with(&self, backend: &dyn MlDsa65Backend) -> KeysByRole {
         let mut out = KeysByRole::default();
         for jwk in &self.keys {
             let decoded = match jwk.role() {
-                Some(KeyRole::Token) => VerifyingKey::from_jwk(jwk).map(|k| (KeyRole::Token, k)),
-                Some(KeyRole::Log) => LogVerifyingKey::from_jwk(jwk).map(|k| (KeyRole::Log, k.0)),
+                Some(KeyRole::Token) => {
+                    VerifyingKey::from_jwk_with(jwk, backend).map(|k| (KeyRole::Token, k))
+                }
+                Some(KeyRole::Log) => {
+                    LogVerifyingKey::from_jwk_with(jwk, backend).map(|k| (KeyRole::Log, k.0))
+                }
                 None => Err(Error::InvalidJwk("use is neither sig nor revocast-log")),
             };
             match decoded {
@@ -353,10 +362,15 @@ impl LogVerifyingKey {
     /// Accept a JWK only if it is marked `"use":"revocast-log"` and is otherwise a valid
     /// `AKP`/`ML-DSA-65` key whose `kid` is its thumbprint.
     pub fn from_jwk(jwk: &Jwk) -> Result<Self, Error> {
+        Self::from_jwk_with(jwk, default_backend())
+    }
+
+    /// [`LogVerifyingKey::from_jwk`], verifying with `backend`.
+    pub fn from_jwk_with(jwk: &Jwk, backend: &dyn MlDsa65Backend) -> Result<Self, Error> {
         if jwk.role() != Some(KeyRole::Log) {
             return Err(Error::InvalidJwk("a log key's use must be revocast-log"));
         }
-        VerifyingKey::from_jwk_material(jwk, default_backend()).map(Self)
+        VerifyingKey::from_jwk_material(jwk, backend).map(Self)
     }
 
     pub fn kid(&self) -> KeyId {

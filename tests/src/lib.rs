@@ -6,6 +6,7 @@ pub mod interop;
 pub mod postgres;
 pub mod proxy;
 pub mod stream_client;
+pub mod tamper;
 
 use std::future::Future;
 use std::time::Duration;

@@ -109,9 +109,10 @@ async fn chaos_run(transport: Transport) {
     writers.await.unwrap();
     eprintln!("{transport:?}: faults injected (cut, reset, truncate, refuse, stall): {faults:?}");
 
-    // Healed: the agent catches up with exactly the authority's set.
+    // Healed: the agent catches up with exactly the authority's set, and is fresh again once
+    // a checkpoint has verified it.
     let deadline = Instant::now() + PATIENCE;
-    while agent.status().applied.get() < a.head() {
+    while agent.status().applied.get() < a.head() || !agent.status().fresh {
         assert!(Instant::now() < deadline, "the agent never caught up");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -120,7 +121,17 @@ async fn chaos_run(transport: Transport) {
     assert_eq!(status.applied.get(), head);
     assert_eq!(agent.revocations(), expected, "the agent's set differs");
     // Every seq applied exactly once: resumed by seq after each fault, never re-snapshotted.
-    assert_eq!(status.resyncs, 1, "the agent had to resync");
+    assert_eq!(
+        status.resyncs,
+        1,
+        "the agent had to resync; log checks:\n{}",
+        agent
+            .render_metrics()
+            .lines()
+            .filter(|l| l.starts_with("revocast_agent_log_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(status.events_applied, head - start_seq);
     assert!(status.reconnects > 0, "no fault reached the agent");
     for token in &tokens {

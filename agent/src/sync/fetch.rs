@@ -1,4 +1,5 @@
-//! One-shot requests to the authority: the JWKS and the snapshot.
+//! One-shot requests to the authority: the JWKS (token keys and log keys) and the snapshot
+//! (with its checkpoint, frontier and seal, which `sync::log` checks).
 
 use std::time::Duration;
 
@@ -8,7 +9,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use revocast_shared::crypto::MlDsa65Backend;
 use revocast_shared::event::RevocationEvent;
 use revocast_shared::revset::RevocationSet;
-use revocast_shared::{Epoch, JwkSet, Seq, UnixMillis, VerifyingKey};
+use revocast_shared::tlog::snapshot::parse_end_line;
+use revocast_shared::tlog::{Frontier, Mismatch, SnapshotDigest, SnapshotSeal};
+use revocast_shared::{Epoch, JwkSet, LogVerifyingKey, Seq, UnixMillis, VerifyingKey};
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -17,15 +20,24 @@ use crate::error::Error;
 /// of keys.
 pub const MAX_JWKS: usize = 1024 * 1024;
 
-/// The verifying keys of `/.well-known/jwks.json`, verifying with `backend`. A JWK whose `kid`
-/// is not its thumbprint, or that is not an ML-DSA-65 key, is skipped with a warning: one bad
-/// entry must not stop verification with the good ones.
+/// The keys of a JWKS, by role.
+pub struct Keys {
+    /// `"use":"sig"`: verify tokens.
+    pub token: Vec<VerifyingKey>,
+    /// `"use":"revocast-log"`: verify checkpoints and snapshot seals.
+    pub log: Vec<LogVerifyingKey>,
+}
+
+/// The verifying keys of `/.well-known/jwks.json`, by role, verifying with `backend`. A JWK
+/// whose `kid` is not its thumbprint, that is not an ML-DSA-65 key, whose `use` is unknown,
+/// or that is published in both roles, is skipped with a warning: one bad entry must not stop
+/// verification with the good ones.
 pub async fn jwks(
     http: &reqwest::Client,
     base: &str,
     timeout: Duration,
     backend: &dyn MlDsa65Backend,
-) -> Result<Vec<VerifyingKey>, Error> {
+) -> Result<Keys, Error> {
     let resp = http
         .get(format!("{base}/.well-known/jwks.json"))
         .timeout(timeout)
@@ -51,17 +63,14 @@ pub async fn jwks(
     }
     let set: JwkSet =
         serde_json::from_slice(&bytes).map_err(|e| Error::Protocol(format!("the JWKS: {e}")))?;
-    Ok(set
-        .keys
-        .iter()
-        .filter_map(|jwk| match VerifyingKey::from_jwk_with(jwk, backend) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                tracing::warn!(kid = %jwk.kid, error = &e as &dyn std::error::Error, "skipping an unusable JWK");
-                None
-            }
-        })
-        .collect())
+    let keys = set.by_role_with(backend);
+    for (kid, e) in &keys.skipped {
+        tracing::warn!(%kid, error = e as &dyn std::error::Error, "skipping an unusable JWK");
+    }
+    Ok(Keys {
+        token: keys.token,
+        log: keys.log,
+    })
 }
 
 /// A snapshot loaded into a revocation set.
@@ -73,6 +82,22 @@ pub struct Loaded {
     /// nothing about how old it is, so it does not make the agent fresh by itself.
     pub at: Option<UnixMillis>,
     pub revset: RevocationSet,
+    /// What the snapshot says about the transparency log: `None` from an authority that does
+    /// not sign its log.
+    pub log: Option<SnapshotLog>,
+}
+
+/// A snapshot's log members, unchecked (`sync::log` checks them).
+pub struct SnapshotLog {
+    /// The signed checkpoint note the snapshot is served as of.
+    pub checkpoint: String,
+    /// The tree's frontier at the snapshot's `seq`; `None` if the snapshot left it out.
+    pub frontier: Option<Frontier>,
+    /// The end line's seal: `Ok(None)` when the end line has none, or when the body is the
+    /// single-document form, which is never sealed; `Err` when it is malformed.
+    pub seal: Result<Option<SnapshotSeal>, Mismatch>,
+    /// SHA-256 of the body before the end line, as received (NDJSON only).
+    pub digest: Option<[u8; 32]>,
 }
 
 /// Longest line of an NDJSON snapshot, and longest member or event of a JSON one. An event is
@@ -131,9 +156,14 @@ struct Head {
     seq: Seq,
     #[serde(default)]
     at: Option<UnixMillis>,
+    #[serde(default)]
+    checkpoint: Option<String>,
+    #[serde(default)]
+    frontier: Option<Frontier>,
 }
 
-/// Last line of an NDJSON snapshot: `{"end":{"events":N}}`. Without it the body was cut short.
+/// Last line of an NDJSON snapshot: `{"end":{"events":N}}`, perhaps with a seal. Without it
+/// the body was cut short.
 #[derive(Deserialize)]
 struct EndLine {
     end: EndCount,
@@ -153,7 +183,8 @@ fn check_within(seq: Seq, head: Seq) -> Result<(), Error> {
     Ok(())
 }
 
-/// Incremental parser of an NDJSON snapshot: feed it the body in chunks of any size.
+/// Incremental parser of an NDJSON snapshot: feed it the body in chunks of any size. It also
+/// digests every line before the end line, for the seal.
 #[derive(Default)]
 struct NdjsonSnapshot {
     /// A line split across chunks, waiting for the rest.
@@ -162,6 +193,8 @@ struct NdjsonSnapshot {
     revset: RevocationSet,
     events: u64,
     ended: bool,
+    digest: SnapshotDigest,
+    seal: Option<Result<Option<SnapshotSeal>, Mismatch>>,
 }
 
 impl NdjsonSnapshot {
@@ -197,17 +230,26 @@ impl NdjsonSnapshot {
         Ok(())
     }
 
+    /// One line, without its newline (the digest adds it back: every line but the end line
+    /// ended in one, or the body would be refused).
     fn line(&mut self, line: &[u8]) -> Result<(), Error> {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
-        }
         if self.ended {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
             return Err(Error::Protocol("snapshot: data after the end line".into()));
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            self.digest.update(line);
+            self.digest.update(b"\n");
+            return Ok(());
         }
         let Some(head) = &self.head else {
             let head: Head = serde_json::from_slice(line)
                 .map_err(|e| Error::Protocol(format!("snapshot head: {e}")))?;
             self.head = Some(head);
+            self.digest.update(line);
+            self.digest.update(b"\n");
             return Ok(());
         };
         match serde_json::from_slice::<RevocationEvent>(line) {
@@ -215,6 +257,8 @@ impl NdjsonSnapshot {
                 check_within(event.seq, head.seq)?;
                 self.revset.apply(&event.revocation);
                 self.events += 1;
+                self.digest.update(line);
+                self.digest.update(b"\n");
                 Ok(())
             }
             Err(event_error) => {
@@ -226,6 +270,9 @@ impl NdjsonSnapshot {
                         end.end.events, self.events
                     )));
                 }
+                // A seal that does not parse is kept as a mismatch for the log check: only a
+                // verifying agent cares.
+                self.seal = Some(parse_end_line(line).map(|(_, seal)| seal));
                 self.ended = true;
                 Ok(())
             }
@@ -243,6 +290,12 @@ impl NdjsonSnapshot {
                 seq: head.seq,
                 at: head.at,
                 revset: self.revset,
+                log: head.checkpoint.map(|checkpoint| SnapshotLog {
+                    checkpoint,
+                    frontier: head.frontier,
+                    seal: self.seal.unwrap_or(Ok(None)),
+                    digest: Some(self.digest.finish()),
+                }),
             }),
             _ => Err(Error::Protocol(
                 "snapshot: the body ended before its end line".into(),
@@ -268,6 +321,8 @@ struct JsonSnapshot {
     epoch: Option<Epoch>,
     seq: Option<Seq>,
     stamped: Option<UnixMillis>,
+    checkpoint: Option<String>,
+    frontier: Option<Frontier>,
     /// Highest event `seq` seen, for the check against the snapshot's `seq`.
     highest: Option<Seq>,
     saw_events: bool,
@@ -465,6 +520,12 @@ impl JsonSnapshot {
                     "epoch" => self.epoch = Some(serde_json::from_slice(item).map_err(json)?),
                     "seq" => self.seq = Some(serde_json::from_slice(item).map_err(json)?),
                     "at" => self.stamped = Some(serde_json::from_slice(item).map_err(json)?),
+                    "checkpoint" => {
+                        self.checkpoint = Some(serde_json::from_slice(item).map_err(json)?);
+                    }
+                    "frontier" => {
+                        self.frontier = Some(serde_json::from_slice(item).map_err(json)?);
+                    }
                     // Unknown members are ignored, as the protocol asks.
                     _ => {}
                 }
@@ -500,6 +561,12 @@ impl JsonSnapshot {
             seq,
             at: self.stamped,
             revset: self.revset,
+            log: self.checkpoint.map(|checkpoint| SnapshotLog {
+                checkpoint,
+                frontier: self.frontier,
+                seal: Ok(None),
+                digest: None,
+            }),
         })
     }
 }

@@ -2,8 +2,13 @@
 //! snapshot's `seq`, and on any doubt — `reset`, a `seq` gap, a heartbeat ahead of us, an epoch
 //! change — resync from a snapshot rather than "just resume". Connection failures rotate to
 //! the next authority URL after a backoff with full jitter, and resume there by `seq`.
+//!
+//! With `verify_log` (the default), `log` checks the snapshot's checkpoint and seal and every
+//! heartbeat's checkpoint against the tree of the events applied; any mismatch is a resync,
+//! counted by reason, and freshness comes only from the signed times of verified checkpoints.
 
 mod fetch;
+mod log;
 mod stream;
 
 use std::sync::Arc;
@@ -11,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use revocast_shared::event::{Control, Message};
+use revocast_shared::tlog::{Checkpoint, Mismatch};
 use revocast_shared::{Seq, UnixMillis};
 use tokio::time::Instant;
 
@@ -18,7 +24,8 @@ use crate::agent::Shared;
 use crate::error::Error;
 use crate::metrics::gauge;
 use crate::mirror::LocalState;
-use stream::{ConnectError, Connection};
+use log::LogCheck;
+use stream::{ConnectError, Connection, Received};
 
 /// A session that lasted this long was healthy: the next reconnect starts from the shortest
 /// backoff again.
@@ -48,11 +55,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut need_snapshot = true;
     let authorities = shared.config.authorities.len();
     let mut index = 0;
+    let mut log = shared
+        .config
+        .verify_log
+        .then(|| LogCheck::new(shared.config.issuer.as_deref()));
     loop {
         shared.current.store(index, Ordering::Relaxed);
         let base = &shared.config.authorities[index];
         let started = Instant::now();
-        match session(&shared, base, &mut need_snapshot, idle).await {
+        match session(&shared, base, &mut need_snapshot, idle, log.as_mut()).await {
             SessionEnd::Resync(why) => {
                 tracing::info!(authority = %base, why, "resyncing from a snapshot");
                 need_snapshot = true;
@@ -79,9 +90,10 @@ async fn session(
     base: &str,
     need_snapshot: &mut bool,
     idle: Duration,
+    mut log: Option<&mut LogCheck>,
 ) -> SessionEnd {
     if *need_snapshot {
-        if let Err(e) = resync(shared, base).await {
+        if let Err(e) = resync(shared, base, log.as_deref_mut()).await {
             return SessionEnd::Failed(e);
         }
         *need_snapshot = false;
@@ -104,6 +116,7 @@ async fn session(
         since,
         epoch.as_ref(),
         &who,
+        log.is_some(),
     )
     .await
     {
@@ -116,7 +129,7 @@ async fn session(
         }
     };
     tracing::debug!(authority = %base, %since, "stream connected");
-    follow(shared, &mut conn, idle).await
+    follow(shared, base, &mut conn, idle, log).await
 }
 
 /// Least time between two acknowledgments on average (the authority ignores faster ones),
@@ -214,14 +227,20 @@ async fn acknowledge(shared: &Shared, conn: &mut Connection, acks: &mut Acks) ->
 }
 
 /// Apply what the stream sends until something ends the session.
-async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> SessionEnd {
-    let mut messages = Vec::new();
+async fn follow(
+    shared: &Shared,
+    base: &str,
+    conn: &mut Connection,
+    idle: Duration,
+    mut log: Option<&mut LogCheck>,
+) -> SessionEnd {
+    let mut received: Vec<Received> = Vec::new();
     let mut acks = Acks::default();
     loop {
-        messages.clear();
+        received.clear();
         // `next` is cancel-safe: what a cancelled read had taken stays buffered.
         let read = tokio::select! {
-            read = tokio::time::timeout(idle, conn.next(&mut messages)) => read,
+            read = tokio::time::timeout(idle, conn.next(&mut received)) => read,
             () = acks.wait_due() => {
                 if let Err(e) = acknowledge(shared, conn, &mut acks).await {
                     return SessionEnd::Failed(e);
@@ -234,12 +253,10 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
             Ok(Err(e)) => return SessionEnd::Failed(e),
             Ok(Ok(())) => {}
         }
-        if messages.is_empty() {
+        if received.is_empty() {
             continue;
         }
-        // The newest time the authority stamped on this frame (events' commit times,
-        // heartbeats' send times).
-        for message in &messages {
+        for r in &received {
             if let Message::Control(
                 Control::Hello {
                     ack_interval_ms: Some(ms),
@@ -249,29 +266,44 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
                     ack_interval_ms: Some(ms),
                     ..
                 },
-            ) = message
+            ) = r.message
             {
-                acks.announce(*ms);
+                acks.announce(ms);
             }
         }
-        let stamped = messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::Event(event) => Some(event.at),
-                Message::Control(Control::Heartbeat { at, .. }) => Some(*at),
-                Message::Control(_) => None,
-            })
-            .max();
-        if let Some(at) = stamped {
-            observe_clock(shared, at);
+        // The newest time the authority stamped on this frame (events' commit times,
+        // heartbeats' send times). A verifying agent trusts only signed times (below).
+        let mut stamped = None;
+        if log.is_none() {
+            stamped = received
+                .iter()
+                .filter_map(|r| match &r.message {
+                    Message::Event(event) => Some(event.at),
+                    Message::Control(Control::Heartbeat { at, .. }) => Some(*at),
+                    Message::Control(_) => None,
+                })
+                .max();
+            if let Some(at) = stamped {
+                observe_clock(shared, at);
+            }
         }
         let current = {
             let mut state = shared.mirror.write();
             let before = state.applied;
             let keys_before = state.keys.len();
-            let handled = messages.iter().try_for_each(|m| handle(&mut state, m));
+            let mut handled = Ok(());
+            for r in &received {
+                handled = handle(&mut state, &r.message);
+                if handled.is_err() {
+                    break;
+                }
+                // Applied (`handle` applies events only in contiguous order): its leaf joins
+                // the tree.
+                if let (Some(log), Some(leaf)) = (log.as_deref_mut(), r.leaf) {
+                    log.push(leaf);
+                }
+            }
             let keys_removed = state.keys.len() < keys_before;
-            // `handle` applies events only in contiguous order, one `seq` each.
             shared
                 .metrics
                 .events_applied
@@ -298,6 +330,14 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
             });
             state.applied >= state.head
         };
+        if let Some(log) = log.as_deref_mut() {
+            // Checked outside the mirror's lock: an ML-DSA verification must not hold up
+            // verifies.
+            match check_frame(shared, base, log, &received).await {
+                Ok(signed) => stamped = signed,
+                Err(why) => return SessionEnd::Resync(why),
+            }
+        }
         // Heard from the authority, and nothing it announced is missing: current as of the
         // newest time it stamped (not as of now: the frame may have been held back).
         if current {
@@ -308,6 +348,106 @@ async fn follow(shared: &Shared, conn: &mut Connection, idle: Duration) -> Sessi
             && let Err(e) = acknowledge(shared, conn, &mut acks).await
         {
             return SessionEnd::Failed(e);
+        }
+    }
+}
+
+/// The log checks of a frame whose events are applied: every checkpoint its heartbeats carry,
+/// in order, and that no leaf is left uncovered by a checkpoint arriving more than
+/// `max_staleness` + `max_clock_skew` after it. Returns the
+/// newest signed time verified; `Err` means resync (the reason counted and logged).
+async fn check_frame(
+    shared: &Shared,
+    base: &str,
+    log: &mut LogCheck,
+    received: &[Received],
+) -> Result<Option<UnixMillis>, &'static str> {
+    log.frame_arrived(Instant::now());
+    let mut newest = None;
+    for note in received.iter().filter_map(|r| r.checkpoint.as_deref()) {
+        if !log.following() {
+            // The snapshot carried no checkpoint, the stream does: an authority that began to
+            // sign. Only a snapshot gives a tree to check against.
+            return Err("checkpoints arrive, but the snapshot had none");
+        }
+        let mut checked = log.check(note);
+        if matches!(checked, Some(Err(Mismatch::UnknownKey)))
+            && refresh_log_keys(shared, base, log).await
+        {
+            checked = log.check(note);
+        }
+        match checked {
+            Some(Ok(checkpoint)) => {
+                verified(shared, &checkpoint);
+                newest = newest.max(Some(checkpoint.time));
+            }
+            Some(Err(mismatch)) => return Err(log_mismatch(shared, base, &mismatch)),
+            None => return Err("checkpoints arrive, but the snapshot had none"),
+        }
+    }
+    // Every event the authority commits is covered by a checkpoint about a heartbeat
+    // interval later. Leaves that checkpoints arriving long after them still do not cover
+    // are not in the authority's log: an event invented after the last one, which the next
+    // real event would only meet as a repeated seq. They are never verified, so resync —
+    // after as long as freshness allows a checkpoint to be old, so that a slow signer is not
+    // taken for it. Judged only as a checkpoint verifies: a link that was down or stalled
+    // meanwhile delivers the covering checkpoint first.
+    let allowed = shared.config.max_staleness + shared.config.max_clock_skew;
+    if newest.is_some()
+        && let Some(since) = log.uncovered_since()
+        && since.elapsed() > allowed
+    {
+        let mismatch = Mismatch::SizeMismatch {
+            checkpoint: log.verified_size().unwrap_or(0),
+            ours: shared.mirror.read().applied.get(),
+        };
+        tracing::warn!(authority = %base, "events applied {:?} ago are still not covered by a signed checkpoint", since.elapsed());
+        return Err(log_mismatch(shared, base, &mismatch));
+    }
+    if let Some(at) = newest {
+        observe_clock(shared, at);
+    }
+    Ok(newest)
+}
+
+/// A checkpoint verified: count it, and show where the verified tree is.
+fn verified(shared: &Shared, checkpoint: &Checkpoint) {
+    shared.metrics.log_checkpoints_verified.inc();
+    shared.metrics.log_verified_seq.set(gauge(checkpoint.size));
+}
+
+/// Count and log a log mismatch; the reason for the resync that follows.
+fn log_mismatch(shared: &Shared, base: &str, mismatch: &Mismatch) -> &'static str {
+    shared.metrics.count_log_resync(mismatch.code());
+    tracing::warn!(
+        authority = %base,
+        reason = mismatch.code(),
+        error = mismatch as &dyn std::error::Error,
+        "the transparency log did not verify: resyncing from a snapshot"
+    );
+    "the transparency log did not verify"
+}
+
+/// One JWKS refresh for a checkpoint or seal by a key not (yet) known: a log key published
+/// since the last fetch. `false` if the fetch failed.
+async fn refresh_log_keys(shared: &Shared, base: &str, log: &mut LogCheck) -> bool {
+    let config = &shared.config;
+    match fetch::jwks(
+        &shared.http,
+        base,
+        config.request_timeout,
+        config.crypto_backend,
+    )
+    .await
+    {
+        Ok(keys) => {
+            shared.metrics.jwks_fetches.inc();
+            log.set_keys(keys.log);
+            true
+        }
+        Err(e) => {
+            tracing::warn!(authority = %base, error = &e as &dyn std::error::Error, "JWKS refresh for an unknown log key failed");
+            false
         }
     }
 }
@@ -366,8 +506,10 @@ fn handle(state: &mut LocalState, message: &Message) -> Result<(), &'static str>
     Ok(())
 }
 
-/// Replace the copy with the authority's snapshot and current keys.
-async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
+/// Replace the copy with the authority's snapshot and current keys. A verifying agent loads
+/// it only if its checkpoint and seal verify (else counts the reason and fails, to retry);
+/// it is then current as of the checkpoint's signed time.
+async fn resync(shared: &Shared, base: &str, log: Option<&mut LogCheck>) -> Result<(), Error> {
     let key = shared.config.subscriber_key.as_str();
     let timeout = shared.config.request_timeout;
     let keys = fetch::jwks(&shared.http, base, timeout, shared.config.crypto_backend).await?;
@@ -379,7 +521,43 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
         seq,
         at,
         mut revset,
+        log: snapshot_log,
     } = fetch::snapshot(&shared.http, base, key, timeout * 4).await?;
+    // Shown once the copy holds it (a reader seeing the gauge then sees the copy).
+    let mut checkpoint = None;
+    let at = match log {
+        None => at,
+        Some(log) => {
+            log.set_keys(keys.log);
+            match &snapshot_log {
+                None => {
+                    log.stop();
+                    shared.metrics.log_verified_seq.set(-1);
+                    tracing::warn!(authority = %base, "the snapshot carries no checkpoint (an authority that does not sign its log): stale while log verification is on");
+                    None
+                }
+                Some(snapshot) => {
+                    let mut started = log.start(&epoch, seq, snapshot);
+                    if matches!(started, Err(Mismatch::UnknownKey))
+                        && refresh_log_keys(shared, base, log).await
+                    {
+                        started = log.start(&epoch, seq, snapshot);
+                    }
+                    match started {
+                        Ok(verified) => {
+                            let time = verified.time;
+                            checkpoint = Some(verified);
+                            Some(time)
+                        }
+                        Err(mismatch) => {
+                            log_mismatch(shared, base, &mismatch);
+                            return Err(Error::Log(mismatch));
+                        }
+                    }
+                }
+            }
+        }
+    };
     if let Some(at) = at {
         observe_clock(shared, at);
     }
@@ -394,10 +572,13 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
             revset,
             keys: Default::default(),
         };
-        state.add_keys(keys);
+        state.add_keys(keys.token);
         // Verdicts cached under the old copy may rest on keys or a log it no longer has (a
         // resync to another epoch brings other keys): start over, under the same lock.
         shared.cache.clear();
+    }
+    if let Some(checkpoint) = &checkpoint {
+        verified(shared, checkpoint);
     }
     shared.metrics.resyncs.inc();
     shared.metrics.applied_seq.set(gauge(seq.get()));
@@ -410,7 +591,7 @@ async fn resync(shared: &Shared, base: &str) -> Result<(), Error> {
     // makes the agent fresh only once a stamped heartbeat or event arrives.
     shared.freshness.mark_synced(at);
     shared.applied.send_replace(seq);
-    if at.is_none() {
+    if at.is_none() && !shared.config.verify_log {
         tracing::warn!(authority = %base, "the snapshot carries no `at` (an older authority): fresh only once a heartbeat arrives");
     }
     tracing::info!(authority = %base, %epoch, seq = %seq, entries, "snapshot loaded");
@@ -434,7 +615,7 @@ pub(crate) async fn refresh_keys(shared: &Shared) -> Result<usize, Error> {
     .await?;
     shared.metrics.jwks_fetches.inc();
     let mut state = shared.mirror.write();
-    let (added, removed) = state.replace_keys(keys);
+    let (added, removed) = state.replace_keys(keys.token);
     if removed > 0 {
         tracing::info!(removed, "signing keys left the JWKS");
         shared.cache.clear();

@@ -1,12 +1,16 @@
 //! A stream connection to the authority, WebSocket or SSE, yielding the protocol's messages one
-//! WebSocket frame (which may hold a JSON array of several) or one SSE read at a time.
+//! WebSocket frame (which may hold a JSON array of several) or one SSE read at a time. When
+//! the agent verifies the transparency log, each event comes with the leaf hash of the exact
+//! bytes received (an SSE `data` line; a frame's text, or one element of a batch) and each
+//! heartbeat with the checkpoint it carries.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use revocast_shared::event::Message;
+use revocast_shared::event::{Control, Message};
+use revocast_shared::tlog::{TreeHash, leaf_hash};
 use revocast_shared::{Epoch, Seq};
 use serde::Deserialize;
 use tokio::net::TcpStream;
@@ -20,7 +24,13 @@ use crate::error::Error;
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-pub enum Connection {
+pub struct Connection {
+    transport: Link,
+    /// Hash each event's bytes and read each heartbeat's checkpoint (log verification on).
+    log: bool,
+}
+
+enum Link {
     WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
     Sse {
         body: ByteStream,
@@ -28,6 +38,16 @@ pub enum Connection {
         /// Posts acknowledgments, if the authority gave the connection a handle.
         acks: Option<AckPoster>,
     },
+}
+
+/// One message as received.
+#[derive(Debug)]
+pub struct Received {
+    pub message: Message,
+    /// An event's leaf hash, SHA-256(0x00 ‖ the bytes received), when verifying the log.
+    pub leaf: Option<TreeHash>,
+    /// The signed checkpoint note a heartbeat carries, when verifying the log.
+    pub checkpoint: Option<String>,
 }
 
 /// Who subscribes: the key it authenticates with, and what it says it is (`name` and
@@ -136,6 +156,7 @@ fn query(since: Seq, epoch: Option<&Epoch>, who: &Identity<'_>) -> String {
 }
 
 /// Connect to `base` with the preferred transport, resuming after `since`.
+#[allow(clippy::too_many_arguments)]
 pub async fn connect(
     http: &reqwest::Client,
     tls: Option<&Arc<rustls::ClientConfig>>,
@@ -144,9 +165,10 @@ pub async fn connect(
     since: Seq,
     epoch: Option<&Epoch>,
     who: &Identity<'_>,
+    log: bool,
 ) -> Result<Connection, ConnectError> {
     let key = who.key;
-    match transport {
+    let link = match transport {
         Transport::Sse => connect_sse(http, base, key, since, epoch, who).await,
         Transport::Websocket => connect_ws(tls, base, key, since, epoch, who).await,
         Transport::Auto => match connect_ws(tls, base, key, since, epoch, who).await {
@@ -159,7 +181,11 @@ pub async fn connect(
             }
             other => other,
         },
-    }
+    }?;
+    Ok(Connection {
+        transport: link,
+        log,
+    })
 }
 
 async fn connect_ws(
@@ -169,7 +195,7 @@ async fn connect_ws(
     since: Seq,
     epoch: Option<&Epoch>,
     who: &Identity<'_>,
-) -> Result<Connection, ConnectError> {
+) -> Result<Link, ConnectError> {
     let ws_base = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")
     } else {
@@ -196,7 +222,7 @@ async fn connect_ws(
     match tokio_tungstenite::connect_async_tls_with_config(request, Some(config), true, connector)
         .await
     {
-        Ok((ws, _)) => Ok(Connection::WebSocket(Box::new(ws))),
+        Ok((ws, _)) => Ok(Link::WebSocket(Box::new(ws))),
         Err(tungstenite::Error::Http(resp)) => {
             let status = resp.status().as_u16();
             let error = Error::Status {
@@ -223,7 +249,7 @@ async fn connect_sse(
     since: Seq,
     epoch: Option<&Epoch>,
     who: &Identity<'_>,
-) -> Result<Connection, ConnectError> {
+) -> Result<Link, ConnectError> {
     let resp = http
         .get(format!("{base}/v1/events?{}", query(since, epoch, who)))
         .bearer_auth(key)
@@ -240,7 +266,7 @@ async fn connect_sse(
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty() && v.len() <= 256)
                 .map(|conn| AckPoster::start(http.clone(), base, key, conn.to_string()));
-            Ok(Connection::Sse {
+            Ok(Link::Sse {
                 body: Box::pin(resp.bytes_stream()),
                 parser: SseParser::new(MAX_SSE_EVENT),
                 acks,
@@ -263,10 +289,38 @@ struct Unknown {
     kind: Option<String>,
 }
 
-/// Parse one JSON message; `Ok(None)` for a control message of an unknown type.
-fn parse_one(json: &[u8]) -> Result<Option<Message>, Error> {
+/// A heartbeat's `checkpoint`, read apart from the message: heartbeats come about once a
+/// second, so the second parse costs nothing on the event path.
+#[derive(Deserialize)]
+struct CheckpointField {
+    #[serde(default)]
+    checkpoint: Option<String>,
+}
+
+/// Parse one JSON message; `Ok(None)` for a control message of an unknown type. With `log`,
+/// an event gets the leaf hash of `json` (the exact bytes received) and a heartbeat its
+/// checkpoint.
+fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
     match serde_json::from_slice::<Message>(json) {
-        Ok(m) => Ok(Some(m)),
+        Ok(message) => {
+            let mut received = Received {
+                leaf: None,
+                checkpoint: None,
+                message,
+            };
+            if log {
+                match received.message {
+                    Message::Event(_) => received.leaf = Some(leaf_hash(json)),
+                    Message::Control(Control::Heartbeat { .. }) => {
+                        received.checkpoint = serde_json::from_slice::<CheckpointField>(json)
+                            .map_err(|e| Error::Protocol(format!("undecodable heartbeat: {e}")))?
+                            .checkpoint;
+                    }
+                    Message::Control(_) => {}
+                }
+            }
+            Ok(Some(received))
+        }
         Err(e) => match serde_json::from_slice::<Unknown>(json) {
             Ok(Unknown { seq: None, kind }) => {
                 tracing::debug!(?kind, "ignoring an unknown control message");
@@ -277,17 +331,19 @@ fn parse_one(json: &[u8]) -> Result<Option<Message>, Error> {
     }
 }
 
-/// Parse a WebSocket text frame: one object or an array of them.
-fn parse_frame(text: &[u8], out: &mut Vec<Message>) -> Result<(), Error> {
+/// Parse a WebSocket text frame: one object or an array of them. A batch's elements are cut
+/// out as `RawValue`s, borrowed from the frame: each is exactly the bytes the authority wrote
+/// for that message, which is what its leaf hash is over.
+fn parse_frame(text: &[u8], log: bool, out: &mut Vec<Received>) -> Result<(), Error> {
     if text.first() == Some(&b'[') {
         let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(text)
             .map_err(|e| Error::Protocol(format!("undecodable batch: {e}")))?;
         for item in items {
-            out.extend(parse_one(item.get().as_bytes())?);
+            out.extend(parse_one(item.get().as_bytes(), log)?);
         }
         Ok(())
     } else {
-        out.extend(parse_one(text)?);
+        out.extend(parse_one(text, log)?);
         Ok(())
     }
 }
@@ -299,15 +355,15 @@ impl Connection {
     /// Acknowledge `ack`: a text message on the WebSocket; over SSE, handed to the poster
     /// (which coalesces while a POST is in flight).
     pub async fn ack(&mut self, ack: &Ack) -> Result<(), Error> {
-        match self {
-            Connection::WebSocket(ws) => {
+        match &mut self.transport {
+            Link::WebSocket(ws) => {
                 let text = serde_json::to_string(ack)
                     .map_err(|e| Error::Protocol(format!("encoding an ack: {e}")))?;
                 futures_util::SinkExt::send(ws.as_mut(), WsMessage::Text(text.into()))
                     .await
                     .map_err(|e| Error::WebSocket(Box::new(e)))
             }
-            Connection::Sse { acks, .. } => {
+            Link::Sse { acks, .. } => {
                 if let Some(poster) = acks {
                     poster.latest.send_replace(Some(ack.clone()));
                 }
@@ -318,20 +374,21 @@ impl Connection {
 
     /// The messages of the next frame (possibly none, e.g. for a ping); `Err(Ended)` when the
     /// server closed the stream.
-    pub async fn next(&mut self, out: &mut Vec<Message>) -> Result<(), Error> {
-        match self {
-            Connection::WebSocket(ws) => match ws.next().await {
-                Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_bytes(), out),
+    pub async fn next(&mut self, out: &mut Vec<Received>) -> Result<(), Error> {
+        let log = self.log;
+        match &mut self.transport {
+            Link::WebSocket(ws) => match ws.next().await {
+                Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_bytes(), log, out),
                 Some(Ok(WsMessage::Close(_))) | None => Err(Error::Ended),
                 // Pings (answered by the library), pongs, binary: nothing to apply.
                 Some(Ok(_)) => Ok(()),
                 Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
             },
-            Connection::Sse { body, parser, .. } => loop {
+            Link::Sse { body, parser, .. } => loop {
                 match body.next().await {
                     Some(Ok(chunk)) => {
                         parser.feed(&chunk, |data| {
-                            out.extend(parse_one(data)?);
+                            out.extend(parse_one(data, log)?);
                             Ok(())
                         })?;
                         // Comments and empty events are not news: keep reading.
@@ -570,16 +627,51 @@ mod tests {
     #[test]
     fn frames_hold_one_message_or_an_array() {
         let mut out = Vec::new();
-        parse_frame(br#"{"type":"heartbeat","seq":3,"at":1.5}"#, &mut out).unwrap();
+        parse_frame(br#"{"type":"heartbeat","seq":3,"at":1.5}"#, false, &mut out).unwrap();
         parse_frame(
             br#"[{"type":"hello","epoch":"e","seq":0},{"type":"future","x":1},{"seq":1,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1.0}]"#,
+            false,
             &mut out,
         )
         .unwrap();
         assert_eq!(out.len(), 3, "the unknown control message is skipped");
-        assert!(matches!(out[1], Message::Control(Control::Hello { .. })));
-        assert!(matches!(out[2], Message::Event(_)));
-        assert!(parse_frame(br#"{"seq":9,"type":"future"}"#, &mut out).is_err());
-        assert!(parse_frame(b"not json", &mut out).is_err());
+        assert!(matches!(
+            out[1].message,
+            Message::Control(Control::Hello { .. })
+        ));
+        assert!(matches!(out[2].message, Message::Event(_)));
+        assert!(
+            out.iter().all(|r| r.leaf.is_none()),
+            "not verifying: no hashing"
+        );
+        assert!(parse_frame(br#"{"seq":9,"type":"future"}"#, false, &mut out).is_err());
+        assert!(parse_frame(b"not json", false, &mut out).is_err());
+    }
+
+    /// The leaves are the exact bytes the authority wrote: a single frame's text, each element
+    /// of a batch, an SSE data line — never a re-encoding of what was parsed.
+    #[test]
+    fn leaves_hash_the_bytes_received_in_every_framing() {
+        let one = r#"{"seq":1,"type":"session","sid":"s-9","until":1767308400,"at":1767222001.0}"#;
+        let two = r#"{"seq":2,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1767222002.25}"#;
+        let beat = r#"{"type":"heartbeat","seq":2,"at":1.5,"checkpoint":"o/e\n2\n"}"#;
+        let mut out = Vec::new();
+        parse_frame(one.as_bytes(), true, &mut out).unwrap();
+        parse_frame(format!("[{two},{beat}]").as_bytes(), true, &mut out).unwrap();
+        let mut sse = SseParser::new(MAX_SSE_EVENT);
+        let body = format!("id: 1\nevent: session\ndata: {one}\n\nevent: key\ndata: {two}\n\n");
+        sse.feed(body.as_bytes(), |data| {
+            out.extend(parse_one(data, true)?);
+            Ok(())
+        })
+        .unwrap();
+        let leaves: Vec<_> = out.iter().map(|r| r.leaf).collect();
+        let (h1, h2) = (leaf_hash(one.as_bytes()), leaf_hash(two.as_bytes()));
+        assert_eq!(leaves, [Some(h1), Some(h2), None, Some(h1), Some(h2)]);
+        assert_eq!(out[2].checkpoint.as_deref(), Some("o/e\n2\n"));
+        // The same event spelled another way is another leaf (a rewrite is caught).
+        let mut spaced = Vec::new();
+        parse_frame(one.replace(':', ": ").as_bytes(), true, &mut spaced).unwrap();
+        assert_ne!(spaced[0].leaf, Some(h1));
     }
 }

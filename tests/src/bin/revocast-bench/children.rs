@@ -229,6 +229,10 @@ pub struct AgentsArgs {
     /// (`refresh.rs`).
     #[arg(long)]
     watch: bool,
+    /// Agents that do not verify the transparency log (`--verify-log false`): the `log-verify`
+    /// scenario's baseline.
+    #[arg(long)]
+    no_verify_log: bool,
 }
 
 /// Start `count` agents, print `ready` once all are synced; then read `final SEQ` and
@@ -243,6 +247,7 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
     for _ in 0..args.count {
         let mut config = AgentConfig::new(&args.authority, args.key.clone());
         config.transport = Transport::Websocket;
+        config.verify_log = !args.no_verify_log;
         agents.push(Agent::start(config)?);
     }
     for agent in &agents {
@@ -294,6 +299,7 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
             (Some("final"), Some(seq), None) => {
                 final_tx.send_replace(Some(seq.parse()?));
             }
+            (Some("status"), None, None) => println!("{}", fleet_status(&agents)?),
             (Some("sent"), Some(seq), Some(micros)) => {
                 sent.insert(seq.parse::<u64>()?, micros.parse::<u64>()?);
             }
@@ -340,6 +346,28 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the parent asks with a `status` line: this process's CPU time so far, the lowest
+/// `seq` any agent applied, and the log checks of all agents (`log-verify`).
+fn fleet_status(agents: &[Agent]) -> anyhow::Result<serde_json::Value> {
+    let statuses: Vec<_> = agents.iter().map(Agent::status).collect();
+    let counter = |agent: &Agent, series: &str| -> u64 {
+        agent
+            .render_metrics()
+            .lines()
+            .filter_map(|l| l.strip_prefix(series))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    Ok(serde_json::json!({
+        "cpu_seconds": crate::stats::cpu_seconds(std::process::id())?,
+        "applied_min": statuses.iter().map(|s| s.applied.get()).min().unwrap_or(0),
+        "verified_min": statuses.iter().map(|s| s.log_verified.map_or(0, |v| v.get())).min().unwrap_or(0),
+        "checkpoints_verified": agents.iter().map(|a| counter(a, "revocast_agent_log_checkpoints_verified_total")).sum::<u64>(),
+        "log_resyncs": agents.iter().map(|a| counter(a, "revocast_agent_log_resyncs_total")).sum::<u64>(),
+        "resyncs": statuses.iter().map(|s| s.resyncs.saturating_sub(1)).sum::<u64>(),
+    }))
+}
+
 /// The agents child, from the parent's side.
 pub struct ChildAgents {
     child: Child,
@@ -362,6 +390,29 @@ impl ChildAgents {
             if record { &[] } else { &["--no-record"] },
         )
         .await
+    }
+
+    /// Start `count` agents, verifying the transparency log or not, that record nothing (the
+    /// `log-verify` scenario asks them for their `status`).
+    pub async fn start_verifying(
+        authority: &str,
+        key: &str,
+        count: usize,
+        verify_log: bool,
+    ) -> anyhow::Result<Self> {
+        let extra: &[&str] = if verify_log {
+            &["--no-record"]
+        } else {
+            &["--no-record", "--no-verify-log"]
+        };
+        Self::spawn(authority, key, count, extra).await
+    }
+
+    /// Ask a `start_verifying` child for its status (see `fleet_status`).
+    pub async fn status(&mut self) -> anyhow::Result<serde_json::Value> {
+        self.send_line("status").await?;
+        let line = self.read_line(Duration::from_secs(60)).await?;
+        Ok(serde_json::from_str(&line)?)
     }
 
     /// Start `count` agents that watch tokens for the `refresh-reuse` scenario (see

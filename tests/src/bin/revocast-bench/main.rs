@@ -10,6 +10,7 @@
 mod children;
 mod floor;
 mod lean;
+mod log_verify;
 mod refresh;
 mod scenarios;
 mod side_by_side;
@@ -145,6 +146,22 @@ enum Scenario {
     /// (internal) Run the subscribers for `floor`.
     #[command(hide = true)]
     FloorFleet(floor::FleetArgs),
+    /// Agent CPU for verifying the transparency log: per applied event and per verified
+    /// checkpoint, verifying and not, side by side in one run (two agent children).
+    LogVerify {
+        /// Agents in each child.
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        /// Revocations streamed.
+        #[arg(long, default_value_t = 5_000)]
+        events: usize,
+        /// Revocations per second.
+        #[arg(long, default_value_t = 500)]
+        rate: u32,
+        /// Seconds of an idle log first (checkpoints only).
+        #[arg(long, default_value_t = 20)]
+        idle_seconds: u64,
+    },
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
     Authority(children::AuthorityArgs),
@@ -190,6 +207,12 @@ fn main() -> ExitCode {
             }
             Scenario::Bootstrap { entries } => scenarios::bootstrap(entries).await?,
             Scenario::Sign { seconds } => side_by_side::sign(seconds)?,
+            Scenario::LogVerify {
+                agents,
+                events,
+                rate,
+                idle_seconds,
+            } => log_verify::log_verify(agents, events, rate, idle_seconds).await?,
             Scenario::Soak {
                 subscribers,
                 rate,
