@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use revocast_authority::config::Pacing;
+use revocast_authority::config::{Pacing, WRITE_BURST};
 use revocast_shared::UnixMillis;
 use revocast_tests::TestAuthority;
 use revocast_tests::stream_client::{BOTH, Subscriber, Transport, event_seq};
@@ -73,7 +73,7 @@ async fn websocket_batches_are_arrays_of_events_in_order() {
 }
 
 #[tokio::test]
-async fn linger_sends_an_isolated_event_at_once_and_holds_back_the_ones_right_after() {
+async fn linger_sends_isolated_events_at_once_and_holds_back_sustained_ones() {
     let linger = Duration::from_millis(250);
     assert_lingers(linger, |pacing| pacing.min_linger = linger).await;
 }
@@ -81,7 +81,7 @@ async fn linger_sends_an_isolated_event_at_once_and_holds_back_the_ones_right_af
 #[tokio::test]
 async fn the_linger_grows_with_the_fleet() {
     // No minimum, four writes a second for the whole fleet: the one subscriber alone may
-    // write once every 250 ms.
+    // write once every 250 ms on average.
     assert_lingers(Duration::from_millis(250), |pacing| {
         pacing.min_linger = Duration::ZERO;
         pacing.writes_per_second = 4;
@@ -89,8 +89,9 @@ async fn the_linger_grows_with_the_fleet() {
     .await;
 }
 
-/// With one subscriber and `pacing`: an isolated event goes out at once, and the ones
-/// committed right after it wait until `linger` has passed.
+/// With one subscriber and `pacing`: isolated events go out at once — even a burst of them
+/// in quick succession, each committed after the last arrived — and once the burst is spent,
+/// the ones committed right after wait until `linger` has passed since the first.
 async fn assert_lingers(linger: Duration, pacing: impl FnOnce(&mut Pacing)) {
     let a = TestAuthority::start_with(|c| {
         pacing(&mut c.stream_pacing);
@@ -99,22 +100,28 @@ async fn assert_lingers(linger: Duration, pacing: impl FnOnce(&mut Pacing)) {
     .await;
     let mut s = connect(&a, Transport::WebSocket, "").await;
     assert_eq!(hello(&mut s, &a).await, 0);
-    // Idle for longer than the linger: the next event goes out as soon as it is committed.
-    tokio::time::sleep(linger).await;
     let revoked = std::time::Instant::now();
-    a.revoke_session("first").await;
-    assert_eq!(s.events_through(1).await, vec![1]);
+    // Each waits for the one before to arrive, so each is a write of its own: the burst.
+    let burst = u64::from(WRITE_BURST);
+    for seq in 1..=burst {
+        a.revoke_session(&format!("burst-{seq}")).await;
+        assert_eq!(s.events_through(seq).await, vec![seq]);
+    }
     // One after another, each answered before the next: three commits, all within the
-    // linger of the first write, so they wait for it to pass and then go out together.
+    // linger of the first write, with the burst spent: they wait for the budget, then go
+    // out together.
     revoke_sessions(&a, "then", 3).await;
-    assert_eq!(s.events_through(4).await, vec![2, 3, 4]);
-    // The first write came after `revoked`, the next one no sooner than the linger after it.
-    // A lower bound only: a slow machine can only make it larger. Without the linger this
-    // whole exchange takes a few milliseconds.
+    assert_eq!(
+        s.events_through(burst + 3).await,
+        (burst + 1..=burst + 3).collect::<Vec<_>>()
+    );
+    // The first write came after `revoked`; with the burst spent, the next one no sooner than
+    // the linger after it. A lower bound only: a slow machine can only make it larger.
+    // Without the linger this whole exchange takes a few milliseconds.
     let took = revoked.elapsed();
     assert!(
         took >= linger,
-        "events 2..=4 arrived {took:?} after the first revocation"
+        "events after the burst arrived {took:?} after the first revocation"
     );
     s.close().await;
 }
