@@ -70,7 +70,9 @@ pub enum KeysCommand {
     /// Revoke an API key: it stops working within one second on every replica.
     Revoke {
         /// The key's id as `keys list` shows it, or a prefix of it naming one key (at least 6
-        /// characters).
+        /// characters). Ids are base64url, so one may begin with `-`: taken as the id, not as
+        /// a flag.
+        #[arg(allow_hyphen_values = true)]
         id: String,
     },
 }
@@ -757,6 +759,12 @@ mod tests {
             Some(Command::Keys { command: KeysCommand::Revoke { ref id } }) if id == "abcdef"
         ));
         assert_eq!(cli.serve.data_dir, PathBuf::from("/d"));
+        // An id beginning with `-` (base64url) is an id, not a flag.
+        let cli = Cli::try_parse_from(["x", "keys", "revoke", "-Gabcdef"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Keys { command: KeysCommand::Revoke { ref id } }) if id == "-Gabcdef"
+        ));
         let cli = Cli::try_parse_from(["x", "keys", "list", "--json"]).unwrap();
         assert!(matches!(
             cli.command,
