@@ -383,13 +383,25 @@ impl ChildAgents {
         count: usize,
         record: bool,
     ) -> anyhow::Result<Self> {
-        Self::spawn(
-            authority,
-            key,
-            count,
-            if record { &[] } else { &["--no-record"] },
-        )
-        .await
+        Self::start_with(authority, key, count, record, true).await
+    }
+
+    /// [`start`](Self::start), with the agents verifying the transparency log or not.
+    pub async fn start_with(
+        authority: &str,
+        key: &str,
+        count: usize,
+        record: bool,
+        verify_log: bool,
+    ) -> anyhow::Result<Self> {
+        let mut extra = Vec::new();
+        if !record {
+            extra.push("--no-record");
+        }
+        if !verify_log {
+            extra.push("--no-verify-log");
+        }
+        Self::spawn(authority, key, count, &extra).await
     }
 
     /// Start `count` agents, verifying the transparency log or not, that record nothing (the

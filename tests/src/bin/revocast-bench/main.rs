@@ -53,6 +53,10 @@ enum Scenario {
         /// fleet, so the back-to-back phase sends the next one when the fleet has the last.
         #[arg(long)]
         fleet_wait: bool,
+        /// Agents that do not verify the transparency log: the authority's side of the
+        /// figure alone (each agent's verification is measured by `log-verify`).
+        #[arg(long)]
+        no_verify_log: bool,
     },
     /// A stolen refresh token reused: time until each of N agents (in another process)
     /// rejects the session's access token, beside a plain session revocation in the same run.
@@ -193,7 +197,11 @@ fn main() -> ExitCode {
                 events,
                 rate,
                 fleet_wait,
-            } => scenarios::propagation(agents, events, rate, fleet_wait, database).await?,
+                no_verify_log,
+            } => {
+                scenarios::propagation(agents, events, rate, fleet_wait, !no_verify_log, database)
+                    .await?
+            }
             Scenario::RefreshReuse { agents, rounds } => {
                 refresh::refresh_reuse(agents, rounds, database).await?
             }

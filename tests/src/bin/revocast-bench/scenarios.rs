@@ -97,6 +97,7 @@ pub async fn propagation(
     events: usize,
     rate: u32,
     fleet_wait: bool,
+    verify_log: bool,
     database_url: Option<&str>,
 ) -> anyhow::Result<Value> {
     let setup = Setup::new(database_url).await?;
@@ -115,7 +116,14 @@ pub async fn propagation(
         .await?;
         tokens.push(answer["token"].as_str().context("token")?.to_string());
     }
-    let fleet = ChildAgents::start(&followed.base, &followed.subscriber_key, agents, true).await?;
+    let fleet = ChildAgents::start_with(
+        &followed.base,
+        &followed.subscriber_key,
+        agents,
+        true,
+        verify_log,
+    )
+    .await?;
     let body = |token: &str| {
         if fleet_wait {
             json!({ "token": token, "wait": "fleet", "wait_timeout_ms": 30_000 })
@@ -168,6 +176,7 @@ pub async fn propagation(
         "backend": setup.backend(),
         "agents": agents,
         "events": sent.len(),
+        "agents_verify_log": verify_log,
         "pairs": summary["pairs"],
         "reconnects": summary["reconnects"],
         "p50_ms": ms("p50_us"),
