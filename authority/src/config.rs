@@ -506,6 +506,7 @@ impl ServeArgs {
                 writes_per_second: self.stream_writes_per_second,
                 write_burst: self.stream_write_burst,
                 acks_per_second: self.fleet_acks_per_second,
+                heartbeat_spread: self.heartbeat_interval / 2,
             },
             write_timeout: self.write_timeout,
             rate_limit_tokens: self.rate_limit_tokens,

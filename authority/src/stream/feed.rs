@@ -74,6 +74,13 @@ impl Pending {
         self.parts.is_empty()
     }
 
+    /// Whether anything pending is an event (rather than `hello` or a heartbeat).
+    fn has_events(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|part| part.messages().iter().any(|m| m.seq.is_some()))
+    }
+
     /// Take whole frames from the front, at least one, until the next would pass `max_bytes`.
     fn take(&mut self, max_bytes: usize) -> Vec<Frame> {
         let mut bytes = 0;
@@ -123,6 +130,21 @@ pub struct Feed {
     resumed_from: Seq,
     /// The hub's number of the last checkpoint sent on this connection (0: none yet).
     checkpoint_sent: u64,
+    /// This connection's place in the fleet's heartbeat window, a fraction in `[0, 1)`
+    /// ([`Pacing::beat_delay`]).
+    beat_phase: f64,
+    /// When `pending` holds only heartbeats held back to that place: when they go.
+    beat_due: Option<Instant>,
+}
+
+/// The next connection's heartbeat phase: successive multiples of the golden ratio's
+/// fraction, which fill `[0, 1)` evenly however many connections there are.
+fn next_beat_phase() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+    const GOLDEN_FRACTION: f64 = 0.618_033_988_749_894_8;
+    let n = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    (n as f64 * GOLDEN_FRACTION).fract()
 }
 
 impl Feed {
@@ -159,6 +181,8 @@ impl Feed {
             quiet_until: None,
             resumed_from: since,
             checkpoint_sent: 0,
+            beat_phase: next_beat_phase(),
+            beat_due: None,
         };
         if client_epoch.is_some_and(|e| e != feed.hub.epoch()) {
             feed.end = Some(End::Reset(feed.reset_message()));
@@ -182,6 +206,20 @@ impl Feed {
     /// The next batch to send with one write (never empty), or why the feed ended.
     pub async fn next(&mut self) -> Result<Vec<Frame>, End> {
         loop {
+            if let Some(due) = self.beat_due {
+                // Only heartbeats are pending, held to this connection's phase: they go then,
+                // or at once ahead of the next event (cancel-safe: nothing changes until one
+                // of the two has completed).
+                tokio::select! {
+                    biased;
+                    received = self.live.recv() => {
+                        self.beat_due = None;
+                        let bytes = self.accept_live(received)?;
+                        self.drain_live(bytes)?;
+                    }
+                    () = tokio::time::sleep_until(due) => self.beat_due = None,
+                }
+            }
             if !self.pending.is_empty() {
                 let batch = self.pending.take(BATCH_BYTES);
                 // Only a write that carried events spends the budget: a heartbeat (every
@@ -207,22 +245,37 @@ impl Feed {
                 self.quiet_until = None;
             }
             let first = self.live.recv().await;
-            let mut bytes = self.accept_live(first)?;
-            // Drain whatever else is already queued, up to a batch, so one write carries it.
-            while bytes < BATCH_BYTES {
-                match self.live.try_recv() {
-                    Ok(published) => bytes += self.accept_live(Ok(published))?,
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Lagged(n)) => {
-                        self.accept_live(Err(RecvError::Lagged(n)))?;
-                    }
-                    Err(TryRecvError::Closed) => {
-                        // Send what we have; the next call reports the close.
-                        break;
-                    }
+            let bytes = self.accept_live(first)?;
+            self.drain_live(bytes)?;
+            if !self.pending.has_events() {
+                // Heartbeats alone: spread over the fleet's window (see `Pacing::beat_delay`).
+                let delay = self
+                    .pacing
+                    .beat_delay(self.hub.fleet_size(), self.beat_phase);
+                if !delay.is_zero() {
+                    self.beat_due = Some(Instant::now() + delay);
                 }
             }
         }
+    }
+
+    /// Queue whatever else is already in the live feed, up to a batch (`bytes` queued so
+    /// far), so that one write carries it.
+    fn drain_live(&mut self, mut bytes: usize) -> Result<(), End> {
+        while bytes < BATCH_BYTES {
+            match self.live.try_recv() {
+                Ok(published) => bytes += self.accept_live(Ok(published))?,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Lagged(n)) => {
+                    self.accept_live(Err(RecvError::Lagged(n)))?;
+                }
+                Err(TryRecvError::Closed) => {
+                    // Send what we have; the next call reports the close.
+                    break;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Queue one live slot, checking that its events continue exactly where we are; returns
@@ -329,6 +382,7 @@ mod tests {
             writes_per_second: 40_000,
             write_burst: super::super::pacing::WRITE_BURST,
             acks_per_second: 5_000,
+            heartbeat_spread: std::time::Duration::ZERO,
         };
         let subscription = hub.subscribe(None).unwrap();
         let mut feed = Feed::new(Arc::clone(&hub), store, subscription, None, pacing, None);
@@ -346,6 +400,54 @@ mod tests {
             assert_eq!(events(&feed.next().await.unwrap()), 1);
         }
         assert!(feed.quiet_until.is_some(), "the burst is spent");
+    }
+
+    #[tokio::test]
+    async fn a_held_heartbeat_goes_at_its_phase_or_at_once_ahead_of_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(crate::store::SqliteStore::open(dir.path()).await.unwrap());
+        let hub = Arc::new(Hub::new(Epoch::new("e"), Seq::ZERO, 64));
+        // One subscriber and one write a second: a window of 4 s, under the 20 s cap.
+        let pacing = Pacing {
+            min_linger: std::time::Duration::ZERO,
+            writes_per_second: 1,
+            write_burst: super::super::pacing::WRITE_BURST,
+            acks_per_second: 5_000,
+            heartbeat_spread: std::time::Duration::from_secs(20),
+        };
+        let subscription = hub.subscribe(None).unwrap();
+        let mut feed = Feed::new(Arc::clone(&hub), store, subscription, None, pacing, None);
+        feed.next().await.unwrap(); // hello
+        feed.beat_phase = 0.5; // held 2 s
+        hub.heartbeat(|_| std::time::Duration::from_millis(50));
+        let short = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(short, feed.next()).await.is_err(),
+            "the heartbeat is held to this connection's phase"
+        );
+        // A revocation meanwhile goes at once, the held heartbeat ahead of it in one write
+        // (and the interrupted `next` lost nothing).
+        hub.publish(&[crate::stream::testing::session(1)]);
+        let batch = tokio::time::timeout(short, feed.next())
+            .await
+            .expect("the event is not held")
+            .unwrap();
+        let kinds: Vec<Option<u64>> = batch
+            .iter()
+            .flat_map(|f| f.messages().iter().map(|m| m.seq.map(Seq::get)))
+            .collect();
+        assert_eq!(kinds, vec![None, Some(1)], "heartbeat, then the event");
+        // At phase 0 a heartbeat is not held at all; at its phase a held one goes alone.
+        feed.beat_phase = 0.0;
+        hub.heartbeat(|_| std::time::Duration::from_millis(50));
+        assert!(tokio::time::timeout(short, feed.next()).await.is_ok());
+        feed.beat_phase = 0.01; // held 40 ms
+        hub.heartbeat(|_| std::time::Duration::from_millis(50));
+        let started = std::time::Instant::now();
+        let batch = feed.next().await.unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(30));
+        assert_eq!(batch.iter().map(Frame::events).sum::<u64>(), 0);
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct Pacing {
     /// Acknowledgments per second the whole fleet should cost at most
     /// (`--fleet-acks-per-second`).
     pub acks_per_second: u32,
+    /// The longest a connection holds a heartbeat back to spread the fleet's heartbeats over
+    /// time (half the heartbeat interval; zero: none). See [`Pacing::beat_delay`].
+    pub heartbeat_spread: Duration,
 }
 
 impl Pacing {
@@ -83,6 +86,25 @@ impl Pacing {
         let spread =
             Duration::from_secs_f64(subscribers as f64 / f64::from(self.writes_per_second.max(1)));
         spread.max(self.min_linger).min(MAX_LINGER)
+    }
+
+    /// How long the connection at `phase` (a fraction in `[0, 1)`, fixed per connection) holds
+    /// a heartbeat back when it is one of `subscribers`.
+    ///
+    /// Every connection gets the hub's heartbeat at the same instant. Written at once, that is
+    /// one write per connection back to back — at 10,000 subscribers ~120 ms of both cores
+    /// every second here — and a revocation committed meanwhile waits behind all of it: the
+    /// tail of isolated revocations was this burst. So each connection writes its heartbeat
+    /// at its own phase of a window that keeps the fleet's heartbeat writes near a quarter of
+    /// `writes_per_second`, at most [`heartbeat_spread`](Self::heartbeat_spread); an event
+    /// arriving meanwhile goes out at once, with the held heartbeat ahead of it in the same
+    /// write. A small fleet's window is a fraction of a millisecond.
+    pub(crate) fn beat_delay(&self, subscribers: usize, phase: f64) -> Duration {
+        let window = Duration::from_secs_f64(
+            4.0 * subscribers as f64 / f64::from(self.writes_per_second.max(1)),
+        )
+        .min(self.heartbeat_spread);
+        window.mul_f64(phase.clamp(0.0, 1.0))
     }
 
     /// The average interval between acknowledgments asked of each of `subscribers`.
@@ -104,6 +126,7 @@ mod tests {
             writes_per_second: 40_000,
             write_burst: WRITE_BURST,
             acks_per_second: 5_000,
+            heartbeat_spread: Duration::from_millis(500),
         };
         let ms = |subscribers| pacing.linger(subscribers).as_secs_f64() * 1000.0;
         assert_eq!(ms(0), 5.0);
@@ -175,6 +198,7 @@ mod tests {
             writes_per_second: 40_000,
             write_burst: WRITE_BURST,
             acks_per_second: 5_000,
+            heartbeat_spread: Duration::from_millis(500),
         };
         let ms = |subscribers| pacing.ack_interval(subscribers).as_millis();
         assert_eq!(ms(0), 50);
@@ -182,5 +206,28 @@ mod tests {
         assert_eq!(ms(1_000), 200);
         assert_eq!(ms(10_000), 2_000);
         assert_eq!(ms(1_000_000), 2_000);
+    }
+
+    #[test]
+    fn heartbeats_spread_over_a_window_that_grows_with_the_fleet_up_to_the_cap() {
+        let pacing = Pacing {
+            min_linger: Duration::ZERO,
+            writes_per_second: 40_000,
+            write_burst: WRITE_BURST,
+            acks_per_second: 5_000,
+            heartbeat_spread: Duration::from_millis(500),
+        };
+        let ms = |subscribers, phase| pacing.beat_delay(subscribers, phase).as_secs_f64() * 1e3;
+        assert_eq!(ms(10, 0.5), 0.5);
+        assert_eq!(ms(1_000, 0.0), 0.0);
+        assert_eq!(ms(1_000, 0.5), 50.0);
+        assert_eq!(ms(10_000, 0.5), 250.0);
+        assert_eq!(ms(100_000, 0.999), 499.5);
+        assert_eq!(ms(100_000, 7.0), 500.0, "a phase is a fraction");
+        let off = Pacing {
+            heartbeat_spread: Duration::ZERO,
+            ..pacing
+        };
+        assert_eq!(off.beat_delay(10_000, 0.5), Duration::ZERO);
     }
 }
