@@ -244,12 +244,39 @@ impl Authority {
                 self.app.config.database_poll_interval,
             ))
         });
+        // The stored log audited again while serving: found tampered, the authority stops
+        // (and its next start refuses, naming the same `seq`).
+        let (tampered_tx, tampered_rx) = tokio::sync::oneshot::channel::<Error>();
+        let auditor = {
+            let app = Arc::clone(&self.app);
+            tokio::spawn(async move {
+                let checkpointer = &app.checkpointer;
+                let found = tlog::audit::watch(
+                    app.store.as_ref(),
+                    checkpointer.origin(),
+                    checkpointer.keys(),
+                    app.config.log_audit_interval,
+                )
+                .await;
+                let _ = tampered_tx.send(found);
+            })
+        };
+        let tampered = Arc::new(std::sync::Mutex::new(None::<Error>));
         let hub = Arc::clone(&self.app.hub);
-        let shutdown = async move {
-            shutdown.await;
-            // Long-lived streams end once they have sent what was published, so the graceful
-            // shutdown below does not wait for subscribers to leave by themselves.
-            hub.close();
+        let shutdown = {
+            let tampered = Arc::clone(&tampered);
+            async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    Ok(found) = tampered_rx => {
+                        tracing::error!(error = %found, "stopping");
+                        *tampered.lock().unwrap_or_else(|p| p.into_inner()) = Some(found);
+                    }
+                }
+                // Long-lived streams end once they have sent what was published, so the
+                // graceful shutdown below does not wait for subscribers to leave by themselves.
+                hub.close();
+            }
         };
         let settings = ListenerSettings {
             write_timeout: self.app.config.write_timeout,
@@ -270,6 +297,7 @@ impl Authority {
         purger.abort();
         heartbeats.abort();
         checkpoints.abort();
+        auditor.abort();
         tracker.abort();
         if let Some(sharer) = sharer {
             sharer.abort();
@@ -280,7 +308,10 @@ impl Authority {
         self.ledger_task.stop().await;
         self.app.store.close().await;
         tracing::info!("stopped");
-        Ok(())
+        match tampered.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(found) => Err(found),
+            None => Ok(()),
+        }
     }
 }
 

@@ -216,6 +216,13 @@ pub struct ServeArgs {
     /// cache lifetime (60 s) and the agents' refresh. At most 7d.
     #[arg(long, env = "REVOCAST_LOG_KEY_LEAD", default_value = "10m", value_parser = parse_duration)]
     pub log_key_lead: Duration,
+    /// How often a running authority checks the stored log again against its leaves and its
+    /// last signed checkpoint (the check every start makes): a revocation row deleted or
+    /// changed behind its back — in the SQLite file, or on PostgreSQL by anyone, through any
+    /// replica — stops it with an error naming the `seq`. Each check reads the whole log once.
+    /// 1s to 24h.
+    #[arg(long, env = "REVOCAST_LOG_AUDIT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub log_audit_interval: Duration,
     /// Snapshot downloads one API key may have in progress at once; over it, `429` with
     /// `Retry-After`. A fleet often shares one subscriber key: this bounds what it costs when
     /// all its agents resync at once. 0 turns the limit off.
@@ -314,6 +321,8 @@ pub struct Config {
     pub snapshot_deadline: Duration,
     /// How long before it signs a new log key is published.
     pub log_key_lead: Duration,
+    /// How often the running authority audits the stored log (`--log-audit-interval`).
+    pub log_audit_interval: Duration,
     /// Concurrent snapshots per API key (0 = unlimited).
     pub max_snapshots_per_key: u32,
     /// HTTPS, when configured (the files are read and checked by `validate`).
@@ -447,6 +456,11 @@ impl ServeArgs {
         if self.log_key_lead > Duration::from_secs(7 * 24 * 3600) {
             return invalid("--log-key-lead must be at most 7d");
         }
+        if self.log_audit_interval < Duration::from_secs(1)
+            || self.log_audit_interval > Duration::from_secs(24 * 3600)
+        {
+            return invalid("--log-audit-interval must be between 1s and 24h");
+        }
         Ok(())
     }
 
@@ -513,6 +527,7 @@ impl ServeArgs {
             rate_limit_revocations: self.rate_limit_revocations,
             snapshot_deadline: self.snapshot_deadline,
             log_key_lead: self.log_key_lead,
+            log_audit_interval: self.log_audit_interval,
             max_snapshots_per_key: self.max_snapshots_per_key,
             tls,
             subscriber_client_cert,
@@ -693,6 +708,8 @@ mod tests {
         assert!(parse(&["--issuer", "https://"]).is_err());
         assert!(parse(&["--max-body-bytes", "10"]).is_err());
         assert!(parse(&["--heartbeat-interval", "0"]).is_err());
+        assert!(parse(&["--log-audit-interval", "0"]).is_err());
+        assert!(parse(&["--log-audit-interval", "2d"]).is_err());
         assert!(parse(&["--stream-linger", "1s"]).is_err());
         assert_eq!(
             parse(&["--stream-linger", "0"])

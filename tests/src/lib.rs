@@ -43,7 +43,7 @@ pub struct TestAuthority {
     pub addr: std::net::SocketAddr,
     config: Config,
     stop: Option<oneshot::Sender<()>>,
-    served: Option<tokio::task::JoinHandle<()>>,
+    served: Option<Served>,
     _dir: tempfile::TempDir,
 }
 
@@ -144,8 +144,26 @@ impl TestAuthority {
             let _ = stop.send(());
         }
         if let Some(served) = self.served.take() {
-            served.await.expect("serve task");
+            served.await.expect("serve task").expect("authority serves");
         }
+    }
+
+    /// Wait (at most [`PATIENCE`]) until the authority stops by itself, and return the error
+    /// it stopped with, with its sources; panics if it stopped cleanly.
+    pub async fn stops_with_error(&mut self) -> String {
+        let served = self.served.take().expect("the authority is serving");
+        let stopped = tokio::time::timeout(PATIENCE, served)
+            .await
+            .expect("the authority stops by itself")
+            .expect("serve task");
+        let e = stopped.expect_err("the authority stops with an error");
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        text
     }
 
     /// Stop, then start again on the same address and data directory.
@@ -290,10 +308,12 @@ impl TestAuthority {
     }
 }
 
+type Served = tokio::task::JoinHandle<Result<(), revocast_authority::Error>>;
+
 async fn serve(
     config: Config,
     listener: tokio::net::TcpListener,
-) -> (Handle, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+) -> (Handle, oneshot::Sender<()>, Served) {
     let authority = Authority::open(config).await.expect("authority opens");
     let handle = authority.handle();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -303,7 +323,6 @@ async fn serve(
                 let _ = stopped.await;
             })
             .await
-            .expect("authority serves");
     });
     (handle, stop, served)
 }

@@ -638,6 +638,104 @@ async fn a_log_changed_at_rest_refuses_the_next_start_naming_the_seq() {
     }
 }
 
+/// The audit a running authority repeats every `--log-audit-interval`.
+fn audited(c: &mut Config) {
+    fast(c);
+    c.log_audit_interval = Duration::from_secs(1);
+}
+
+#[tokio::test]
+async fn a_log_changed_under_a_running_authority_stops_it_naming_the_seq() {
+    use sqlx::Connection;
+    for (sql, seq) in [
+        ("DELETE FROM revocations WHERE seq = 3", 3),
+        (
+            "UPDATE revocations SET expires_at = expires_at + 1 WHERE seq = 2",
+            2,
+        ),
+    ] {
+        let mut a = TestAuthority::start_with(audited).await;
+        let head = revoke_sessions(&a, "t", 5).await;
+        checkpoint_of(&a, head).await;
+        // Through another connection to its file while it runs (WAL lets a second writer in).
+        let path = a.config().data_dir.join("revocast.db");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open the database file");
+        let changed = sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .expect("tamper")
+            .rows_affected();
+        assert_eq!(changed, 1, "{sql}");
+        conn.close().await.expect("close");
+        let error = a.stops_with_error().await;
+        assert!(
+            error.contains("transparency log") && error.contains(&format!("seq {seq}")),
+            "{sql}: {error}"
+        );
+        // And it stays stopped: the next start refuses too.
+        let refused = Authority::open(a.config().clone()).await;
+        assert!(refused.is_err(), "{sql}: a tampered log started again");
+    }
+}
+
+#[tokio::test]
+async fn a_running_authority_that_prunes_is_not_taken_for_tampered() {
+    // Rows its own prune deletes, below the floor it raised, are not tampering — nor while an
+    // audit (every second here) is reading the log.
+    let a = TestAuthority::start_with(|c| {
+        audited(c);
+        c.max_ttl_secs = 4;
+        c.default_ttl_secs = 1;
+        c.expiry_grace_secs = 0;
+    })
+    .await;
+    for round in 0..6 {
+        revoke_sessions(&a, &format!("p{round}"), 20).await;
+        let later = revocast_shared::UnixMillis::new(
+            revocast_shared::UnixMillis::now().as_millis() + 10_000,
+        );
+        a.handle.prune_log_at(later, Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(a.metric("revocast_log_rows_pruned_total").await, 120);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, _) = get_json(&a, "/readyz").await;
+    assert_eq!(status, 200, "still serving after audits of a pruned log");
+}
+
+#[tokio::test]
+async fn a_row_changed_in_the_shared_database_stops_every_replica() {
+    use sqlx::Connection;
+    let Some(db) = TestDatabase::create("transparency_runtime_audit").await else {
+        return;
+    };
+    let mut replicas = TestAuthority::start_replicas(&db, 2, audited).await;
+    let mut head = 0;
+    for i in 0..6 {
+        head = replicas[i % 2].revoke_session(&format!("pg-{i}")).await;
+    }
+    for r in &replicas {
+        checkpoint_of(r, head).await;
+    }
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let changed = sqlx::query("UPDATE revocations SET target = 'someone-else' WHERE seq = 4")
+        .execute(&mut conn)
+        .await
+        .expect("tamper")
+        .rows_affected();
+    assert_eq!(changed, 1);
+    conn.close().await.expect("close");
+    for r in &mut replicas {
+        let error = r.stops_with_error().await;
+        assert!(
+            error.contains("transparency log") && error.contains("seq 4"),
+            "{error}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn two_postgres_replicas_commit_interleaved_into_one_tree() {
     let Some(db) = TestDatabase::create("transparency_replicas").await else {

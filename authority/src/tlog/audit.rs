@@ -4,8 +4,12 @@
 //! committed; leaves deleted or changed as well no longer give the root of the last signed
 //! checkpoint. Either way the start is refused with the `seq` that no longer matches.
 //!
-//! The check reads every stored leaf and every revocation row once: O(size) work, at
-//! start only.
+//! The check reads every stored leaf and every revocation row once: O(size) work. Every start
+//! makes it, and a running authority makes it again every `--log-audit-interval` ([`watch`]):
+//! on PostgreSQL the database is shared, so a row changed through any replica, or behind all
+//! of them, is found by every replica's next audit, and each stops.
+
+use std::time::Duration;
 
 use revocast_shared::Seq;
 use revocast_shared::tlog::{Frontier, event_leaf_hash, verify_checkpoint_note};
@@ -19,6 +23,23 @@ const PAGE: u32 = 16_384;
 
 fn tampered(what: String) -> Error {
     Error::LogTampered(what)
+}
+
+/// Audit the stored log every `interval` while the authority runs, until it finds the log
+/// tampered with: returns that error (the caller stops serving). A failure to read the store
+/// is logged and the audit tried again next interval: an outage is not tampering.
+pub async fn watch(store: &dyn Store, origin: &str, keys: &LogKeys, interval: Duration) -> Error {
+    loop {
+        tokio::time::sleep(interval).await;
+        match check(store, origin, keys).await {
+            Ok(()) => tracing::debug!("the stored transparency log still extends its checkpoint"),
+            Err(e @ Error::LogTampered(_)) => return e,
+            Err(e) => tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "could not audit the stored transparency log; trying again next interval"
+            ),
+        }
+    }
 }
 
 /// Check the stored log against its leaves, and the leaves against the last signed
@@ -53,6 +74,7 @@ pub async fn check(store: &dyn Store, origin: &str, keys: &LogKeys) -> Result<()
             checkpoint.size
         )));
     }
+    let mut floor = state.floor.get();
     let mut tree = Frontier::new();
     let mut checkpoint_root = None;
     while tree.size() < head {
@@ -73,16 +95,19 @@ pub async fn check(store: &dyn Store, origin: &str, keys: &LogKeys) -> Result<()
         // The rows of the same seqs that are still present (pruning deletes expired rows at
         // or below the floor; nothing else deletes any).
         let rows = store.log_rows(Seq::new(after), PAGE).await?;
-        // Rows above the floor are never deleted: the first one not found is named.
-        let required = |expected: u64| expected.max(state.floor.get() + 1);
+        // Rows above the floor are never deleted: the first one not found is named — once the
+        // floor, read again, confirms it (a running authority prunes meanwhile).
         let mut expected = after + 1;
         for row in rows.iter().take_while(|r| r.seq.get() <= last) {
             let seq = row.seq.get();
-            if required(expected) < seq {
-                return Err(tampered(format!(
-                    "the revocation of seq {} was deleted from the log",
-                    required(expected)
-                )));
+            if expected.max(floor + 1) < seq {
+                floor = store.tree_head().await?.floor.get();
+                if expected.max(floor + 1) < seq {
+                    return Err(tampered(format!(
+                        "the revocation of seq {} was deleted from the log",
+                        expected.max(floor + 1)
+                    )));
+                }
             }
             let index = usize::try_from(seq - after - 1).unwrap_or(usize::MAX);
             if leaves.get(index) != Some(&event_leaf_hash(row)) {
@@ -92,11 +117,14 @@ pub async fn check(store: &dyn Store, origin: &str, keys: &LogKeys) -> Result<()
             }
             expected = seq + 1;
         }
-        if required(expected) <= last {
-            return Err(tampered(format!(
-                "the revocation of seq {} was deleted from the log",
-                required(expected)
-            )));
+        if expected.max(floor + 1) <= last {
+            floor = store.tree_head().await?.floor.get();
+            if expected.max(floor + 1) <= last {
+                return Err(tampered(format!(
+                    "the revocation of seq {} was deleted from the log",
+                    expected.max(floor + 1)
+                )));
+            }
         }
         for leaf in leaves {
             tree.push(leaf);

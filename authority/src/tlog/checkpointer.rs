@@ -68,6 +68,11 @@ impl Checkpointer {
         &self.keys
     }
 
+    /// The log's origin (the issuer and epoch) its checkpoints name.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     /// The latest checkpoint this process signed (or loaded).
     pub fn latest(&self) -> Option<Arc<SignedCheckpoint>> {
         self.latest
