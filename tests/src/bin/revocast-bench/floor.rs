@@ -49,13 +49,14 @@ const PHASES: [&str; 2] = ["isolated", "sustained"];
 pub async fn floor(
     subscribers: usize,
     agents: bool,
+    verify_log: bool,
     isolated: usize,
     rate: u32,
     seconds: u64,
 ) -> anyhow::Result<Value> {
     let authority = ChildAuthority::start(0).await?;
     let mut broadcaster = ChildFloor::start().await?;
-    let mut fleet = ChildFleet::start(subscribers, agents).await?;
+    let mut fleet = ChildFleet::start(subscribers, agents, verify_log).await?;
     let http = http_client()?;
     let mut revocast_head = 0;
     let mut floor_head = 0;
@@ -140,6 +141,7 @@ pub async fn floor(
     Ok(json!({ "floor": {
         "subscribers": subscribers,
         "kind": if agents { "agent" } else { "lean" },
+        "agents_verify_log": agents && verify_log,
         "isolated": isolated,
         "sustained_rate": rate,
         "sustained_seconds": seconds,
@@ -447,6 +449,10 @@ pub struct FleetArgs {
     /// Full agents (parse, verify and apply every event) instead of lean subscribers.
     #[arg(long)]
     agents: bool,
+    /// Full agents that do not verify the transparency log (the floor signs none, so its
+    /// agents have nothing to verify either way).
+    #[arg(long)]
+    no_verify_log: bool,
 }
 
 /// The subscribers following one target, and what each of them saw when.
@@ -492,6 +498,7 @@ impl Followers {
         for _ in 0..args.count {
             let mut config = AgentConfig::new(base, key.to_string());
             config.transport = Transport::Websocket;
+            config.verify_log = !args.no_verify_log;
             agents.push(Agent::start(config)?);
         }
         for agent in &agents {
@@ -621,11 +628,14 @@ struct ChildFleet {
 }
 
 impl ChildFleet {
-    async fn start(count: usize, agents: bool) -> anyhow::Result<Self> {
+    async fn start(count: usize, agents: bool, verify_log: bool) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?);
         child.args(["floor-fleet", "--count", &count.to_string()]);
         if agents {
             child.arg("--agents");
+        }
+        if !verify_log {
+            child.arg("--no-verify-log");
         }
         let mut child = child
             .env("REVOCAST_LOG", "warn")

@@ -134,6 +134,10 @@ enum Scenario {
         /// lean subscribers.
         #[arg(long)]
         agents: bool,
+        /// revocast's full agents do not verify the transparency log, like the floor's
+        /// (which has none): the fan-out alone. Without it they verify, as by default.
+        #[arg(long)]
+        no_verify_log: bool,
         /// Revocations sent one at a time, 50–600 ms apart.
         #[arg(long, default_value_t = 50)]
         isolated: usize,
@@ -232,10 +236,11 @@ fn main() -> ExitCode {
             Scenario::Floor {
                 subscribers,
                 agents,
+                no_verify_log,
                 isolated,
                 rate,
                 seconds,
-            } => floor::floor(subscribers, agents, isolated, rate, seconds).await?,
+            } => floor::floor(subscribers, agents, !no_verify_log, isolated, rate, seconds).await?,
             Scenario::FloorServer(args) => {
                 floor::serve_floor(args).await?;
                 return Ok(None);
