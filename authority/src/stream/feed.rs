@@ -408,10 +408,11 @@ mod tests {
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(dir.path()).await.unwrap());
         let hub = Arc::new(Hub::new(Epoch::new("e"), Seq::ZERO, 64));
-        // One subscriber and one write a second: a window of 4 s, under the 20 s cap.
+        // A fleet of 400 (these idle ones and the feed's): a window of 2 s, under the cap.
+        let _fleet: Vec<_> = (0..399).map(|_| hub.subscribe(None).unwrap()).collect();
         let pacing = Pacing {
             min_linger: std::time::Duration::ZERO,
-            writes_per_second: 1,
+            writes_per_second: 40_000,
             write_burst: super::super::pacing::WRITE_BURST,
             acks_per_second: 5_000,
             heartbeat_spread: std::time::Duration::from_secs(20),
@@ -419,7 +420,7 @@ mod tests {
         let subscription = hub.subscribe(None).unwrap();
         let mut feed = Feed::new(Arc::clone(&hub), store, subscription, None, pacing, None);
         feed.next().await.unwrap(); // hello
-        feed.beat_phase = 0.5; // held 2 s
+        feed.beat_phase = 0.5; // held 1 s
         hub.heartbeat(|_| std::time::Duration::from_millis(50));
         let short = std::time::Duration::from_millis(50);
         assert!(
@@ -442,7 +443,7 @@ mod tests {
         feed.beat_phase = 0.0;
         hub.heartbeat(|_| std::time::Duration::from_millis(50));
         assert!(tokio::time::timeout(short, feed.next()).await.is_ok());
-        feed.beat_phase = 0.01; // held 40 ms
+        feed.beat_phase = 0.02; // held 40 ms
         hub.heartbeat(|_| std::time::Duration::from_millis(50));
         let started = std::time::Instant::now();
         let batch = feed.next().await.unwrap();

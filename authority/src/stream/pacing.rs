@@ -57,6 +57,10 @@ impl WriteBudget {
     }
 }
 
+/// The heartbeat window per subscriber ([`Pacing::beat_delay`]): a fleet of 100 or more spreads
+/// its heartbeats over the whole of [`Pacing::heartbeat_spread`].
+pub const BEAT_SPACING: Duration = Duration::from_millis(5);
+
 /// The protocol's least interval between acknowledgments (PROTOCOL.md).
 pub const MIN_ACK_INTERVAL: Duration = Duration::from_millis(50);
 /// The longest interval asked for: well inside the 5 s after which the fleet view calls an
@@ -93,17 +97,19 @@ impl Pacing {
     ///
     /// Every connection gets the hub's heartbeat at the same instant. Written at once, that is
     /// one write per connection back to back — at 10,000 subscribers ~120 ms of both cores
-    /// every second here — and a revocation committed meanwhile waits behind all of it: the
-    /// tail of isolated revocations was this burst. So each connection writes its heartbeat
-    /// at its own phase of a window that keeps the fleet's heartbeat writes near a quarter of
-    /// `writes_per_second`, at most [`heartbeat_spread`](Self::heartbeat_spread); an event
-    /// arriving meanwhile goes out at once, with the held heartbeat ahead of it in the same
-    /// write. A small fleet's window is a fraction of a millisecond.
+    /// every second here — and each subscriber then handles it at the same moment too (an
+    /// agent verifies the checkpoint it carries: ~0.1–0.2 ms). A revocation committed
+    /// meanwhile waits behind all of it: the tail of isolated revocations was this burst. So
+    /// each connection writes its heartbeat at its own phase of a window of
+    /// [`BEAT_SPACING`] per subscriber, at most [`heartbeat_spread`](Self::heartbeat_spread)
+    /// (half the heartbeat interval); an event arriving meanwhile goes out at once, with the
+    /// held heartbeat ahead of it in the same write. A fleet of a few is not spread at all,
+    /// to speak of.
     pub(crate) fn beat_delay(&self, subscribers: usize, phase: f64) -> Duration {
-        let window = Duration::from_secs_f64(
-            4.0 * subscribers as f64 / f64::from(self.writes_per_second.max(1)),
-        )
-        .min(self.heartbeat_spread);
+        let fleet = u32::try_from(subscribers).unwrap_or(u32::MAX);
+        let window = BEAT_SPACING
+            .saturating_mul(fleet)
+            .min(self.heartbeat_spread);
         window.mul_f64(phase.clamp(0.0, 1.0))
     }
 
@@ -218,9 +224,11 @@ mod tests {
             heartbeat_spread: Duration::from_millis(500),
         };
         let ms = |subscribers, phase| pacing.beat_delay(subscribers, phase).as_secs_f64() * 1e3;
-        assert_eq!(ms(10, 0.5), 0.5);
+        assert_eq!(ms(1, 0.5), 2.5);
+        assert_eq!(ms(10, 0.5), 25.0);
         assert_eq!(ms(1_000, 0.0), 0.0);
-        assert_eq!(ms(1_000, 0.5), 50.0);
+        assert_eq!(ms(50, 0.5), 125.0);
+        assert_eq!(ms(1_000, 0.5), 250.0);
         assert_eq!(ms(10_000, 0.5), 250.0);
         assert_eq!(ms(100_000, 0.999), 499.5);
         assert_eq!(ms(100_000, 7.0), 500.0, "a phase is a fraction");
