@@ -74,6 +74,15 @@ impl Pending {
         self.parts.is_empty()
     }
 
+    /// Queue everything `other` holds after what is queued here (`other` is whole: nothing
+    /// of it taken yet — held heartbeats are never partly sent).
+    fn append(&mut self, other: Pending) {
+        debug_assert_eq!(other.taken, 0);
+        for part in other.parts {
+            self.push(part);
+        }
+    }
+
     /// Whether anything pending is an event (rather than `hello` or a heartbeat).
     fn has_events(&self) -> bool {
         self.parts
@@ -133,8 +142,11 @@ pub struct Feed {
     /// This connection's place in the fleet's heartbeat window, a fraction in `[0, 1)`
     /// ([`Pacing::beat_delay`]).
     beat_phase: f64,
-    /// When `pending` holds only heartbeats held back to that place: when they go.
-    beat_due: Option<Instant>,
+    /// Heartbeats held back to that place, and when they go. Events received meanwhile go at
+    /// once, ahead of them: a heartbeat counts only events before it, so one that follows
+    /// newer events still says something true, and a subscriber's work on it (an agent
+    /// verifies the checkpoint it carries) never comes between it and a revocation.
+    held: Option<(Pending, Instant)>,
 }
 
 /// The next connection's heartbeat phase: successive multiples of the golden ratio's
@@ -182,7 +194,7 @@ impl Feed {
             resumed_from: since,
             checkpoint_sent: 0,
             beat_phase: next_beat_phase(),
-            beat_due: None,
+            held: None,
         };
         if client_epoch.is_some_and(|e| e != feed.hub.epoch()) {
             feed.end = Some(End::Reset(feed.reset_message()));
@@ -206,20 +218,6 @@ impl Feed {
     /// The next batch to send with one write (never empty), or why the feed ended.
     pub async fn next(&mut self) -> Result<Vec<Frame>, End> {
         loop {
-            if let Some(due) = self.beat_due {
-                // Only heartbeats are pending, held to this connection's phase: they go then,
-                // or at once ahead of the next event (cancel-safe: nothing changes until one
-                // of the two has completed).
-                tokio::select! {
-                    biased;
-                    received = self.live.recv() => {
-                        self.beat_due = None;
-                        let bytes = self.accept_live(received)?;
-                        self.drain_live(bytes)?;
-                    }
-                    () = tokio::time::sleep_until(due) => self.beat_due = None,
-                }
-            }
             if !self.pending.is_empty() {
                 let batch = self.pending.take(BATCH_BYTES);
                 // Only a write that carried events spends the budget: a heartbeat (every
@@ -239,23 +237,58 @@ impl Feed {
                 self.read_backlog().await?;
                 continue;
             }
+            let beat_due = self.held.as_ref().map(|(_, due)| *due);
             if let Some(until) = self.quiet_until {
-                // Cancel-safe: an interrupted sleep is resumed to the same instant.
+                // The budget is spent: nothing from the live feed until then, but a held
+                // heartbeat still goes at its time. Cancel-safe: an interrupted sleep is
+                // resumed to the same instant.
+                if let Some(due) = beat_due.filter(|due| *due < until) {
+                    tokio::time::sleep_until(due).await;
+                    self.release_held();
+                    continue;
+                }
                 tokio::time::sleep_until(until).await;
                 self.quiet_until = None;
             }
-            let first = self.live.recv().await;
-            let bytes = self.accept_live(first)?;
+            let received = match beat_due {
+                // Cancel-safe: nothing changes until one of the two has completed.
+                Some(due) => tokio::select! {
+                    biased;
+                    received = self.live.recv() => received,
+                    () = tokio::time::sleep_until(due) => {
+                        self.release_held();
+                        continue;
+                    }
+                },
+                None => self.live.recv().await,
+            };
+            let bytes = self.accept_live(received)?;
             self.drain_live(bytes)?;
             if !self.pending.has_events() {
                 // Heartbeats alone: spread over the fleet's window (see `Pacing::beat_delay`).
-                let delay = self
-                    .pacing
-                    .beat_delay(self.hub.fleet_size(), self.beat_phase);
-                if !delay.is_zero() {
-                    self.beat_due = Some(Instant::now() + delay);
+                if self.held.is_some() {
+                    // One is still held (a write took longer than a heartbeat interval):
+                    // both go now, in order.
+                    let newer = std::mem::take(&mut self.pending);
+                    self.release_held();
+                    self.pending.append(newer);
+                } else {
+                    let delay = self
+                        .pacing
+                        .beat_delay(self.hub.fleet_size(), self.beat_phase);
+                    if !delay.is_zero() {
+                        let beats = std::mem::take(&mut self.pending);
+                        self.held = Some((beats, Instant::now() + delay));
+                    }
                 }
             }
+        }
+    }
+
+    /// Queue the held heartbeats to go next.
+    fn release_held(&mut self) {
+        if let Some((beats, _)) = self.held.take() {
+            self.pending.append(beats);
         }
     }
 
@@ -403,7 +436,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_held_heartbeat_goes_at_its_phase_or_at_once_ahead_of_the_next_event() {
+    async fn a_held_heartbeat_goes_at_its_phase_and_never_ahead_of_an_event() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(crate::store::SqliteStore::open(dir.path()).await.unwrap());
@@ -420,25 +453,32 @@ mod tests {
         let subscription = hub.subscribe(None).unwrap();
         let mut feed = Feed::new(Arc::clone(&hub), store, subscription, None, pacing, None);
         feed.next().await.unwrap(); // hello
-        feed.beat_phase = 0.5; // held 1 s
+        feed.beat_phase = 0.1; // held 200 ms
         hub.heartbeat(|_| std::time::Duration::from_millis(50));
         let short = std::time::Duration::from_millis(50);
         assert!(
             tokio::time::timeout(short, feed.next()).await.is_err(),
             "the heartbeat is held to this connection's phase"
         );
-        // A revocation meanwhile goes at once, the held heartbeat ahead of it in one write
-        // (and the interrupted `next` lost nothing).
+        // A revocation meanwhile goes at once, ahead of the held heartbeat (and the
+        // interrupted `next` lost nothing); the heartbeat follows at its time.
         hub.publish(&[crate::stream::testing::session(1)]);
+        let seqs = |batch: &[Frame]| -> Vec<Option<u64>> {
+            batch
+                .iter()
+                .flat_map(|f| f.messages().iter().map(|m| m.seq.map(Seq::get)))
+                .collect()
+        };
         let batch = tokio::time::timeout(short, feed.next())
             .await
             .expect("the event is not held")
             .unwrap();
-        let kinds: Vec<Option<u64>> = batch
-            .iter()
-            .flat_map(|f| f.messages().iter().map(|m| m.seq.map(Seq::get)))
-            .collect();
-        assert_eq!(kinds, vec![None, Some(1)], "heartbeat, then the event");
+        assert_eq!(seqs(&batch), vec![Some(1)], "the event alone");
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(5), feed.next())
+            .await
+            .expect("the held heartbeat goes at its time")
+            .unwrap();
+        assert_eq!(seqs(&batch), vec![None], "then the heartbeat");
         // At phase 0 a heartbeat is not held at all; at its phase a held one goes alone.
         feed.beat_phase = 0.0;
         hub.heartbeat(|_| std::time::Duration::from_millis(50));
