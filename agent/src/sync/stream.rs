@@ -297,11 +297,40 @@ struct CheckpointField {
     checkpoint: Option<String>,
 }
 
+/// One message's JSON: an SSE `data` (bytes) or a WebSocket text frame or batch element
+/// (text the WebSocket layer has already checked is UTF-8, so not checked again).
+#[derive(Clone, Copy)]
+enum Json<'a> {
+    Bytes(&'a [u8]),
+    Text(&'a str),
+}
+
+impl<'a> Json<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Text(t) => t.as_bytes(),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(self) -> serde_json::Result<T> {
+        match self {
+            Self::Bytes(b) => serde_json::from_slice(b),
+            Self::Text(t) => serde_json::from_str(t),
+        }
+    }
+}
+
 /// Parse one JSON message; `Ok(None)` for a control message of an unknown type. With `log`,
 /// an event gets the leaf hash of `json` (the exact bytes received) and a heartbeat its
-/// checkpoint.
-fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
-    match serde_json::from_slice::<Message>(json) {
+/// checkpoint. Decoded with [`Message::from_json`], straight from the text (serde's
+/// `untagged` decoding of [`Message`] would buffer every message into a tree first).
+fn parse_one(json: Json<'_>, log: bool) -> Result<Option<Received>, Error> {
+    let decoded = match json {
+        Json::Bytes(b) => Message::from_json(b),
+        Json::Text(t) => Message::from_json_str(t),
+    };
+    match decoded {
         Ok(message) => {
             let mut received = Received {
                 leaf: None,
@@ -310,9 +339,10 @@ fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
             };
             if log {
                 match received.message {
-                    Message::Event(_) => received.leaf = Some(leaf_hash(json)),
+                    Message::Event(_) => received.leaf = Some(leaf_hash(json.bytes())),
                     Message::Control(Control::Heartbeat { .. }) => {
-                        received.checkpoint = serde_json::from_slice::<CheckpointField>(json)
+                        received.checkpoint = json
+                            .decode::<CheckpointField>()
                             .map_err(|e| Error::Protocol(format!("undecodable heartbeat: {e}")))?
                             .checkpoint;
                     }
@@ -321,7 +351,7 @@ fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
             }
             Ok(Some(received))
         }
-        Err(e) => match serde_json::from_slice::<Unknown>(json) {
+        Err(e) => match json.decode::<Unknown>() {
             Ok(Unknown { seq: None, kind }) => {
                 tracing::debug!(?kind, "ignoring an unknown control message");
                 Ok(None)
@@ -332,18 +362,53 @@ fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
 }
 
 /// Parse a WebSocket text frame: one object or an array of them. A batch's elements are cut
-/// out as `RawValue`s, borrowed from the frame: each is exactly the bytes the authority wrote
-/// for that message, which is what its leaf hash is over.
-fn parse_frame(text: &[u8], log: bool, out: &mut Vec<Received>) -> Result<(), Error> {
-    if text.first() == Some(&b'[') {
-        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(text)
-            .map_err(|e| Error::Protocol(format!("undecodable batch: {e}")))?;
-        for item in items {
-            out.extend(parse_one(item.get().as_bytes(), log)?);
+/// out one after another as `RawValue`s, borrowed from the frame: each is exactly the bytes
+/// the authority wrote for that message, which is what its leaf hash is over.
+fn parse_frame(text: &str, log: bool, out: &mut Vec<Received>) -> Result<(), Error> {
+    if !text.starts_with('[') {
+        out.extend(parse_one(Json::Text(text), log)?);
+        return Ok(());
+    }
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let batch = Batch {
+        log,
+        out,
+        failed: &mut failed,
+    };
+    let read = serde::Deserializer::deserialize_seq(&mut de, batch).and_then(|()| de.end());
+    match (failed, read) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(Error::Protocol(format!("undecodable batch: {e}"))),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Reads a batch's elements as they come, each parsed by [`parse_one`] into `out`; the first
+/// error `parse_one` returns stops the batch and is kept in `failed`.
+struct Batch<'o> {
+    log: bool,
+    out: &'o mut Vec<Received>,
+    failed: &'o mut Option<Error>,
+}
+
+impl<'de> serde::de::Visitor<'de> for Batch<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            match parse_one(Json::Text(item.get()), self.log) {
+                Ok(received) => self.out.extend(received),
+                Err(e) => {
+                    *self.failed = Some(e);
+                    return Err(serde::de::Error::custom("a message of the batch"));
+                }
+            }
         }
-        Ok(())
-    } else {
-        out.extend(parse_one(text, log)?);
         Ok(())
     }
 }
@@ -378,7 +443,7 @@ impl Connection {
         let log = self.log;
         match &mut self.transport {
             Link::WebSocket(ws) => match ws.next().await {
-                Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_bytes(), log, out),
+                Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_str(), log, out),
                 Some(Ok(WsMessage::Close(_))) | None => Err(Error::Ended),
                 // Pings (answered by the library), pongs, binary: nothing to apply.
                 Some(Ok(_)) => Ok(()),
@@ -388,7 +453,7 @@ impl Connection {
                 match body.next().await {
                     Some(Ok(chunk)) => {
                         parser.feed(&chunk, |data| {
-                            out.extend(parse_one(data, log)?);
+                            out.extend(parse_one(Json::Bytes(data), log)?);
                             Ok(())
                         })?;
                         // Comments and empty events are not news: keep reading.
@@ -627,9 +692,9 @@ mod tests {
     #[test]
     fn frames_hold_one_message_or_an_array() {
         let mut out = Vec::new();
-        parse_frame(br#"{"type":"heartbeat","seq":3,"at":1.5}"#, false, &mut out).unwrap();
+        parse_frame(r#"{"type":"heartbeat","seq":3,"at":1.5}"#, false, &mut out).unwrap();
         parse_frame(
-            br#"[{"type":"hello","epoch":"e","seq":0},{"type":"future","x":1},{"seq":1,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1.0}]"#,
+            r#"[{"type":"hello","epoch":"e","seq":0},{"type":"future","x":1},{"seq":1,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1.0}]"#,
             false,
             &mut out,
         )
@@ -644,8 +709,8 @@ mod tests {
             out.iter().all(|r| r.leaf.is_none()),
             "not verifying: no hashing"
         );
-        assert!(parse_frame(br#"{"seq":9,"type":"future"}"#, false, &mut out).is_err());
-        assert!(parse_frame(b"not json", false, &mut out).is_err());
+        assert!(parse_frame(r#"{"seq":9,"type":"future"}"#, false, &mut out).is_err());
+        assert!(parse_frame("not json", false, &mut out).is_err());
     }
 
     /// The leaves are the exact bytes the authority wrote: a single frame's text, each element
@@ -656,12 +721,12 @@ mod tests {
         let two = r#"{"seq":2,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1767222002.25}"#;
         let beat = r#"{"type":"heartbeat","seq":2,"at":1.5,"checkpoint":"o/e\n2\n"}"#;
         let mut out = Vec::new();
-        parse_frame(one.as_bytes(), true, &mut out).unwrap();
-        parse_frame(format!("[{two},{beat}]").as_bytes(), true, &mut out).unwrap();
+        parse_frame(one, true, &mut out).unwrap();
+        parse_frame(&format!("[{two},{beat}]"), true, &mut out).unwrap();
         let mut sse = SseParser::new(MAX_SSE_EVENT);
         let body = format!("id: 1\nevent: session\ndata: {one}\n\nevent: key\ndata: {two}\n\n");
         sse.feed(body.as_bytes(), |data| {
-            out.extend(parse_one(data, true)?);
+            out.extend(parse_one(Json::Bytes(data), true)?);
             Ok(())
         })
         .unwrap();
@@ -671,7 +736,7 @@ mod tests {
         assert_eq!(out[2].checkpoint.as_deref(), Some("o/e\n2\n"));
         // The same event spelled another way is another leaf (a rewrite is caught).
         let mut spaced = Vec::new();
-        parse_frame(one.replace(':', ": ").as_bytes(), true, &mut spaced).unwrap();
+        parse_frame(&one.replace(':', ": "), true, &mut spaced).unwrap();
         assert_ne!(spaced[0].leaf, Some(h1));
     }
 }
