@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -28,7 +29,15 @@ pub struct Connection {
     transport: Link,
     /// Hash each event's bytes and read each heartbeat's checkpoint (log verification on).
     log: bool,
+    /// How the stream ended, met while gathering frames after messages to hand over first:
+    /// the next call of [`Connection::next`] returns it.
+    ended: Option<Error>,
 }
+
+/// [`Connection::next`] stops gathering frames already received once it holds this many
+/// messages: the frame that passes it is the last (the copy's lock is held while they are
+/// applied).
+const GATHER_MESSAGES: usize = 2048;
 
 enum Link {
     WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
@@ -185,6 +194,7 @@ pub async fn connect(
     Ok(Connection {
         transport: link,
         log,
+        ended: None,
     })
 }
 
@@ -437,36 +447,93 @@ impl Connection {
         }
     }
 
-    /// The messages of the next frame (possibly none, e.g. for a ping); `Err(Ended)` when the
-    /// server closed the stream.
+    /// The messages of the next frame (possibly none, e.g. for a ping), and of every frame
+    /// already received after it: one call hands over a whole write of the authority, which
+    /// under load is many frames, to be applied at once. `Err(Ended)` when the server closed
+    /// the stream. A close or error met after messages to hand over is returned by the next
+    /// call, and a frame that does not decode adds none of its messages, as when it comes
+    /// first.
     pub async fn next(&mut self, out: &mut Vec<Received>) -> Result<(), Error> {
+        if let Some(ended) = self.ended.take() {
+            return Err(ended);
+        }
         let log = self.log;
         match &mut self.transport {
-            Link::WebSocket(ws) => match ws.next().await {
-                Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_str(), log, out),
-                Some(Ok(WsMessage::Close(_))) | None => Err(Error::Ended),
-                // Pings (answered by the library), pongs, binary: nothing to apply.
-                Some(Ok(_)) => Ok(()),
-                Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
-            },
-            Link::Sse { body, parser, .. } => loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        parser.feed(&chunk, |data| {
-                            out.extend(parse_one(Json::Bytes(data), log)?);
-                            Ok(())
-                        })?;
-                        // Comments and empty events are not news: keep reading.
-                        if !out.is_empty() {
-                            return Ok(());
-                        }
+            Link::WebSocket(ws) => {
+                ws_frame(ws.next().await, log, out)?;
+                while out.len() < GATHER_MESSAGES {
+                    // Polled once, with this task's waker: ready now, or not gathered.
+                    let polled = std::future::poll_fn(|cx| Poll::Ready(ws.poll_next_unpin(cx)));
+                    let Poll::Ready(frame) = polled.await else {
+                        break;
+                    };
+                    let before = out.len();
+                    if let Err(e) = ws_frame(frame, log, out) {
+                        out.truncate(before);
+                        self.ended = Some(e);
+                        break;
                     }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(Error::Ended),
                 }
-            },
+                Ok(())
+            }
+            Link::Sse { body, parser, .. } => {
+                // Comments and empty events are not news: read until a message arrives.
+                while out.is_empty() {
+                    match body.next().await {
+                        Some(Ok(chunk)) => sse_chunk(parser, &chunk, log, out)?,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => return Err(Error::Ended),
+                    }
+                }
+                while out.len() < GATHER_MESSAGES {
+                    let polled = std::future::poll_fn(|cx| Poll::Ready(body.poll_next_unpin(cx)));
+                    let Poll::Ready(chunk) = polled.await else {
+                        break;
+                    };
+                    let before = out.len();
+                    let fed = match chunk {
+                        Some(Ok(chunk)) => sse_chunk(parser, &chunk, log, out),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Err(Error::Ended),
+                    };
+                    if let Err(e) = fed {
+                        out.truncate(before);
+                        self.ended = Some(e);
+                        break;
+                    }
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The messages of one WebSocket frame (or of none: the stream's end, an error).
+fn ws_frame(
+    frame: Option<Result<WsMessage, tungstenite::Error>>,
+    log: bool,
+    out: &mut Vec<Received>,
+) -> Result<(), Error> {
+    match frame {
+        Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_str(), log, out),
+        Some(Ok(WsMessage::Close(_))) | None => Err(Error::Ended),
+        // Pings (answered by the library), pongs, binary: nothing to apply.
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
+    }
+}
+
+/// The messages of the SSE events one chunk of the body completes.
+fn sse_chunk(
+    parser: &mut SseParser,
+    chunk: &[u8],
+    log: bool,
+    out: &mut Vec<Received>,
+) -> Result<(), Error> {
+    parser.feed(chunk, |data| {
+        out.extend(parse_one(Json::Bytes(data), log)?);
+        Ok(())
+    })
 }
 
 /// Largest SSE event accepted, field lines and line ends included. The authority's events are
@@ -738,5 +805,62 @@ mod tests {
         let mut spaced = Vec::new();
         parse_frame(&one.replace(':', ": "), true, &mut spaced).unwrap();
         assert_ne!(spaced[0].leaf, Some(h1));
+    }
+    fn sse_connection(chunks: &[&str]) -> Connection {
+        let chunks: Vec<reqwest::Result<Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::copy_from_slice(c.as_bytes())))
+            .collect();
+        Connection {
+            transport: Link::Sse {
+                body: Box::pin(futures_util::stream::iter(chunks)),
+                parser: SseParser::new(MAX_SSE_EVENT),
+                acks: None,
+            },
+            log: true,
+            ended: None,
+        }
+    }
+
+    /// One call hands over every message already received; an end or a bad frame met after
+    /// them waits for the next call, and a bad frame adds none of its messages.
+    #[tokio::test]
+    async fn next_gathers_what_is_already_received() {
+        let hello = r#"{"type":"hello","epoch":"e","seq":0}"#;
+        let one = r#"{"seq":1,"type":"session","sid":"a","until":5,"at":1.0}"#;
+        let two = r#"{"seq":2,"type":"session","sid":"b","until":5,"at":1.0}"#;
+        let three = r#"{"seq":3,"type":"session","sid":"c","until":5,"at":1.0}"#;
+        let (d1, d2) = (
+            format!("data: {one}\n\n"),
+            format!("data: {two}\n\ndata: {three}\n"),
+        );
+        let mut conn = sse_connection(&[
+            ": comment\n\n",
+            &format!("data: {hello}\n\n"),
+            &d1,
+            &d2,
+            "\n",
+        ]);
+        let mut out = Vec::new();
+        conn.next(&mut out).await.unwrap();
+        assert_eq!(out.len(), 4, "hello and three events, in one call");
+        assert_eq!(out[3].leaf, Some(leaf_hash(three.as_bytes())));
+        out.clear();
+        assert!(matches!(conn.next(&mut out).await, Err(Error::Ended)));
+        assert!(out.is_empty());
+
+        let bad = format!("data: {two}\n\ndata: not json\n\n");
+        let mut conn = sse_connection(&[&d1, &bad, &d1]);
+        let mut out = Vec::new();
+        conn.next(&mut out).await.unwrap();
+        assert_eq!(
+            out.len(),
+            1,
+            "the bad chunk's good event is not handed over either"
+        );
+        out.clear();
+        let err = conn.next(&mut out).await.unwrap_err();
+        assert!(err.to_string().contains("undecodable"), "{err}");
+        assert!(out.is_empty());
     }
 }
