@@ -245,8 +245,12 @@ async fn follow(
     tokio::pin!(silence);
     loop {
         received.clear();
-        // `next` is cancel-safe: what a cancelled read had taken stays buffered.
+        // `next` is cancel-safe: what a cancelled read had taken stays buffered. The read is
+        // polled first: a task the runtime could not poll for a while finds what arrived
+        // meanwhile before it looks at the timer (silence means nothing arrived, not a late
+        // look).
         let read = tokio::select! {
+            biased;
             read = conn.next(&mut received) => read,
             () = &mut silence => {
                 let deadline = waiting_since + idle;
