@@ -312,7 +312,7 @@ async fn follow(
             let keys_before = state.keys.len();
             let mut handled = Ok(());
             checkpoints.clear();
-            // The whole frame under one lock; each message moves into the copy.
+            // The whole batch under one lock; each message moves into the copy.
             for r in received.drain(..) {
                 checkpoints.extend(r.checkpoint);
                 handled = handle(&mut state, r.message);
@@ -374,7 +374,7 @@ async fn follow(
     }
 }
 
-/// The log checks of a frame whose events are applied: every checkpoint its heartbeats carry
+/// The log checks of a batch whose events are applied: every checkpoint its heartbeats carry
 /// (`checkpoints`, in order), and that no leaf is left uncovered by a checkpoint arriving more
 /// than `max_staleness` + `max_clock_skew` after it. Returns the
 /// newest signed time verified; `Err` means resync (the reason counted and logged).
