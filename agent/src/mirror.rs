@@ -29,11 +29,11 @@ pub struct LocalState {
 
 impl LocalState {
     /// Apply the next event. The caller has checked that `event.seq == applied + 1`.
-    pub fn apply(&mut self, event: &RevocationEvent) {
-        self.revset.apply(&event.revocation);
+    pub fn apply(&mut self, event: RevocationEvent) {
         if let Revocation::Key { kid } = &event.revocation {
             self.keys.remove(kid);
         }
+        self.revset.insert(event.revocation);
         self.applied = event.seq;
         self.head = self.head.max(event.seq);
     }

@@ -135,6 +135,50 @@ proptest! {
         prop_assert!(!verifies(&text));
     }
 
+    /// `Message::from_json` (the agents' fast path) decodes exactly what serde's `untagged`
+    /// `Message` decodes, to the same value, for any object of the wire's fields and types.
+    #[test]
+    fn the_fast_message_decoder_agrees_with_serde(
+        fields in proptest::collection::btree_map(
+            prop_oneof![Just("seq"), Just("type"), Just("rid"), Just("exp"), Just("sub"),
+                        Just("gen"), Just("until"), Just("sid"), Just("kid"), Just("at"),
+                        Just("epoch"), Just("ack_interval_ms"), Just("checkpoint"), Just("new")],
+            prop_oneof![
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                (0u64..100).prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(serde_json::Value::from),
+                any::<String>().prop_map(serde_json::Value::from),
+                Just(serde_json::Value::from(RevocationId::from_bytes([7; 32]).to_string())),
+                prop_oneof![Just("token"), Just("subject"), Just("session"), Just("key"),
+                            Just("hello"), Just("heartbeat"), Just("reset"), Just("future")]
+                    .prop_map(serde_json::Value::from),
+                Just(serde_json::Value::Null),
+                Just(serde_json::json!([1, {"a": "b"}])),
+            ],
+            0..12,
+        )
+    ) {
+        let object: serde_json::Map<String, serde_json::Value> =
+            fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let json = serde_json::to_vec(&object).unwrap();
+        let fast = Message::from_json(&json).ok();
+        let serde = serde_json::from_slice::<Message>(&json).ok();
+        prop_assert_eq!(&fast, &serde);
+        let text = Message::from_json_str(std::str::from_utf8(&json).unwrap()).ok();
+        prop_assert_eq!(text, serde);
+    }
+
+    #[test]
+    fn arbitrary_text_decodes_alike_both_ways(text in any::<String>()) {
+        // Only objects are messages (serde would also take a struct's fields as an array).
+        let serde = serde_json::from_str::<Message>(&text)
+            .ok()
+            .filter(|_| text.trim_start_matches([' ', '\t', '\n', '\r']).starts_with('{'));
+        prop_assert_eq!(&Message::from_json(text.as_bytes()).ok(), &serde);
+        prop_assert_eq!(Message::from_json_str(&text).ok(), serde);
+    }
+
     #[test]
     fn arbitrary_json_objects_never_panic_the_event_decoder(
         fields in proptest::collection::btree_map(

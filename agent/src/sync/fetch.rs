@@ -255,7 +255,7 @@ impl NdjsonSnapshot {
         match serde_json::from_slice::<RevocationEvent>(line) {
             Ok(event) => {
                 check_within(event.seq, head.seq)?;
-                self.revset.apply(&event.revocation);
+                self.revset.insert(event.revocation);
                 self.events += 1;
                 self.digest.update(line);
                 self.digest.update(b"\n");
@@ -538,7 +538,7 @@ impl JsonSnapshot {
                     check_within(event.seq, seq)?;
                 }
                 self.highest = self.highest.max(Some(event.seq));
-                self.revset.apply(&event.revocation);
+                self.revset.insert(event.revocation);
                 self.at = Place::AfterEvent;
             }
             place => return Err(bad(&format!("an item ended at {place:?}"))),

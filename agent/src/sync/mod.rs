@@ -235,23 +235,42 @@ async fn follow(
     mut log: Option<&mut LogCheck>,
 ) -> SessionEnd {
     let mut received: Vec<Received> = Vec::new();
+    let mut checkpoints: Vec<String> = Vec::new();
     let mut acks = Acks::default();
+    // The stream is silent once `idle` passes from the start of a wait (after a frame or an
+    // acknowledgment) with nothing read. One timer, moved on only when it fires, rather
+    // than a new one per frame.
+    let mut waiting_since = Instant::now();
+    let silence = tokio::time::sleep_until(waiting_since + idle);
+    tokio::pin!(silence);
     loop {
         received.clear();
-        // `next` is cancel-safe: what a cancelled read had taken stays buffered.
+        // `next` is cancel-safe: what a cancelled read had taken stays buffered. The read is
+        // polled first: a task the runtime could not poll for a while finds what arrived
+        // meanwhile before it looks at the timer (silence means nothing arrived, not a late
+        // look).
         let read = tokio::select! {
-            read = tokio::time::timeout(idle, conn.next(&mut received)) => read,
+            biased;
+            read = conn.next(&mut received) => read,
+            () = &mut silence => {
+                let deadline = waiting_since + idle;
+                if Instant::now() >= deadline {
+                    return SessionEnd::Failed(Error::Silent);
+                }
+                silence.as_mut().reset(deadline);
+                continue;
+            }
             () = acks.wait_due() => {
                 if let Err(e) = acknowledge(shared, conn, &mut acks).await {
                     return SessionEnd::Failed(e);
                 }
+                waiting_since = Instant::now();
                 continue;
             }
         };
-        match read {
-            Err(_) => return SessionEnd::Failed(Error::Silent),
-            Ok(Err(e)) => return SessionEnd::Failed(e),
-            Ok(Ok(())) => {}
+        waiting_since = Instant::now();
+        if let Err(e) = read {
+            return SessionEnd::Failed(e);
         }
         if received.is_empty() {
             continue;
@@ -292,8 +311,11 @@ async fn follow(
             let before = state.applied;
             let keys_before = state.keys.len();
             let mut handled = Ok(());
-            for r in &received {
-                handled = handle(&mut state, &r.message);
+            checkpoints.clear();
+            // The whole batch under one lock; each message moves into the copy.
+            for r in received.drain(..) {
+                checkpoints.extend(r.checkpoint);
+                handled = handle(&mut state, r.message);
                 if handled.is_err() {
                     break;
                 }
@@ -333,7 +355,7 @@ async fn follow(
         if let Some(log) = log.as_deref_mut() {
             // Checked outside the mirror's lock: an ML-DSA verification must not hold up
             // verifies.
-            match check_frame(shared, base, log, &received).await {
+            match check_frame(shared, base, log, &checkpoints).await {
                 Ok(signed) => stamped = signed,
                 Err(why) => return SessionEnd::Resync(why),
             }
@@ -352,19 +374,19 @@ async fn follow(
     }
 }
 
-/// The log checks of a frame whose events are applied: every checkpoint its heartbeats carry,
-/// in order, and that no leaf is left uncovered by a checkpoint arriving more than
-/// `max_staleness` + `max_clock_skew` after it. Returns the
+/// The log checks of a batch whose events are applied: every checkpoint its heartbeats carry
+/// (`checkpoints`, in order), and that no leaf is left uncovered by a checkpoint arriving more
+/// than `max_staleness` + `max_clock_skew` after it. Returns the
 /// newest signed time verified; `Err` means resync (the reason counted and logged).
 async fn check_frame(
     shared: &Shared,
     base: &str,
     log: &mut LogCheck,
-    received: &[Received],
+    checkpoints: &[String],
 ) -> Result<Option<UnixMillis>, &'static str> {
     log.frame_arrived(Instant::now());
     let mut newest = None;
-    for note in received.iter().filter_map(|r| r.checkpoint.as_deref()) {
+    for note in checkpoints {
         if !log.following() {
             // The snapshot carried no checkpoint, the stream does: an authority that began to
             // sign. Only a snapshot gives a tree to check against.
@@ -476,7 +498,7 @@ fn observe_clock(shared: &Shared, at: UnixMillis) {
 }
 
 /// Apply one message; `Err` names why the copy must be resynced instead.
-fn handle(state: &mut LocalState, message: &Message) -> Result<(), &'static str> {
+fn handle(state: &mut LocalState, message: Message) -> Result<(), &'static str> {
     match message {
         Message::Event(event) => {
             if event.seq <= state.applied {
@@ -490,14 +512,14 @@ fn handle(state: &mut LocalState, message: &Message) -> Result<(), &'static str>
             state.apply(event);
         }
         Message::Control(Control::Hello { epoch, seq, .. }) => {
-            if state.epoch.as_ref() != Some(epoch) {
+            if state.epoch.as_ref() != Some(&epoch) {
                 return Err("the authority's epoch changed");
             }
-            state.head = state.head.max(*seq);
+            state.head = state.head.max(seq);
         }
         Message::Control(Control::Heartbeat { seq, .. }) => {
             // Heartbeats follow the events they count: one ahead of us means we missed some.
-            if *seq > state.applied {
+            if seq > state.applied {
                 return Err("a heartbeat is ahead of the applied seq");
             }
         }
@@ -683,10 +705,10 @@ mod tests {
     #[test]
     fn only_the_next_seq_applies_and_doubt_means_resync() {
         let mut state = state_at(5);
-        assert!(handle(&mut state, &session_event(6)).is_ok());
+        assert!(handle(&mut state, session_event(6)).is_ok());
         assert_eq!(state.applied, Seq::new(6));
-        assert!(handle(&mut state, &session_event(8)).is_err(), "gap");
-        assert!(handle(&mut state, &session_event(6)).is_err(), "repeat");
+        assert!(handle(&mut state, session_event(8)).is_err(), "gap");
+        assert!(handle(&mut state, session_event(6)).is_err(), "repeat");
         let beat = |seq| {
             Message::Control(Control::Heartbeat {
                 seq: Seq::new(seq),
@@ -694,8 +716,8 @@ mod tests {
                 ack_interval_ms: None,
             })
         };
-        assert!(handle(&mut state, &beat(6)).is_ok());
-        assert!(handle(&mut state, &beat(7)).is_err(), "heartbeat ahead");
+        assert!(handle(&mut state, beat(6)).is_ok());
+        assert!(handle(&mut state, beat(7)).is_err(), "heartbeat ahead");
         let hello = |epoch: &str| {
             Message::Control(Control::Hello {
                 epoch: Epoch::new(epoch),
@@ -703,14 +725,14 @@ mod tests {
                 ack_interval_ms: None,
             })
         };
-        assert!(handle(&mut state, &hello("other")).is_err());
-        assert!(handle(&mut state, &hello("e")).is_ok());
+        assert!(handle(&mut state, hello("other")).is_err());
+        assert!(handle(&mut state, hello("e")).is_ok());
         assert_eq!(state.head, Seq::new(9), "hello announces the head");
         let reset = Message::Control(Control::Reset {
             epoch: Epoch::new("e"),
             seq: Seq::new(9),
         });
-        assert!(handle(&mut state, &reset).is_err());
+        assert!(handle(&mut state, reset).is_err());
     }
 
     #[tokio::test(start_paused = true)]

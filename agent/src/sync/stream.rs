@@ -6,6 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -28,7 +29,17 @@ pub struct Connection {
     transport: Link,
     /// Hash each event's bytes and read each heartbeat's checkpoint (log verification on).
     log: bool,
+    /// How the stream ended, met while gathering frames after messages to hand over first:
+    /// the next call of [`Connection::next`] returns it.
+    ended: Option<Error>,
 }
+
+/// [`Connection::next`] stops gathering frames already received once it holds this many
+/// messages: the frame that passes it is the last. The copy's write lock is held while they
+/// are applied (verifies wait for it), so a long backlog is applied in slices of about this
+/// many, each well under a millisecond; one write of the authority under sustained load (at
+/// most two 16 KiB frames, ~400 events) is one slice.
+const GATHER_MESSAGES: usize = 512;
 
 enum Link {
     WebSocket(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
@@ -185,6 +196,7 @@ pub async fn connect(
     Ok(Connection {
         transport: link,
         log,
+        ended: None,
     })
 }
 
@@ -297,11 +309,40 @@ struct CheckpointField {
     checkpoint: Option<String>,
 }
 
+/// One message's JSON: an SSE `data` (bytes) or a WebSocket text frame or batch element
+/// (text the WebSocket layer has already checked is UTF-8, so not checked again).
+#[derive(Clone, Copy)]
+enum Json<'a> {
+    Bytes(&'a [u8]),
+    Text(&'a str),
+}
+
+impl<'a> Json<'a> {
+    fn bytes(self) -> &'a [u8] {
+        match self {
+            Self::Bytes(b) => b,
+            Self::Text(t) => t.as_bytes(),
+        }
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(self) -> serde_json::Result<T> {
+        match self {
+            Self::Bytes(b) => serde_json::from_slice(b),
+            Self::Text(t) => serde_json::from_str(t),
+        }
+    }
+}
+
 /// Parse one JSON message; `Ok(None)` for a control message of an unknown type. With `log`,
 /// an event gets the leaf hash of `json` (the exact bytes received) and a heartbeat its
-/// checkpoint.
-fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
-    match serde_json::from_slice::<Message>(json) {
+/// checkpoint. Decoded with [`Message::from_json`], straight from the text (serde's
+/// `untagged` decoding of [`Message`] would buffer every message into a tree first).
+fn parse_one(json: Json<'_>, log: bool) -> Result<Option<Received>, Error> {
+    let decoded = match json {
+        Json::Bytes(b) => Message::from_json(b),
+        Json::Text(t) => Message::from_json_str(t),
+    };
+    match decoded {
         Ok(message) => {
             let mut received = Received {
                 leaf: None,
@@ -310,9 +351,10 @@ fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
             };
             if log {
                 match received.message {
-                    Message::Event(_) => received.leaf = Some(leaf_hash(json)),
+                    Message::Event(_) => received.leaf = Some(leaf_hash(json.bytes())),
                     Message::Control(Control::Heartbeat { .. }) => {
-                        received.checkpoint = serde_json::from_slice::<CheckpointField>(json)
+                        received.checkpoint = json
+                            .decode::<CheckpointField>()
                             .map_err(|e| Error::Protocol(format!("undecodable heartbeat: {e}")))?
                             .checkpoint;
                     }
@@ -321,7 +363,7 @@ fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
             }
             Ok(Some(received))
         }
-        Err(e) => match serde_json::from_slice::<Unknown>(json) {
+        Err(e) => match json.decode::<Unknown>() {
             Ok(Unknown { seq: None, kind }) => {
                 tracing::debug!(?kind, "ignoring an unknown control message");
                 Ok(None)
@@ -332,18 +374,53 @@ fn parse_one(json: &[u8], log: bool) -> Result<Option<Received>, Error> {
 }
 
 /// Parse a WebSocket text frame: one object or an array of them. A batch's elements are cut
-/// out as `RawValue`s, borrowed from the frame: each is exactly the bytes the authority wrote
-/// for that message, which is what its leaf hash is over.
-fn parse_frame(text: &[u8], log: bool, out: &mut Vec<Received>) -> Result<(), Error> {
-    if text.first() == Some(&b'[') {
-        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(text)
-            .map_err(|e| Error::Protocol(format!("undecodable batch: {e}")))?;
-        for item in items {
-            out.extend(parse_one(item.get().as_bytes(), log)?);
+/// out one after another as `RawValue`s, borrowed from the frame: each is exactly the bytes
+/// the authority wrote for that message, which is what its leaf hash is over.
+fn parse_frame(text: &str, log: bool, out: &mut Vec<Received>) -> Result<(), Error> {
+    if !text.starts_with('[') {
+        out.extend(parse_one(Json::Text(text), log)?);
+        return Ok(());
+    }
+    let mut failed = None;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let batch = Batch {
+        log,
+        out,
+        failed: &mut failed,
+    };
+    let read = serde::Deserializer::deserialize_seq(&mut de, batch).and_then(|()| de.end());
+    match (failed, read) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(Error::Protocol(format!("undecodable batch: {e}"))),
+        (None, Ok(())) => Ok(()),
+    }
+}
+
+/// Reads a batch's elements as they come, each parsed by [`parse_one`] into `out`; the first
+/// error `parse_one` returns stops the batch and is kept in `failed`.
+struct Batch<'o> {
+    log: bool,
+    out: &'o mut Vec<Received>,
+    failed: &'o mut Option<Error>,
+}
+
+impl<'de> serde::de::Visitor<'de> for Batch<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of messages")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            match parse_one(Json::Text(item.get()), self.log) {
+                Ok(received) => self.out.extend(received),
+                Err(e) => {
+                    *self.failed = Some(e);
+                    return Err(serde::de::Error::custom("a message of the batch"));
+                }
+            }
         }
-        Ok(())
-    } else {
-        out.extend(parse_one(text, log)?);
         Ok(())
     }
 }
@@ -372,36 +449,93 @@ impl Connection {
         }
     }
 
-    /// The messages of the next frame (possibly none, e.g. for a ping); `Err(Ended)` when the
-    /// server closed the stream.
+    /// The messages of the next frame (possibly none, e.g. for a ping), and of every frame
+    /// already received after it: one call hands over a whole write of the authority, which
+    /// under load is many frames, to be applied at once. `Err(Ended)` when the server closed
+    /// the stream. A close or error met after messages to hand over is returned by the next
+    /// call, and a frame that does not decode adds none of its messages, as when it comes
+    /// first.
     pub async fn next(&mut self, out: &mut Vec<Received>) -> Result<(), Error> {
+        if let Some(ended) = self.ended.take() {
+            return Err(ended);
+        }
         let log = self.log;
         match &mut self.transport {
-            Link::WebSocket(ws) => match ws.next().await {
-                Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_bytes(), log, out),
-                Some(Ok(WsMessage::Close(_))) | None => Err(Error::Ended),
-                // Pings (answered by the library), pongs, binary: nothing to apply.
-                Some(Ok(_)) => Ok(()),
-                Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
-            },
-            Link::Sse { body, parser, .. } => loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        parser.feed(&chunk, |data| {
-                            out.extend(parse_one(data, log)?);
-                            Ok(())
-                        })?;
-                        // Comments and empty events are not news: keep reading.
-                        if !out.is_empty() {
-                            return Ok(());
-                        }
+            Link::WebSocket(ws) => {
+                ws_frame(ws.next().await, log, out)?;
+                while out.len() < GATHER_MESSAGES {
+                    // Polled once, with this task's waker: ready now, or not gathered.
+                    let polled = std::future::poll_fn(|cx| Poll::Ready(ws.poll_next_unpin(cx)));
+                    let Poll::Ready(frame) = polled.await else {
+                        break;
+                    };
+                    let before = out.len();
+                    if let Err(e) = ws_frame(frame, log, out) {
+                        out.truncate(before);
+                        self.ended = Some(e);
+                        break;
                     }
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(Error::Ended),
                 }
-            },
+                Ok(())
+            }
+            Link::Sse { body, parser, .. } => {
+                // Comments and empty events are not news: read until a message arrives.
+                while out.is_empty() {
+                    match body.next().await {
+                        Some(Ok(chunk)) => sse_chunk(parser, &chunk, log, out)?,
+                        Some(Err(e)) => return Err(e.into()),
+                        None => return Err(Error::Ended),
+                    }
+                }
+                while out.len() < GATHER_MESSAGES {
+                    let polled = std::future::poll_fn(|cx| Poll::Ready(body.poll_next_unpin(cx)));
+                    let Poll::Ready(chunk) = polled.await else {
+                        break;
+                    };
+                    let before = out.len();
+                    let fed = match chunk {
+                        Some(Ok(chunk)) => sse_chunk(parser, &chunk, log, out),
+                        Some(Err(e)) => Err(e.into()),
+                        None => Err(Error::Ended),
+                    };
+                    if let Err(e) = fed {
+                        out.truncate(before);
+                        self.ended = Some(e);
+                        break;
+                    }
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The messages of one WebSocket frame (or of none: the stream's end, an error).
+fn ws_frame(
+    frame: Option<Result<WsMessage, tungstenite::Error>>,
+    log: bool,
+    out: &mut Vec<Received>,
+) -> Result<(), Error> {
+    match frame {
+        Some(Ok(WsMessage::Text(text))) => parse_frame(text.as_str(), log, out),
+        Some(Ok(WsMessage::Close(_))) | None => Err(Error::Ended),
+        // Pings (answered by the library), pongs, binary: nothing to apply.
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(Error::WebSocket(Box::new(e))),
+    }
+}
+
+/// The messages of the SSE events one chunk of the body completes.
+fn sse_chunk(
+    parser: &mut SseParser,
+    chunk: &[u8],
+    log: bool,
+    out: &mut Vec<Received>,
+) -> Result<(), Error> {
+    parser.feed(chunk, |data| {
+        out.extend(parse_one(Json::Bytes(data), log)?);
+        Ok(())
+    })
 }
 
 /// Largest SSE event accepted, field lines and line ends included. The authority's events are
@@ -627,9 +761,9 @@ mod tests {
     #[test]
     fn frames_hold_one_message_or_an_array() {
         let mut out = Vec::new();
-        parse_frame(br#"{"type":"heartbeat","seq":3,"at":1.5}"#, false, &mut out).unwrap();
+        parse_frame(r#"{"type":"heartbeat","seq":3,"at":1.5}"#, false, &mut out).unwrap();
         parse_frame(
-            br#"[{"type":"hello","epoch":"e","seq":0},{"type":"future","x":1},{"seq":1,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1.0}]"#,
+            r#"[{"type":"hello","epoch":"e","seq":0},{"type":"future","x":1},{"seq":1,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1.0}]"#,
             false,
             &mut out,
         )
@@ -644,8 +778,8 @@ mod tests {
             out.iter().all(|r| r.leaf.is_none()),
             "not verifying: no hashing"
         );
-        assert!(parse_frame(br#"{"seq":9,"type":"future"}"#, false, &mut out).is_err());
-        assert!(parse_frame(b"not json", false, &mut out).is_err());
+        assert!(parse_frame(r#"{"seq":9,"type":"future"}"#, false, &mut out).is_err());
+        assert!(parse_frame("not json", false, &mut out).is_err());
     }
 
     /// The leaves are the exact bytes the authority wrote: a single frame's text, each element
@@ -656,12 +790,12 @@ mod tests {
         let two = r#"{"seq":2,"type":"key","kid":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","at":1767222002.25}"#;
         let beat = r#"{"type":"heartbeat","seq":2,"at":1.5,"checkpoint":"o/e\n2\n"}"#;
         let mut out = Vec::new();
-        parse_frame(one.as_bytes(), true, &mut out).unwrap();
-        parse_frame(format!("[{two},{beat}]").as_bytes(), true, &mut out).unwrap();
+        parse_frame(one, true, &mut out).unwrap();
+        parse_frame(&format!("[{two},{beat}]"), true, &mut out).unwrap();
         let mut sse = SseParser::new(MAX_SSE_EVENT);
         let body = format!("id: 1\nevent: session\ndata: {one}\n\nevent: key\ndata: {two}\n\n");
         sse.feed(body.as_bytes(), |data| {
-            out.extend(parse_one(data, true)?);
+            out.extend(parse_one(Json::Bytes(data), true)?);
             Ok(())
         })
         .unwrap();
@@ -671,7 +805,64 @@ mod tests {
         assert_eq!(out[2].checkpoint.as_deref(), Some("o/e\n2\n"));
         // The same event spelled another way is another leaf (a rewrite is caught).
         let mut spaced = Vec::new();
-        parse_frame(one.replace(':', ": ").as_bytes(), true, &mut spaced).unwrap();
+        parse_frame(&one.replace(':', ": "), true, &mut spaced).unwrap();
         assert_ne!(spaced[0].leaf, Some(h1));
+    }
+    fn sse_connection(chunks: &[&str]) -> Connection {
+        let chunks: Vec<reqwest::Result<Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::copy_from_slice(c.as_bytes())))
+            .collect();
+        Connection {
+            transport: Link::Sse {
+                body: Box::pin(futures_util::stream::iter(chunks)),
+                parser: SseParser::new(MAX_SSE_EVENT),
+                acks: None,
+            },
+            log: true,
+            ended: None,
+        }
+    }
+
+    /// One call hands over every message already received; an end or a bad frame met after
+    /// them waits for the next call, and a bad frame adds none of its messages.
+    #[tokio::test]
+    async fn next_gathers_what_is_already_received() {
+        let hello = r#"{"type":"hello","epoch":"e","seq":0}"#;
+        let one = r#"{"seq":1,"type":"session","sid":"a","until":5,"at":1.0}"#;
+        let two = r#"{"seq":2,"type":"session","sid":"b","until":5,"at":1.0}"#;
+        let three = r#"{"seq":3,"type":"session","sid":"c","until":5,"at":1.0}"#;
+        let (d1, d2) = (
+            format!("data: {one}\n\n"),
+            format!("data: {two}\n\ndata: {three}\n"),
+        );
+        let mut conn = sse_connection(&[
+            ": comment\n\n",
+            &format!("data: {hello}\n\n"),
+            &d1,
+            &d2,
+            "\n",
+        ]);
+        let mut out = Vec::new();
+        conn.next(&mut out).await.unwrap();
+        assert_eq!(out.len(), 4, "hello and three events, in one call");
+        assert_eq!(out[3].leaf, Some(leaf_hash(three.as_bytes())));
+        out.clear();
+        assert!(matches!(conn.next(&mut out).await, Err(Error::Ended)));
+        assert!(out.is_empty());
+
+        let bad = format!("data: {two}\n\ndata: not json\n\n");
+        let mut conn = sse_connection(&[&d1, &bad, &d1]);
+        let mut out = Vec::new();
+        conn.next(&mut out).await.unwrap();
+        assert_eq!(
+            out.len(),
+            1,
+            "the bad chunk's good event is not handed over either"
+        );
+        out.clear();
+        let err = conn.next(&mut out).await.unwrap_err();
+        assert!(err.to_string().contains("undecodable"), "{err}");
+        assert!(out.is_empty());
     }
 }

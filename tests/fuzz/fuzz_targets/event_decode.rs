@@ -1,5 +1,5 @@
 //! Decoding stream messages, events and JWKs from arbitrary bytes: never a panic; whatever
-//! decodes re-encodes and decodes to the same value.
+//! decodes re-encodes and decodes to the same value; `Message::from_json` decodes as serde does.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -17,6 +17,14 @@ fuzz_target!(|data: &[u8]| {
             };
             assert_eq!((back.seq, &back.revocation), (event.seq, &event.revocation));
         }
+    }
+    // The agents' decoder agrees with serde's `untagged` derive on every object and refuses
+    // anything else.
+    let fast = Message::from_json(data).ok();
+    if data.iter().find(|b| !b" \t\n\r".contains(b)) == Some(&b'{') {
+        assert_eq!(fast, serde_json::from_slice::<Message>(data).ok());
+    } else {
+        assert!(fast.is_none());
     }
     let _ = serde_json::from_slice::<RevocationEvent>(data);
     if let Ok(set) = serde_json::from_slice::<JwkSet>(data) {

@@ -233,6 +233,10 @@ pub struct AgentsArgs {
     /// scenario's baseline.
     #[arg(long)]
     no_verify_log: bool,
+    /// Only answer `status` lines (no per-agent watcher of the applied `seq`): the
+    /// `agent-cpu` scenario, whose CPU figures are the agents' alone.
+    #[arg(long)]
+    status_only: bool,
 }
 
 /// Start `count` agents, print `ready` once all are synced; then read `final SEQ` and
@@ -257,6 +261,17 @@ pub async fn run_agents(args: AgentsArgs) -> anyhow::Result<()> {
     }
     if args.watch {
         return crate::refresh::serve_watch(&agents).await;
+    }
+    if args.status_only {
+        println!("ready");
+        let mut lines = BufReader::new(tokio::io::stdin()).lines();
+        while let Some(line) = lines.next_line().await? {
+            match line.trim() {
+                "status" => println!("{}", fleet_status(&agents)?),
+                _ => bail!("unexpected line {line:?}"),
+            }
+        }
+        return Ok(());
     }
     let reconnects_before: u64 = agents.iter().map(|a| a.status().reconnects).sum();
     let record = !args.no_record;
@@ -358,13 +373,17 @@ fn fleet_status(agents: &[Agent]) -> anyhow::Result<serde_json::Value> {
             .filter_map(|rest| rest.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
+    let (user, system) = crate::stats::cpu_split(std::process::id())?;
     Ok(serde_json::json!({
-        "cpu_seconds": crate::stats::cpu_seconds(std::process::id())?,
+        "cpu_seconds": user + system,
+        "cpu_user_seconds": user,
+        "cpu_system_seconds": system,
         "applied_min": statuses.iter().map(|s| s.applied.get()).min().unwrap_or(0),
         "verified_min": statuses.iter().map(|s| s.log_verified.map_or(0, |v| v.get())).min().unwrap_or(0),
         "checkpoints_verified": agents.iter().map(|a| counter(a, "revocast_agent_log_checkpoints_verified_total")).sum::<u64>(),
         "log_resyncs": agents.iter().map(|a| counter(a, "revocast_agent_log_resyncs_total")).sum::<u64>(),
         "resyncs": statuses.iter().map(|s| s.resyncs.saturating_sub(1)).sum::<u64>(),
+        "reconnects": statuses.iter().map(|s| s.reconnects).sum::<u64>(),
     }))
 }
 
@@ -420,7 +439,24 @@ impl ChildAgents {
         Self::spawn(authority, key, count, extra).await
     }
 
-    /// Ask a `start_verifying` child for its status (see `fleet_status`).
+    /// Start `count` agents, verifying the transparency log or not, that only answer
+    /// `status` lines (the `agent-cpu` scenario: no watcher tasks of the bench's own).
+    pub async fn start_status_only(
+        authority: &str,
+        key: &str,
+        count: usize,
+        verify_log: bool,
+    ) -> anyhow::Result<Self> {
+        let extra: &[&str] = if verify_log {
+            &["--status-only"]
+        } else {
+            &["--status-only", "--no-verify-log"]
+        };
+        Self::spawn(authority, key, count, extra).await
+    }
+
+    /// Ask a `start_verifying` or `start_status_only` child for its status (see
+    /// `fleet_status`).
     pub async fn status(&mut self) -> anyhow::Result<serde_json::Value> {
         self.send_line("status").await?;
         let line = self.read_line(Duration::from_secs(60)).await?;

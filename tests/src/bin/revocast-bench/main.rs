@@ -7,6 +7,7 @@
 //! hidden subcommand `authority`), and `propagation` and `refresh-reuse` run their agents in another child
 //! (`agents`), so no figure mixes two roles' memory or CPU scheduling in one runtime.
 
+mod agent_cpu;
 mod children;
 mod floor;
 mod lean;
@@ -170,6 +171,22 @@ enum Scenario {
         #[arg(long, default_value_t = 20)]
         idle_seconds: u64,
     },
+    /// Agent CPU per applied event, user and system apart: N full agents (in another
+    /// process) following a stream of revocations at a steady rate, beside an idle phase.
+    AgentCpu {
+        /// Agents in the child.
+        #[arg(long, default_value_t = 20)]
+        agents: usize,
+        /// Revocations per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Length of the idle phase and of the events phase.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Verify the transparency log (the agents' default).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        verify_log: bool,
+    },
     /// (internal) Run an authority for another bench process.
     #[command(hide = true)]
     Authority(children::AuthorityArgs),
@@ -225,6 +242,12 @@ fn main() -> ExitCode {
                 rate,
                 idle_seconds,
             } => log_verify::log_verify(agents, events, rate, idle_seconds).await?,
+            Scenario::AgentCpu {
+                agents,
+                rate,
+                seconds,
+                verify_log,
+            } => agent_cpu::agent_cpu(agents, rate, seconds, verify_log).await?,
             Scenario::Soak {
                 subscribers,
                 rate,

@@ -69,6 +69,12 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
 
 /// CPU time (user and system, in seconds) process `pid` has used so far, from /proc.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let (user, system) = cpu_split(pid)?;
+    Ok(user + system)
+}
+
+/// CPU time process `pid` has used so far, user and system apart, in seconds, from /proc.
+pub fn cpu_split(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the command name, which is in parentheses and may contain spaces:
     // utime and stime are the 14th and 15th fields of the whole line.
@@ -84,8 +90,8 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
             .parse()?)
     };
     // Fields 14 and 15 of the line are 12 and 13 after the name (state is field 3 → index 0).
-    let total = ticks(11)? + ticks(12)?;
-    Ok(total as f64 / clock_ticks_per_second())
+    let hz = clock_ticks_per_second();
+    Ok((ticks(11)? as f64 / hz, ticks(12)? as f64 / hz))
 }
 
 /// The kernel's clock ticks per second for /proc times (`getconf CLK_TCK`): 100 on every
