@@ -80,7 +80,7 @@ pub struct Pacing {
     /// (`--fleet-acks-per-second`).
     pub acks_per_second: u32,
     /// The longest a connection holds a heartbeat back to spread the fleet's heartbeats over
-    /// time (half the heartbeat interval; zero: none). See [`Pacing::beat_delay`].
+    /// time (half the heartbeat interval; zero: none). See `Pacing::beat_delay`.
     pub heartbeat_spread: Duration,
 }
 
