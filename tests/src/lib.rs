@@ -32,6 +32,17 @@ pub async fn eventually<F: Future<Output = bool>>(what: &str, mut condition: imp
     }
 }
 
+/// `e` and its sources, joined by `": "`: what a test matches an error's words against.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
 /// A running authority; it shuts down gracefully when dropped.
 pub struct TestAuthority {
     pub base: String,
@@ -156,14 +167,7 @@ impl TestAuthority {
             .await
             .expect("the authority stops by itself")
             .expect("serve task");
-        let e = stopped.expect_err("the authority stops with an error");
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        text
+        error_chain(&stopped.expect_err("the authority stops with an error"))
     }
 
     /// Stop, then start again on the same address and data directory.

@@ -17,7 +17,7 @@ use revocast_shared::tlog::{
 };
 use revocast_shared::{JwkSet, LogVerifyingKey, VerifyingKey};
 use revocast_tests::postgres::TestDatabase;
-use revocast_tests::{PATIENCE, TestAuthority, eventually};
+use revocast_tests::{PATIENCE, TestAuthority, error_chain, eventually};
 use serde_json::{Value, json};
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
@@ -586,10 +586,10 @@ async fn a_new_log_key_is_published_before_it_signs_and_the_old_one_stays() {
     assert!(still.contains(&new_kid));
 }
 
-/// Stop `a`, run `sql` on its SQLite file, and return the error the next start fails with.
-async fn start_after_tampering(mut a: TestAuthority, sql: &str) -> String {
+/// Run `sql`, which must change exactly one row, on `a`'s SQLite file through a connection
+/// of its own (WAL lets it in while `a` runs).
+async fn tamper_sqlite(a: &TestAuthority, sql: &str) {
     use sqlx::Connection;
-    a.stop().await;
     let path = a.config().data_dir.join("revocast.db");
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -601,18 +601,15 @@ async fn start_after_tampering(mut a: TestAuthority, sql: &str) -> String {
         .rows_affected();
     assert_eq!(changed, 1, "{sql}");
     conn.close().await.expect("close");
-    let config = a.config().clone();
-    match Authority::open(config).await {
+}
+
+/// Stop `a`, run `sql` on its SQLite file, and return the error the next start fails with.
+async fn start_after_tampering(mut a: TestAuthority, sql: &str) -> String {
+    a.stop().await;
+    tamper_sqlite(&a, sql).await;
+    match Authority::open(a.config().clone()).await {
         Ok(_) => panic!("an authority started on a log changed at rest ({sql})"),
-        Err(e) => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        }
+        Err(e) => error_chain(&e),
     }
 }
 
@@ -646,7 +643,6 @@ fn audited(c: &mut Config) {
 
 #[tokio::test]
 async fn a_log_changed_under_a_running_authority_stops_it_naming_the_seq() {
-    use sqlx::Connection;
     for (sql, seq) in [
         ("DELETE FROM revocations WHERE seq = 3", 3),
         (
@@ -657,18 +653,7 @@ async fn a_log_changed_under_a_running_authority_stops_it_naming_the_seq() {
         let mut a = TestAuthority::start_with(audited).await;
         let head = revoke_sessions(&a, "t", 5).await;
         checkpoint_of(&a, head).await;
-        // Through another connection to its file while it runs (WAL lets a second writer in).
-        let path = a.config().data_dir.join("revocast.db");
-        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
-            .await
-            .expect("open the database file");
-        let changed = sqlx::query(sql)
-            .execute(&mut conn)
-            .await
-            .expect("tamper")
-            .rows_affected();
-        assert_eq!(changed, 1, "{sql}");
-        conn.close().await.expect("close");
+        tamper_sqlite(&a, sql).await;
         let error = a.stops_with_error().await;
         assert!(
             error.contains("transparency log") && error.contains(&format!("seq {seq}")),
