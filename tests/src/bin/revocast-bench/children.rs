@@ -431,12 +431,7 @@ impl ChildAgents {
         count: usize,
         verify_log: bool,
     ) -> anyhow::Result<Self> {
-        let extra: &[&str] = if verify_log {
-            &["--no-record"]
-        } else {
-            &["--no-record", "--no-verify-log"]
-        };
-        Self::spawn(authority, key, count, extra).await
+        Self::start_with(authority, key, count, false, verify_log).await
     }
 
     /// Start `count` agents, verifying the transparency log or not, that only answer
@@ -447,12 +442,11 @@ impl ChildAgents {
         count: usize,
         verify_log: bool,
     ) -> anyhow::Result<Self> {
-        let extra: &[&str] = if verify_log {
-            &["--status-only"]
-        } else {
-            &["--status-only", "--no-verify-log"]
-        };
-        Self::spawn(authority, key, count, extra).await
+        let mut extra = vec!["--status-only"];
+        if !verify_log {
+            extra.push("--no-verify-log");
+        }
+        Self::spawn(authority, key, count, &extra).await
     }
 
     /// Ask a `start_verifying` or `start_status_only` child for its status (see
