@@ -256,10 +256,11 @@ impl LogTail {
                 .get_or_create(&vec![("kind", event.revocation.kind())])
                 .inc();
         }
-        self.hub.publish(events);
+        // Tracked before it is published, so no acknowledgment of it can come first.
         if let Some(fleet) = &self.fleet {
             fleet.committed(events);
         }
+        self.hub.publish(events);
         self.metrics
             .head_seq
             .set(gauge_value(self.hub.head().get()));
