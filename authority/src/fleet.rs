@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -158,7 +158,7 @@ pub struct Subscriber {
     applied: AtomicU64,
     /// Unregistered (under the `tracked` lock): a late ack (over SSE, from another
     /// connection) counts for no group any more.
-    left: std::sync::atomic::AtomicBool,
+    left: AtomicBool,
     /// When the last accepted ack arrived (Unix ms); 0 never.
     acked_at: AtomicI64,
     /// When anything last arrived from it (Unix ms); 0 never.
@@ -410,7 +410,7 @@ impl Fleet {
             remote,
             connected_at: UnixMillis::now(),
             applied: AtomicU64::new(0),
-            left: std::sync::atomic::AtomicBool::new(false),
+            left: AtomicBool::new(false),
             acked_at: AtomicI64::new(0),
             heard_at: AtomicI64::new(0),
             resyncs: AtomicU64::new(0),
@@ -581,8 +581,6 @@ impl Fleet {
             applied: 0,
             reached: [false; 3],
         });
-        drop(tracked);
-        drop(registry);
     }
 
     /// The commit group holding `seq`, if still remembered.
@@ -781,18 +779,17 @@ impl Fleet {
     fn track_once(&self) {
         let mut tracked = self.tracked();
         for t in tracked.iter_mut() {
-            let (of, applied) = (t.of, t.applied);
             let elapsed = t.published.elapsed().as_secs_f64();
             for (k, (share, label)) in SHARES.iter().enumerate() {
                 if t.reached[k] {
                     continue;
                 }
                 // Nobody connected at commit time: nothing to wait for, nothing to observe.
-                if of == 0 {
+                if t.of == 0 {
                     t.reached[k] = true;
                     continue;
                 }
-                if applied as f64 >= share * of as f64 {
+                if t.applied as f64 >= share * t.of as f64 {
                     t.reached[k] = true;
                     let histogram = self
                         .metrics
